@@ -1,0 +1,26 @@
+import { join, resolve } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { PGlite } from '@electric-sql/pglite';
+import { loadConfig } from '../../platform/config/config.ts';
+import { openPgliteDatabase, migratePostgres } from '../../platform/db/open.ts';
+
+/** `bulwark migrate`: apply pending migrations to the configured engine and report them. */
+export async function runMigrate(): Promise<number> {
+  const config = loadConfig();
+  let report;
+  if (config.databaseUrl !== undefined) {
+    report = await migratePostgres(config.databaseAdminUrl ?? config.databaseUrl, config.databaseAppRole);
+  } else {
+    const dataDir = join(resolve(config.dataDir), 'pglite');
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    const opened = await openPgliteDatabase(await PGlite.create(dataDir), config.databaseAppRole);
+    await opened.db.close();
+    report = opened.migrations;
+  }
+  process.stdout.write(
+    report.applied.length === 0
+      ? `Database is up to date (${report.alreadyApplied} migrations applied earlier).\n`
+      : `Applied ${report.applied.length} migration(s): ${report.applied.join(', ')}\n`,
+  );
+  return 0;
+}

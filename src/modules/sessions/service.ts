@@ -1,0 +1,133 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Clock } from '../../platform/clock.ts';
+import type { Database } from '../../platform/db/database.ts';
+import { toBuffer } from '../../platform/db/database.ts';
+import { BulwarkError, notFound } from '../../platform/errors/bulwark-error.ts';
+import type { Authenticator, Principal } from '../../platform/http/auth.ts';
+import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
+import { withFreshId } from '../../platform/ids.ts';
+import { digestsEqual } from '../../platform/secret-compare.ts';
+import { TtlCache } from '../../platform/ttl-cache.ts';
+import type { ApiKey } from './schemas.ts';
+import {
+  apiKeyCredentialSql,
+  type ApiKeyCredentialRow,
+  insertApiKey,
+  listApiKeysSql,
+  readBootstrapHash,
+  revokeApiKey,
+  toApiKeys,
+  writeBootstrapHash,
+} from './store.ts';
+
+const sha256 = (value: string) => createHash('sha256').update(value).digest();
+
+/**
+ * The operator bootstrap token: the temporary operator credential until operator accounts exist.
+ * Only its SHA-256 is stored (it is 256 random bits, or an operator-chosen value of at least 32 characters,
+ * so a slow hash would add nothing but latency).
+ */
+export class OperatorBootstrap implements Authenticator {
+  readonly #db: Database;
+  #hash: Buffer | undefined;
+
+  constructor(db: Database) {
+    this.#db = db;
+  }
+
+  /** Stores the configured token, or generates one on first start. Returns a generated token once. */
+  async ensure(configured: string | undefined): Promise<{ generated?: string }> {
+    return this.#db.withPlatform(async (tx) => {
+      if (configured !== undefined) {
+        this.#hash = sha256(configured);
+        await writeBootstrapHash(tx, this.#hash);
+        return {};
+      }
+      const existing = await readBootstrapHash(tx);
+      if (existing) {
+        this.#hash = existing;
+        return {};
+      }
+      const generated = `bws_${randomBytes(32).toString('base64url')}`;
+      this.#hash = sha256(generated);
+      await writeBootstrapHash(tx, this.#hash);
+      return { generated };
+    });
+  }
+
+  accepts(token: string): boolean {
+    return !token.startsWith('bwk_');
+  }
+
+  async authenticate(token: string): Promise<Principal | null> {
+    this.#hash ??= await this.#db.withPlatform(readBootstrapHash);
+    if (!this.#hash || !digestsEqual(sha256(token), this.#hash)) return null;
+    // A stable, non-reversible id for the log lines of this credential.
+    return { kind: 'operator', id: createHash('sha256').update(this.#hash).digest('hex').slice(0, 12) };
+  }
+}
+
+const apiKeyShape = /^bwk_([0-9a-f]{12})([0-9a-f]{12})([A-Za-z0-9_-]{43})$/;
+
+/**
+ * Tenant API keys: `bwk_<tenantId><keyId><secret>`. The prefix lets secret scanners find leaked keys;
+ * the tenant id lets the lookup run under that tenant's RLS context. Verified keys are cached briefly,
+ * keyed by the token's hash, so a repeated key costs one SHA-256 and a map lookup.
+ */
+export class ApiKeyService implements Authenticator {
+  readonly #db: Database;
+  readonly #clock: Clock;
+  readonly #verified: TtlCache<Principal & { kind: 'api-key'; expiresAt: number }>;
+
+  constructor(db: Database, clock: Clock, options: { cacheTtlMs: number }) {
+    this.#db = db;
+    this.#clock = clock;
+    this.#verified = new TtlCache(options.cacheTtlMs, 50_000, clock);
+  }
+
+  async create(tenantId: string, input: { name: string; expiresAt?: string | undefined }): Promise<ApiKey & { key: string }> {
+    const now = this.#clock.now();
+    const expiresAt = input.expiresAt === undefined ? null : new Date(input.expiresAt);
+    if (expiresAt !== null && expiresAt.getTime() <= now.getTime()) {
+      throw new BulwarkError('validation_failed', { message: 'expiresAt must lie in the future.' });
+    }
+    const secret = randomBytes(32).toString('base64url');
+    const created = await this.#db.withTenant(tenantId, (tx) =>
+      withFreshId((id) => insertApiKey(tx, { tenantId, id, name: input.name, secretHash: sha256(secret), expiresAt, now })),
+    );
+    return { ...created, key: `bwk_${tenantId}${created.id}${secret}` };
+  }
+
+  async list(tenantId: string, limit: number, cursor: string | undefined) {
+    const after = decodeCursor(cursor);
+    const { rows } = await this.#db.tenantQuery<Parameters<typeof toApiKeys>[0][number]>(tenantId, listApiKeysSql, [tenantId, after, limit + 1]);
+    return toPage(toApiKeys(rows), limit, (key) => key);
+  }
+
+  async revoke(tenantId: string, keyId: string): Promise<void> {
+    const revoked = await this.#db.withTenant(tenantId, (tx) => revokeApiKey(tx, tenantId, keyId, this.#clock.now()));
+    if (!revoked) throw notFound();
+    this.#verified.deleteWhere((principal) => principal.tenantId === tenantId && principal.id === keyId);
+  }
+
+  accepts(token: string): boolean {
+    return token.startsWith('bwk_');
+  }
+
+  async authenticate(token: string): Promise<Principal | null> {
+    const match = apiKeyShape.exec(token);
+    if (!match) return null;
+    const [, tenantId = '', keyId = '', secret = ''] = match;
+    const cacheKey = sha256(token).toString('hex');
+    const now = this.#clock.now().getTime();
+    const cached = this.#verified.get(cacheKey);
+    if (cached && cached.expiresAt > now) return { kind: 'api-key', id: cached.id, tenantId: cached.tenantId };
+
+    const { rows } = await this.#db.tenantQuery<ApiKeyCredentialRow>(tenantId, apiKeyCredentialSql, [tenantId, keyId]);
+    const row = rows[0];
+    if (!row || !digestsEqual(sha256(secret), toBuffer(row.secret_hash))) return null;
+    if (row.revoked_at !== null || (row.expires_at !== null && row.expires_at.getTime() <= now)) return null;
+    this.#verified.set(cacheKey, { kind: 'api-key', id: keyId, tenantId, expiresAt: row.expires_at?.getTime() ?? Number.POSITIVE_INFINITY });
+    return { kind: 'api-key', id: keyId, tenantId };
+  }
+}

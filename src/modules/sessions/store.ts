@@ -1,0 +1,81 @@
+import { constraintName, toBuffer, type Queryable, sqlState } from '../../platform/db/database.ts';
+import { retryWithNewId } from '../../platform/ids.ts';
+import type { ApiKey } from './schemas.ts';
+
+// --- operator bootstrap token (platform table) ---
+
+export async function readBootstrapHash(tx: Queryable): Promise<Buffer | undefined> {
+  const { rows } = await tx.query<{ token_hash: Uint8Array }>('SELECT token_hash FROM operator_bootstrap');
+  return rows[0] ? toBuffer(rows[0].token_hash) : undefined;
+}
+
+export async function writeBootstrapHash(tx: Queryable, hash: Buffer): Promise<void> {
+  await tx.query(
+    `INSERT INTO operator_bootstrap (singleton, token_hash) VALUES (true, $1)
+     ON CONFLICT (singleton) DO UPDATE SET token_hash = excluded.token_hash, created_at = now()`,
+    [hash],
+  );
+}
+
+// --- API keys (tenant table) ---
+
+interface ApiKeyRow {
+  id: string;
+  name: string;
+  created_at: Date;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+}
+
+const columns = 'id, name, created_at, expires_at, revoked_at';
+
+function toApiKey(row: ApiKeyRow): ApiKey {
+  return {
+    id: row.id,
+    name: row.name,
+    createdAt: row.created_at.toISOString(),
+    expiresAt: row.expires_at?.toISOString() ?? null,
+    revokedAt: row.revoked_at?.toISOString() ?? null,
+  };
+}
+
+export async function insertApiKey(
+  tx: Queryable,
+  key: { tenantId: string; id: string; name: string; secretHash: Buffer; expiresAt: Date | null; now: Date },
+): Promise<ApiKey | typeof retryWithNewId> {
+  try {
+    const { rows } = await tx.query<ApiKeyRow>(
+      `INSERT INTO api_keys (tenant_id, id, name, secret_hash, created_at, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6) RETURNING ${columns}`,
+      [key.tenantId, key.id, key.name, key.secretHash, key.now, key.expiresAt],
+    );
+    return toApiKey(rows[0] as ApiKeyRow);
+  } catch (error) {
+    if (sqlState(error) === '23505' && constraintName(error) === 'api_keys_pkey') return retryWithNewId;
+    throw error;
+  }
+}
+
+export const listApiKeysSql = `SELECT ${columns} FROM api_keys WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3`;
+
+export function toApiKeys(rows: ApiKeyRow[]): ApiKey[] {
+  return rows.map(toApiKey);
+}
+
+export async function revokeApiKey(tx: Queryable, tenantId: string, id: string, now: Date): Promise<boolean> {
+  const { rowCount } = await tx.query(
+    'UPDATE api_keys SET revoked_at = coalesce(revoked_at, $3) WHERE tenant_id = $1 AND id = $2',
+    [tenantId, id, now],
+  );
+  return rowCount > 0;
+}
+
+/** Credential read: only the authenticator uses it; listings never select the hash. */
+export const apiKeyCredentialSql =
+  'SELECT secret_hash, expires_at, revoked_at FROM api_keys WHERE tenant_id = $1 AND id = $2';
+
+export interface ApiKeyCredentialRow {
+  secret_hash: Uint8Array;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+}

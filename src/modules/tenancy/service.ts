@@ -1,0 +1,71 @@
+import type { Clock } from '../../platform/clock.ts';
+import type { Database } from '../../platform/db/database.ts';
+import { BulwarkError, notFound } from '../../platform/errors/bulwark-error.ts';
+import type { TenantGate, TenantStatus } from '../../platform/http/auth.ts';
+import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
+import { withFreshId } from '../../platform/ids.ts';
+import { TtlCache } from '../../platform/ttl-cache.ts';
+import type { Tenant, UpdateTenant } from './schemas.ts';
+import { findTenant, insertTenant, listTenants, tenantStatusSql, updateTenant } from './store.ts';
+
+export interface TenancyOptions {
+  regions: readonly string[];
+  statusCacheTtlMs: number;
+}
+
+export class TenancyService implements TenantGate {
+  readonly #db: Database;
+  readonly #clock: Clock;
+  readonly #options: TenancyOptions;
+  // Every tenant-scoped request asks for its tenant's status; a short cache keeps that off the database.
+  readonly #statuses: TtlCache<TenantStatus | null>;
+
+  constructor(db: Database, clock: Clock, options: TenancyOptions) {
+    this.#db = db;
+    this.#clock = clock;
+    this.#options = options;
+    this.#statuses = new TtlCache(options.statusCacheTtlMs, 10_000, clock);
+  }
+
+  async create(input: { name: string; region?: string | undefined }): Promise<Tenant> {
+    const region = input.region ?? this.#options.regions[0] ?? 'local';
+    if (!this.#options.regions.includes(region)) {
+      throw new BulwarkError('region_not_allowed', { extensions: { allowedRegions: this.#options.regions } });
+    }
+    const now = this.#clock.now();
+    return this.#db.withPlatform((tx) => withFreshId((id) => insertTenant(tx, { id, name: input.name, region, now })));
+  }
+
+  async list(limit: number, cursor: string | undefined): Promise<{ items: Tenant[]; nextCursor: string | null }> {
+    const after = decodeCursor(cursor);
+    const rows = await this.#db.withPlatform((tx) => listTenants(tx, after, limit + 1));
+    return toPage(rows, limit, (row) => row);
+  }
+
+  async get(id: string): Promise<Tenant> {
+    const tenant = await this.#db.withPlatform((tx) => findTenant(tx, id));
+    if (!tenant || tenant.status === 'deleted') throw notFound();
+    return tenant;
+  }
+
+  async update(id: string, patch: UpdateTenant): Promise<Tenant> {
+    const updated = await this.#db.withPlatform(async (tx) => {
+      const current = await findTenant(tx, id, { forUpdate: true });
+      if (!current || current.status === 'deleted') throw notFound();
+      if (patch.status !== undefined && current.status === 'offboarding') {
+        throw new BulwarkError('conflict', { message: 'The tenant is being offboarded; its status cannot change.' });
+      }
+      return updateTenant(tx, id, patch, this.#clock.now());
+    });
+    if (!updated) throw notFound();
+    this.#statuses.delete(id);
+    return updated;
+  }
+
+  async status(tenantId: string): Promise<TenantStatus | null> {
+    return this.#statuses.getOrLoad(tenantId, async () => {
+      const { rows } = await this.#db.tenantQuery<{ status: TenantStatus }>(tenantId, tenantStatusSql, [tenantId]);
+      return rows[0]?.status ?? null;
+    });
+  }
+}

@@ -1,0 +1,77 @@
+import { readFileSync } from 'node:fs';
+import { optionSpecs } from './spec.ts';
+
+export interface Config {
+  readonly env: 'development' | 'production' | 'test';
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly databaseUrl: string | undefined;
+  readonly databaseAdminUrl: string | undefined;
+  readonly databaseAppRole: string;
+  readonly databasePoolMax: number;
+  readonly redisUrl: string | undefined;
+  readonly natsUrl: string | undefined;
+  readonly setupToken: string | undefined;
+  readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  readonly regions: readonly string[];
+  readonly bodyLimitBytes: number;
+  readonly recordMaxBytes: number;
+  readonly authCacheTtlMs: number;
+  readonly shutdownTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super(`Invalid configuration:\n${problems.map((problem) => `  - ${problem}`).join('\n')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+type Source = Readonly<Record<string, string | undefined>>;
+
+/**
+ * Builds the configuration from the environment and the optional JSON file named by BULWARK_CONFIG_FILE
+ * (environment wins). Every problem is reported together; the result is frozen.
+ */
+export function loadConfig(environment: Source = process.env, overrides: Partial<Record<keyof Config, string>> = {}): Config {
+  const problems: string[] = [];
+  const file = readConfigFile(environment['BULWARK_CONFIG_FILE'], problems);
+  const values: Record<string, unknown> = {};
+
+  for (const spec of optionSpecs) {
+    const raw = overrides[spec.key] ?? environment[spec.env] ?? file[spec.key] ?? spec.default;
+    if (raw === undefined || raw === '') continue;
+    const parsed = spec.parse(raw);
+    if ('error' in parsed) problems.push(`${spec.env} ${parsed.error}${spec.secret ? '' : ` (got ${JSON.stringify(raw)})`}`);
+    else values[spec.key] = parsed.value;
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(values) as unknown as Config;
+}
+
+function readConfigFile(path: string | undefined, problems: string[]): Record<string, string> {
+  if (path === undefined || path === '') return {};
+  let document: unknown;
+  try {
+    document = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (error) {
+    problems.push(`BULWARK_CONFIG_FILE ${path} cannot be read as JSON (${(error as Error).message})`);
+    return {};
+  }
+  if (typeof document !== 'object' || document === null || Array.isArray(document)) {
+    problems.push(`BULWARK_CONFIG_FILE ${path} must hold a JSON object`);
+    return {};
+  }
+  const known = new Set<string>(optionSpecs.map((spec) => spec.key));
+  const values: Record<string, string> = {};
+  for (const [key, value] of Object.entries(document)) {
+    if (!known.has(key)) problems.push(`BULWARK_CONFIG_FILE has unknown option "${key}"`);
+    else if (typeof value === 'string' || typeof value === 'number') values[key] = String(value);
+    else if (Array.isArray(value) && value.every((item) => typeof item === 'string')) values[key] = value.join(',');
+    else problems.push(`BULWARK_CONFIG_FILE option "${key}" must be a string or a number`);
+  }
+  return values;
+}

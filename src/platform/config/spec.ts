@@ -1,0 +1,179 @@
+/**
+ * Every configuration option of Bulwark, in one table: its environment variable, its key in the optional
+ * JSON config file, how it is validated and its default. docs/configuration.md is generated from it.
+ */
+import type { Config } from './config.ts';
+
+export interface OptionSpec {
+  key: keyof Config;
+  env: string;
+  description: string;
+  /** Default as the operator would write it; undefined means unset. */
+  default?: string;
+  secret?: boolean;
+  parse: (raw: string) => { value: unknown } | { error: string };
+}
+
+const identifier = /^[a-z_][a-z0-9_]{0,62}$/;
+
+function integer(min: number, max: number) {
+  return (raw: string) => {
+    if (!/^\d+$/.test(raw)) return { error: `must be an integer between ${min} and ${max}` };
+    const value = Number(raw);
+    return value >= min && value <= max ? { value } : { error: `must be an integer between ${min} and ${max}` };
+  };
+}
+
+function oneOf(...allowed: string[]) {
+  return (raw: string) => (allowed.includes(raw) ? { value: raw } : { error: `must be one of ${allowed.join(', ')}` });
+}
+
+function url(...protocols: string[]) {
+  return (raw: string) => {
+    let parsed: URL;
+    try {
+      parsed = new URL(raw);
+    } catch {
+      return { error: 'must be a URL' };
+    }
+    return protocols.includes(parsed.protocol.slice(0, -1))
+      ? { value: raw }
+      : { error: `must be a URL with scheme ${protocols.join(' or ')}` };
+  };
+}
+
+function text(min: number, max: number) {
+  return (raw: string) =>
+    raw.length >= min && raw.length <= max ? { value: raw } : { error: `must be ${min} to ${max} characters long` };
+}
+
+export const optionSpecs: readonly OptionSpec[] = [
+  {
+    key: 'env',
+    env: 'BULWARK_ENV',
+    description: 'Run mode: `development` warns about insecure defaults, `production` refuses the ones it can.',
+    default: 'development',
+    parse: oneOf('development', 'production', 'test'),
+  },
+  {
+    key: 'host',
+    env: 'BULWARK_HOST',
+    description: 'Address the HTTP server binds to.',
+    default: '127.0.0.1',
+    parse: (raw: string) => (/^[A-Za-z0-9.:[\]-]{1,253}$/.test(raw) ? { value: raw } : { error: 'must be a host name or IP address' }),
+  },
+  {
+    key: 'port',
+    env: 'BULWARK_PORT',
+    description: 'TCP port of the HTTP server (0 picks a free one).',
+    default: '8080',
+    parse: integer(0, 65535),
+  },
+  {
+    key: 'dataDir',
+    env: 'BULWARK_DATA_DIR',
+    description: 'Folder for embedded state: the PGlite database (`<dir>/pglite`), later the local key file and backups.',
+    default: './data',
+    parse: text(1, 4096),
+  },
+  {
+    key: 'databaseUrl',
+    env: 'BULWARK_DATABASE_URL',
+    description:
+      'PostgreSQL connection URL (`postgres://user:pass@host:5432/db`). Unset: embedded PGlite in the data folder. The server connects with `role=<app role>`, so the login user must be a member of the app role.',
+    secret: true,
+    parse: url('postgres', 'postgresql'),
+  },
+  {
+    key: 'databaseAdminUrl',
+    env: 'BULWARK_DATABASE_ADMIN_URL',
+    description:
+      'PostgreSQL URL of the schema owner, used only to run migrations and grant the app role. Defaults to `BULWARK_DATABASE_URL`.',
+    secret: true,
+    parse: url('postgres', 'postgresql'),
+  },
+  {
+    key: 'databaseAppRole',
+    env: 'BULWARK_DATABASE_APP_ROLE',
+    description: 'Database role the API runs as: no ownership, no BYPASSRLS. Migrations create it when missing.',
+    default: 'bulwark_app',
+    parse: (raw: string) => (identifier.test(raw) ? { value: raw } : { error: 'must be a lowercase SQL identifier' }),
+  },
+  {
+    key: 'databasePoolMax',
+    env: 'BULWARK_DATABASE_POOL_MAX',
+    description: 'Maximum PostgreSQL connections in the pool.',
+    default: '10',
+    parse: integer(1, 1000),
+  },
+  {
+    key: 'redisUrl',
+    env: 'BULWARK_REDIS_URL',
+    description: 'Redis URL for shared rate-limit counters and revocation fan-out. Validated now; used once the limits module lands.',
+    secret: true,
+    parse: url('redis', 'rediss'),
+  },
+  {
+    key: 'natsUrl',
+    env: 'BULWARK_NATS_URL',
+    description: 'NATS URL for the message bus. Validated now; used once the bus module lands (in-process bus when unset).',
+    secret: true,
+    parse: url('nats', 'tls'),
+  },
+  {
+    key: 'setupToken',
+    env: 'BULWARK_SETUP_TOKEN',
+    description:
+      'Presets the one-time setup token (at least 32 characters) for automation. Unset: one is generated on first start and printed once. Only its hash is stored.',
+    secret: true,
+    parse: text(32, 512),
+  },
+  {
+    key: 'logLevel',
+    env: 'BULWARK_LOG_LEVEL',
+    description: 'Log level of the JSON logs on stdout.',
+    default: 'info',
+    parse: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'),
+  },
+  {
+    key: 'regions',
+    env: 'BULWARK_REGIONS',
+    description: 'Comma-separated regions a tenant may be placed in; the first is the default.',
+    default: 'local',
+    parse: (raw: string) => {
+      const regions = raw.split(',').map((region) => region.trim());
+      return regions.every((region) => /^[a-z][a-z0-9-]{0,31}$/.test(region)) && new Set(regions).size === regions.length
+        ? { value: regions }
+        : { error: 'must be distinct region names (lowercase letters, digits, dashes) separated by commas' };
+    },
+  },
+  {
+    key: 'bodyLimitBytes',
+    env: 'BULWARK_BODY_LIMIT_BYTES',
+    description: 'Largest request body the server reads, in bytes.',
+    default: '1048576',
+    parse: integer(1024, 64 * 1024 * 1024),
+  },
+  {
+    key: 'recordMaxBytes',
+    env: 'BULWARK_RECORD_MAX_BYTES',
+    description: "Largest record body (the JSON of its `data`), in bytes.",
+    default: '65536',
+    parse: integer(16, 16 * 1024 * 1024),
+  },
+  {
+    key: 'authCacheTtlMs',
+    env: 'BULWARK_AUTH_CACHE_TTL_MS',
+    description:
+      'How long a verified credential and a tenant status stay cached in memory. A revocation or suspension on another instance takes effect within this window.',
+    default: '5000',
+    parse: integer(0, 60000),
+  },
+  {
+    key: 'shutdownTimeoutMs',
+    env: 'BULWARK_SHUTDOWN_TIMEOUT_MS',
+    description: 'How long a graceful shutdown waits for in-flight requests before closing anyway.',
+    default: '10000',
+    parse: integer(0, 600000),
+  },
+];

@@ -1,0 +1,75 @@
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
+import type { Config } from '../config/config.ts';
+import type { Database } from './database.ts';
+import { type AdminSession, assertServingRoleIsolated, inspectServingRole, migrate, type MigrationReport } from './migrate.ts';
+import { wrapPglite } from './pglite.ts';
+import { openPostgres } from './postgres.ts';
+
+export interface OpenedDatabase {
+  db: Database;
+  migrations: MigrationReport;
+}
+
+type DatabaseConfig = Pick<Config, 'databaseUrl' | 'databaseAdminUrl' | 'databaseAppRole' | 'databasePoolMax' | 'dataDir'>;
+
+/** Opens the configured engine, migrates it as the owner and returns a handle that serves as the app role. */
+export async function openDatabase(config: DatabaseConfig, options: { pgliteDataDir?: string } = {}): Promise<OpenedDatabase> {
+  if (config.databaseUrl !== undefined) return openPostgresDatabase(config, config.databaseUrl);
+  const dataDir = options.pgliteDataDir ?? join(resolve(config.dataDir), 'pglite');
+  if (!dataDir.startsWith('memory://')) mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  return openPgliteDatabase(await PGlite.create(dataDir), config.databaseAppRole);
+}
+
+/**
+ * PGlite is one in-process session: migrate as its bootstrap owner, then drop to the app role for
+ * the life of the session. RESET ROLE could undo that, so no request path may run free-form SQL; every
+ * statement in Bulwark is a constant string with bound parameters.
+ */
+export async function openPgliteDatabase(pglite: PGlite, appRole: string): Promise<OpenedDatabase> {
+  const admin: AdminSession = {
+    exec: async (sql) => {
+      await pglite.exec(sql);
+    },
+    query: async <Row>(sql: string, params: readonly unknown[] = []) => (await pglite.query<Row>(sql, params as unknown[])).rows,
+  };
+  const migrations = await migrate(admin, appRole);
+  await pglite.exec(`SET ROLE ${pg.escapeIdentifier(appRole)}`);
+  assertServingRoleIsolated(await inspectServingRole(async (sql) => (await pglite.query(sql)).rows as never));
+  return { db: wrapPglite(pglite), migrations };
+}
+
+async function openPostgresDatabase(config: DatabaseConfig, url: string): Promise<OpenedDatabase> {
+  const migrations = await migratePostgres(config.databaseAdminUrl ?? url, config.databaseAppRole);
+  const db = openPostgres({ url, appRole: config.databaseAppRole, poolMax: config.databasePoolMax });
+  try {
+    assertServingRoleIsolated(
+      await inspectServingRole(async (sql) => (await db.withPlatform((tx) => tx.query(sql))).rows as never),
+    );
+  } catch (error) {
+    await db.close();
+    throw error;
+  }
+  return { db, migrations };
+}
+
+export async function migratePostgres(adminUrl: string, appRole: string): Promise<MigrationReport> {
+  const client = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 5_000 });
+  await client.connect();
+  try {
+    return await migrate(
+      {
+        exec: async (sql) => {
+          await client.query(sql);
+        },
+        query: async <Row>(sql: string, params: readonly unknown[] = []) =>
+          (await client.query(sql, params as unknown[])).rows as Row[],
+      },
+      appRole,
+    );
+  } finally {
+    await client.end();
+  }
+}

@@ -1,0 +1,88 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { BulwarkError } from '../errors/bulwark-error.ts';
+import { isId } from '../ids.ts';
+
+/** Who is calling. New credential kinds (JWT sessions, services, agents) add a member here. */
+export type Principal =
+  | { kind: 'operator'; id: string }
+  | { kind: 'api-key'; id: string; tenantId: string };
+
+/** One credential type. The hook asks each in turn whether a bearer token has its shape. */
+export interface Authenticator {
+  accepts(token: string): boolean;
+  /** Resolves the principal, or null when the token is unknown, revoked or expired. */
+  authenticate(token: string): Promise<Principal | null>;
+}
+
+/**
+ * Who may call a route. `tenant` routes carry `:tenantId`: operators reach any tenant, a tenant-bound
+ * principal only its own (another tenant's path answers 404, as if it did not exist).
+ */
+export type RouteAuth = 'public' | 'operator' | 'tenant';
+
+export type TenantStatus = 'active' | 'suspended' | 'offboarding' | 'deleted';
+
+export interface TenantGate {
+  status(tenantId: string): Promise<TenantStatus | null>;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal: Principal | null;
+  }
+  interface FastifyContextConfig {
+    auth?: RouteAuth;
+  }
+}
+
+export function tenantOf(principal: Principal): string | undefined {
+  return principal.kind === 'api-key' ? principal.tenantId : undefined;
+}
+
+/**
+ * Authentication and tenant gating for every route, before the body is even parsed.
+ * A route without an explicit `auth` is treated as operator-only (fail closed).
+ */
+export function registerAuth(app: FastifyInstance, authenticators: readonly Authenticator[], tenants: TenantGate): void {
+  app.decorateRequest('principal', null);
+
+  app.addHook('onRequest', async (request) => {
+    // Unknown paths answer 404/405 to everyone: the route table is public (OpenAPI) anyway.
+    if (request.is404) return;
+    const auth = request.routeOptions.config.auth ?? 'operator';
+    if (auth === 'public') return;
+
+    const principal = await authenticate(request, authenticators);
+    request.principal = principal;
+    const principalTenant = tenantOf(principal);
+    request.log = request.log.child({ principal: `${principal.kind}:${principal.id}`, ...(principalTenant ? { tenantId: principalTenant } : {}) });
+
+    if (auth === 'operator') {
+      if (principal.kind !== 'operator') throw new BulwarkError('forbidden');
+      return;
+    }
+    const { tenantId } = request.params as { tenantId?: string };
+    // A malformed id is left to schema validation (400); it can match no tenant anyway.
+    if (tenantId === undefined || !isId(tenantId)) return;
+    if (principalTenant !== undefined && principalTenant !== tenantId) throw new BulwarkError('not_found');
+    const status = await tenants.status(tenantId);
+    if (status === null || status === 'deleted') throw new BulwarkError('not_found');
+    if (status !== 'active') throw new BulwarkError('tenant_suspended');
+    if (principalTenant === undefined) request.log = request.log.child({ tenantId });
+  });
+}
+
+async function authenticate(request: FastifyRequest, authenticators: readonly Authenticator[]): Promise<Principal> {
+  const header = request.headers.authorization;
+  if (header === undefined) {
+    throw new BulwarkError('unauthenticated', { headers: { 'www-authenticate': 'Bearer' } });
+  }
+  const match = /^Bearer ([\x21-\x7e]{1,4096})$/i.exec(header);
+  const token = match?.[1];
+  const authenticator = token === undefined ? undefined : authenticators.find((candidate) => candidate.accepts(token));
+  const principal = token !== undefined && authenticator ? await authenticator.authenticate(token) : null;
+  if (principal === null) {
+    throw new BulwarkError('invalid_credentials', { headers: { 'www-authenticate': 'Bearer error="invalid_token"' } });
+  }
+  return principal;
+}

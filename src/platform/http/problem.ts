@@ -1,0 +1,92 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { BulwarkError } from '../errors/bulwark-error.ts';
+import { type ErrorCode, errorCodes } from '../errors/codes.ts';
+import { sqlState } from '../db/database.ts';
+
+export const problemContentType = 'application/problem+json';
+
+/** RFC 9457 problem document as Bulwark sends it. */
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  code: ErrorCode;
+  detail: string;
+  instance: string;
+  requestId: string;
+  [extension: string]: unknown;
+}
+
+export function problemType(code: ErrorCode): string {
+  return `urn:bulwark:error:${code}`;
+}
+
+/** Maps anything thrown in a request to a BulwarkError; unknown failures become a bare internal_error. */
+export function toBulwarkError(error: unknown): BulwarkError {
+  if (error instanceof BulwarkError) return error;
+  const fastifyError = error as Partial<FastifyError> & { validation?: unknown[]; validationContext?: string };
+  if (Array.isArray(fastifyError.validation)) {
+    return new BulwarkError('validation_failed', {
+      cause: error,
+      extensions: {
+        errors: fastifyError.validation.map((issue) => {
+          const { instancePath, message, params } = issue as { instancePath?: string; message?: string; params?: Record<string, unknown> };
+          const extra = typeof params?.['additionalProperty'] === 'string' ? ` (${params['additionalProperty']})` : '';
+          return { in: fastifyError.validationContext ?? 'body', path: instancePath ?? '', message: `${message ?? 'is invalid'}${extra}` };
+        }),
+      },
+    });
+  }
+  switch (fastifyError.code) {
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_ERR_CTP_INVALID_TYPE':
+      return new BulwarkError('unsupported_media_type', { cause: error });
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new BulwarkError('payload_too_large', { cause: error });
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new BulwarkError('malformed_json', { cause: error });
+    case 'FST_ERR_NOT_ACCEPTABLE':
+      return new BulwarkError('not_acceptable', { cause: error });
+    default:
+      break;
+  }
+  if (error instanceof SyntaxError) return new BulwarkError('malformed_json', { cause: error });
+  const state = sqlState(error);
+  if (state !== undefined && (state.startsWith('08') || state.startsWith('57P') || state === '53300')) {
+    return new BulwarkError('service_unavailable', { cause: error, detail: `database unavailable (${state})` });
+  }
+  // Row-level security or grant refusal: the database said no, so the caller may not do this.
+  if (state === '42501') return new BulwarkError('forbidden', { cause: error, detail: 'database refused (42501)' });
+  const nodeCode = (error as { code?: unknown }).code;
+  if (typeof nodeCode === 'string' && ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND'].includes(nodeCode)) {
+    return new BulwarkError('service_unavailable', { cause: error, detail: `dependency unreachable (${nodeCode})` });
+  }
+  if (error instanceof Error && /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/.test(error.message)) {
+    return new BulwarkError('service_unavailable', { cause: error, detail: 'database connection lost' });
+  }
+  const status = typeof fastifyError.statusCode === 'number' ? fastifyError.statusCode : 500;
+  if (status >= 400 && status < 500) return new BulwarkError(codeForClientStatus(status), { cause: error });
+  return new BulwarkError('internal_error', { cause: error });
+}
+
+function codeForClientStatus(status: number): ErrorCode {
+  const match = (Object.keys(errorCodes) as ErrorCode[]).find((code) => errorCodes[code].status === status);
+  return match ?? 'validation_failed';
+}
+
+export function sendProblem(request: FastifyRequest, reply: FastifyReply, error: BulwarkError): FastifyReply {
+  const problem: Problem = {
+    ...error.extensions,
+    type: problemType(error.code),
+    title: errorCodes[error.code].title,
+    status: error.status,
+    code: error.code,
+    detail: error.message,
+    instance: request.url.split('?')[0] ?? '/',
+    requestId: request.id,
+  };
+  if (error.headers) reply.headers(error.headers);
+  return reply.code(error.status).type(problemContentType).send(JSON.stringify(problem));
+}

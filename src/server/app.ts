@@ -1,0 +1,160 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Ajv } from 'ajv';
+import addFormats from 'ajv-formats';
+import FindMyWay from 'find-my-way';
+import type { Logger } from 'pino';
+import { Type } from 'typebox';
+import { type Clock, systemClock } from '../platform/clock.ts';
+import type { Config } from '../platform/config/config.ts';
+import type { Database } from '../platform/db/database.ts';
+import { BulwarkError } from '../platform/errors/bulwark-error.ts';
+import { registerAuth } from '../platform/http/auth.ts';
+import { problemContentType, sendProblem, toBulwarkError } from '../platform/http/problem.ts';
+import { isId, newId } from '../platform/ids.ts';
+import { createLogger } from '../platform/logger.ts';
+import { healthRoutes } from '../modules/health/routes.ts';
+import { recordsRoutes } from '../modules/records/routes.ts';
+import { RecordsService } from '../modules/records/service.ts';
+import { apiKeyRoutes } from '../modules/sessions/routes.ts';
+import { ApiKeyService, OperatorBootstrap } from '../modules/sessions/service.ts';
+import { tenancyRoutes } from '../modules/tenancy/routes.ts';
+import { TenancyService } from '../modules/tenancy/service.ts';
+
+export interface AppDependencies {
+  config: Config;
+  db: Database;
+  clock?: Clock;
+  logger?: Logger;
+}
+
+export interface BulwarkServices {
+  tenancy: TenancyService;
+  records: RecordsService;
+  apiKeys: ApiKeyService;
+  bootstrap: OperatorBootstrap;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    services: BulwarkServices;
+  }
+}
+
+const problemSchema = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    code: Type.String({ description: 'Stable error code; see docs/errors.md.' }),
+    detail: Type.String(),
+    instance: Type.String(),
+    requestId: Type.String(),
+  },
+  { description: 'RFC 9457 problem (application/problem+json).', additionalProperties: true },
+);
+
+/** Builds the Bulwark HTTP app without listening; tests call inject(), `server.ts` listens. */
+export async function buildApp({ config, db, clock = systemClock, logger }: AppDependencies): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: (logger ?? createLogger(config.logLevel)) as FastifyBaseLogger,
+    genReqId: (request) => {
+      const inbound = request.headers['x-request-id'];
+      return typeof inbound === 'string' && isId(inbound) ? inbound : newId();
+    },
+    logController: new LogController({ requestIdLogLabel: 'requestId' }),
+    bodyLimit: config.bodyLimitBytes,
+    return503OnClosing: true,
+    // Slow clients cannot hold a connection open indefinitely (issue #6 tunes these further).
+    connectionTimeout: 60_000,
+    requestTimeout: 30_000,
+    keepAliveTimeout: 5_000,
+    routerOptions: { maxParamLength: 128 },
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // Bodies are validated without coercion (a number is not a string); path, query and headers arrive as
+  // text and are coerced. Unknown fields are rejected by `additionalProperties: false`, never stripped.
+  const bodyAjv = addFormats.default(new Ajv({ coerceTypes: false, useDefaults: true, removeAdditional: false, allErrors: true, strict: false }));
+  const textAjv = addFormats.default(new Ajv({ coerceTypes: 'array', useDefaults: true, removeAdditional: false, allErrors: true, strict: false }));
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : textAjv).compile(schema));
+
+  // Only JSON bodies; Fastify's text/plain parser would let a string reach a handler.
+  app.removeContentTypeParser('text/plain');
+
+  const tenancy = new TenancyService(db, clock, { regions: config.regions, statusCacheTtlMs: config.authCacheTtlMs });
+  const services: BulwarkServices = {
+    tenancy,
+    records: new RecordsService(db, clock, { recordMaxBytes: config.recordMaxBytes }),
+    apiKeys: new ApiKeyService(db, clock, { cacheTtlMs: config.authCacheTtlMs }),
+    bootstrap: new OperatorBootstrap(db),
+  };
+  app.decorate('services', services);
+  registerAuth(app, [services.apiKeys, services.bootstrap], tenancy);
+
+  const methodRouter = FindMyWay();
+  const routedMethods = new Set<string>();
+  app.addHook('onRoute', (route) => {
+    // Swagger UI's own routes are the only ones registered without an explicit auth level.
+    route.config = { auth: route.url.startsWith('/docs') ? 'public' : 'operator', ...route.config };
+    if (route.config.auth !== 'public' && route.schema) {
+      route.schema = { security: [{ bearer: [] }], ...route.schema };
+    }
+    if (route.schema && !route.schema.hide) route.schema = { ...route.schema, response: { ...(route.schema.response as object), default: problemSchema } };
+    for (const method of [route.method].flat()) {
+      routedMethods.add(method);
+      try {
+        methodRouter.on(method as 'GET', route.url, () => undefined);
+      } catch {
+        // Already known (e.g. HEAD added for a GET route).
+      }
+    }
+  });
+
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+    reply.header('x-content-type-options', 'nosniff');
+    reply.header('referrer-policy', 'no-referrer');
+    if (!request.url.startsWith('/docs')) reply.header('cache-control', 'no-store');
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    const bulwarkError = toBulwarkError(error);
+    const level = bulwarkError.status >= 500 ? 'error' : 'info';
+    request.log[level]({ err: error, code: bulwarkError.code, detail: bulwarkError.detail }, 'request failed');
+    return sendProblem(request, reply, bulwarkError);
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0] ?? '/';
+    const allowed = [...routedMethods].filter((method) => method !== request.method && methodRouter.find(method as 'GET', path) !== null);
+    if (allowed.length > 0) {
+      return sendProblem(request, reply, new BulwarkError('method_not_allowed', { headers: { allow: allowed.sort().join(', ') } }));
+    }
+    return sendProblem(request, reply, new BulwarkError('route_not_found'));
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Bulwark API',
+        version: 'v1',
+        description: `Secure multi-tenant core. Errors are RFC 9457 problem documents (\`${problemContentType}\`) with a stable \`code\`.`,
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'Operator token or API key (`bwk_...`).' } } },
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  app.get('/openapi.json', { config: { auth: 'public' }, schema: { hide: true } }, async () => app.swagger());
+
+  await app.register(healthRoutes, { db });
+  await app.register(tenancyRoutes, { tenancy });
+  await app.register(recordsRoutes, { records: services.records, recordMaxBytes: config.recordMaxBytes });
+  await app.register(apiKeyRoutes, { apiKeys: services.apiKeys });
+  return app;
+}

@@ -1,0 +1,84 @@
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../platform/config/config.ts';
+import type { Database } from '../platform/db/database.ts';
+import { openDatabase } from '../platform/db/open.ts';
+import { createLogger } from '../platform/logger.ts';
+import { buildApp } from './app.ts';
+
+export interface RunningServer {
+  app: FastifyInstance;
+  db: Database;
+  address: string;
+  stop(): Promise<void>;
+}
+
+/** Opens storage, migrates, builds the app and listens. The caller owns shutdown through `stop`. */
+export async function startServer(config: Config, output: { banner: (text: string) => void }): Promise<RunningServer> {
+  const logger = createLogger(config.logLevel);
+  warnAboutInsecureDefaults(config, logger);
+  const { db, migrations } = await openDatabase(config);
+  logger.info({ engine: db.engine, applied: migrations.applied, alreadyApplied: migrations.alreadyApplied }, 'database ready');
+  let app: FastifyInstance | undefined;
+  try {
+    app = await buildApp({ config, db, logger });
+    const { generated } = await app.services.bootstrap.ensure(config.setupToken);
+    const address = await app.listen({ host: config.host, port: config.port });
+    if (generated !== undefined) output.banner(setupBanner(generated));
+    const listening = app;
+    return {
+      app: listening,
+      db,
+      address,
+      stop: async () => {
+        await closeWithin(listening, config.shutdownTimeoutMs);
+        await db.close();
+      },
+    };
+  } catch (error) {
+    await app?.close();
+    await db.close();
+    throw error;
+  }
+}
+
+async function closeWithin(app: FastifyInstance, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    app.close(),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        app.log.warn({ timeoutMs }, 'shutdown timeout reached; closing remaining connections');
+        app.server.closeAllConnections();
+        resolve();
+      }, timeoutMs);
+    }),
+  ]);
+  clearTimeout(timer);
+}
+
+function warnAboutInsecureDefaults(config: Config, logger: ReturnType<typeof createLogger>): void {
+  if (config.databaseUrl === undefined) {
+    const message = 'embedded PGlite database in the data folder: fine for one machine, use BULWARK_DATABASE_URL (PostgreSQL) in production';
+    if (config.env === 'production') logger.warn(message);
+    else logger.info(message);
+  }
+}
+
+/**
+ * The generated setup token goes to the terminal once, deliberately outside the JSON log stream
+ * (logs are shipped and retained; this secret must not be).
+ */
+function setupBanner(token: string): string {
+  return [
+    '',
+    '  ============================================================================',
+    '  Bulwark first start: operator setup token (shown once, only its hash is kept)',
+    '',
+    `    ${token}`,
+    '',
+    '  Use it as `Authorization: Bearer <token>` on operator routes.',
+    '  Set BULWARK_SETUP_TOKEN to choose it yourself (automation).',
+    '  ============================================================================',
+    '',
+  ].join('\n');
+}
