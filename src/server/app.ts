@@ -4,7 +4,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
-import FindMyWay from 'find-my-way';
+import FindMyWay, { type HTTPMethod } from 'find-my-way';
 import type { Logger } from 'pino';
 import { Type } from 'typebox';
 import { type Clock, systemClock } from '../platform/clock.ts';
@@ -58,8 +58,10 @@ const problemSchema = Type.Object(
 
 /** Builds the Bulwark HTTP app without listening; tests call inject(), `server.ts` listens. */
 export async function buildApp({ config, db, clock = systemClock, logger }: AppDependencies): Promise<FastifyInstance> {
+  // Typed as Fastify's logger interface so the instance type stays the plain FastifyInstance.
+  const loggerInstance: FastifyBaseLogger = logger ?? createLogger(config.logLevel);
   const app = Fastify({
-    loggerInstance: (logger ?? createLogger(config.logLevel)) as FastifyBaseLogger,
+    loggerInstance,
     genReqId: (request) => {
       const inbound = request.headers['x-request-id'];
       return typeof inbound === 'string' && isId(inbound) ? inbound : newId();
@@ -107,7 +109,7 @@ export async function buildApp({ config, db, clock = systemClock, logger }: AppD
     for (const method of [route.method].flat()) {
       routedMethods.add(method);
       try {
-        methodRouter.on(method as 'GET', route.url, () => undefined);
+        methodRouter.on(method.toUpperCase() as HTTPMethod, route.url, () => undefined);
       } catch {
         // Already known (e.g. HEAD added for a GET route).
       }
@@ -130,7 +132,7 @@ export async function buildApp({ config, db, clock = systemClock, logger }: AppD
 
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split('?')[0] ?? '/';
-    const allowed = [...routedMethods].filter((method) => method !== request.method && methodRouter.find(method as 'GET', path) !== null);
+    const allowed = [...routedMethods].filter((method) => method !== request.method && methodRouter.find(method as HTTPMethod, path) !== null);
     if (allowed.length > 0) {
       return sendProblem(request, reply, new BulwarkError('method_not_allowed', { headers: { allow: allowed.sort().join(', ') } }));
     }

@@ -85,6 +85,7 @@ export function openPostgres(options: PostgresOptions): Database {
 
 function queryable(client: pg.PoolClient): Queryable {
   return {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- implements the generic Queryable.query
     async query<Row>(sql: string, params: readonly unknown[] = []) {
       const result = await client.query(sql, params as unknown[]);
       return { rows: result.rows as Row[], rowCount: result.rowCount ?? result.rows.length };
