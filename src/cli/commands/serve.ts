@@ -4,7 +4,7 @@ import { startServer } from '../../server/server.ts';
 /** `bulwark serve`: run until SIGTERM or SIGINT, then drain in-flight requests and close the pool. */
 export async function runServe(): Promise<undefined> {
   const config = loadConfig();
-  const server = await startServer(config, { banner: (text) => process.stdout.write(text) });
+  const server = await startServer(config, { banner: (text) => process.stderr.write(text) });
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;

@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict';
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { adminQuery, engineSkip, postgresAdminUrl } from '../testing/engines.ts';
+
+const cli = new URL('../../bin/bulwark.js', import.meta.url).pathname;
+
+interface Running {
+  child: ChildProcessWithoutNullStreams;
+  stdout: () => string;
+  stderr: () => string;
+  exited: Promise<number | null>;
+}
+
+function run(args: string[], env: Record<string, string>): Running {
+  const child = spawn(process.execPath, [cli, ...args], {
+    env: { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? '/tmp', ...env },
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+async function listeningPort(server: Running, timeoutMs = 60_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const match = /Server listening at http:\/\/127\.0\.0\.1:(\d+)/.exec(server.stdout());
+    if (match?.[1] !== undefined) return Number(match[1]);
+    if (server.child.exitCode !== null) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`server did not start:\n${server.stdout()}\n${server.stderr()}`);
+}
+
+describe('start-up', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'bulwark-start-'));
+  const children: Running[] = [];
+  after(() => children.forEach((child) => child.child.kill('SIGKILL')));
+
+  it('comes up on an empty data folder (PGlite), is ready, prints the setup token once, stops on SIGTERM', async () => {
+    const env = { BULWARK_DATA_DIR: dataDir, BULWARK_PORT: '0' };
+    const first = run(['serve'], env);
+    children.push(first);
+    const port = await listeningPort(first);
+    const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+    assert.equal(ready.status, 200);
+    assert.deepEqual(await ready.json(), { status: 'ready', checks: { database: 'ok' } });
+
+    const token = /(bws_[A-Za-z0-9_-]{43})/.exec(first.stderr())?.[1];
+    assert.ok(token, 'setup token printed on first start');
+    assert.ok(!first.stdout().includes(token), 'the token is not in the JSON log stream');
+    const tenants = await fetch(`http://127.0.0.1:${port}/v1/tenants`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(tenants.status, 200);
+    assert.equal((statSync(join(dataDir, 'pglite')).mode & 0o777).toString(8), '700');
+
+    first.child.kill('SIGTERM');
+    assert.equal(await first.exited, 0);
+    assert.match(first.stdout(), /"signal":"SIGTERM"/);
+
+    const second = run(['serve'], env);
+    children.push(second);
+    const secondPort = await listeningPort(second);
+    assert.doesNotMatch(second.stderr(), /bws_/, 'the token is shown only once');
+    const again = await fetch(`http://127.0.0.1:${secondPort}/v1/tenants`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(again.status, 200, 'the stored token still works after a restart');
+    second.child.kill('SIGINT');
+    assert.equal(await second.exited, 0);
+  });
+
+  it('`bulwark migrate` reports an up-to-date database', async () => {
+    const migrate = run(['migrate'], { BULWARK_DATA_DIR: dataDir });
+    assert.equal(await migrate.exited, 0);
+    assert.match(migrate.stdout(), /Database is up to date \(1 migrations applied earlier\)/);
+  });
+
+  it('fails fast with every bad value named', async () => {
+    const bad = run(['serve'], { BULWARK_DATA_DIR: dataDir, BULWARK_PORT: 'http', BULWARK_LOG_LEVEL: 'loud' });
+    assert.equal(await bad.exited, 78);
+    assert.match(bad.stderr(), /BULWARK_PORT must be an integer/);
+    assert.match(bad.stderr(), /BULWARK_LOG_LEVEL must be one of/);
+  });
+
+  it('comes up on PostgreSQL', { skip: engineSkip('postgres') }, async () => {
+    const name = `bulwark_test_${randomBytes(6).toString('hex')}`;
+    await adminQuery(`CREATE DATABASE ${name}`);
+    try {
+      const url = new URL(postgresAdminUrl);
+      url.pathname = `/${name}`;
+      const server = run(['serve'], {
+        BULWARK_DATA_DIR: dataDir,
+        BULWARK_PORT: '0',
+        BULWARK_DATABASE_URL: url.toString(),
+        BULWARK_SETUP_TOKEN: randomBytes(24).toString('base64url'),
+      });
+      children.push(server);
+      const port = await listeningPort(server);
+      assert.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200);
+      assert.match(server.stdout(), /"engine":"postgres"/);
+      assert.doesNotMatch(server.stderr(), /bws_/, 'a preset token is not printed');
+      server.child.kill('SIGTERM');
+      assert.equal(await server.exited, 0);
+    } finally {
+      await adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    }
+  });
+});
