@@ -53,7 +53,7 @@ const problemSchema = Type.Object(
     instance: Type.String(),
     requestId: Type.String(),
   },
-  { description: 'RFC 9457 problem (application/problem+json).', additionalProperties: true },
+  { additionalProperties: true },
 );
 
 /** Builds the Bulwark HTTP app without listening; tests call inject(), `server.ts` listens. */
@@ -105,7 +105,10 @@ export async function buildApp({ config, db, clock = systemClock, logger }: AppD
     if (route.config.auth !== 'public' && route.schema) {
       route.schema = { security: [{ bearer: [] }], ...route.schema };
     }
-    if (route.schema && !route.schema.hide) route.schema = { ...route.schema, response: { ...(route.schema.response as object), default: problemSchema } };
+    if (route.schema && !route.schema.hide) {
+      const problem = { description: 'RFC 9457 problem document with a stable `code`.', content: { [problemContentType]: { schema: problemSchema } } };
+      route.schema = { ...route.schema, response: { ...(route.schema.response as object), default: problem } };
+    }
     for (const method of [route.method].flat()) {
       routedMethods.add(method);
       try {

@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { createTestApp, type TestApp } from '../testing/app.ts';
+
+interface Operation {
+  summary?: string;
+  tags?: string[];
+  security?: unknown[];
+  responses?: Record<string, { content?: Record<string, unknown> }>;
+}
+
+describe('OpenAPI document', () => {
+  let test: TestApp;
+  let document: { openapi: string; paths: Record<string, Record<string, Operation>> };
+
+  before(async () => {
+    test = await createTestApp('pglite');
+    const response = await test.call({ method: 'GET', url: '/openapi.json' });
+    assert.equal(response.statusCode, 200);
+    document = response.json();
+  });
+  after(() => test.close());
+
+  const operations = () =>
+    Object.entries(document.paths).flatMap(([path, methods]) => Object.entries(methods).map(([method, operation]) => ({ path, method, operation })));
+
+  it('is OpenAPI 3.1 and lists the foundation routes', () => {
+    assert.equal(document.openapi, '3.1.0');
+    for (const path of ['/healthz', '/readyz', '/v1/tenants', '/v1/tenants/{tenantId}', '/v1/tenants/{tenantId}/collections/{collection}/records/{recordId}']) {
+      assert.ok(document.paths[path], path);
+    }
+  });
+
+  it('describes every operation: summary, tag, success response, problem response', () => {
+    for (const { path, method, operation } of operations()) {
+      const where = `${method.toUpperCase()} ${path}`;
+      assert.ok(operation.summary, `${where} has a summary`);
+      assert.ok(operation.tags?.length, `${where} has a tag`);
+      const statuses = Object.keys(operation.responses ?? {});
+      assert.ok(statuses.some((status) => status.startsWith('2')), `${where} documents its success response`);
+      assert.ok(operation.responses?.['default']?.content?.['application/problem+json'], `${where} documents problem+json errors`);
+    }
+  });
+
+  it('marks every operation except health as requiring a bearer credential', () => {
+    for (const { path, method, operation } of operations()) {
+      const isPublic = path === '/healthz' || path === '/readyz';
+      assert.equal(operation.security !== undefined, !isPublic, `${method.toUpperCase()} ${path}`);
+    }
+  });
+
+  it('serves a browsable /docs page without credentials', async () => {
+    const page = await test.call({ method: 'GET', url: '/docs/' });
+    assert.equal(page.statusCode, 200);
+    assert.match(page.headers['content-type'] ?? '', /text\/html/);
+  });
+});
