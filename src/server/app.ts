@@ -56,6 +56,8 @@ const problemSchema = Type.Object(
   { additionalProperties: true },
 );
 
+const noQuery = Type.Object({}, { additionalProperties: false });
+
 /** Builds the Bulwark HTTP app without listening; tests call inject(), `server.ts` listens. */
 export async function buildApp({ config, db, clock = systemClock, logger }: AppDependencies): Promise<FastifyInstance> {
   // Typed as Fastify's logger interface so the instance type stays the plain FastifyInstance.
@@ -102,6 +104,10 @@ export async function buildApp({ config, db, clock = systemClock, logger }: AppD
   app.addHook('onRoute', (route) => {
     // Swagger UI's own routes are the only ones registered without an explicit auth level.
     route.config = { auth: route.url.startsWith('/docs') ? 'public' : 'operator', ...route.config };
+    // Unknown query parameters are rejected like unknown body fields, also on routes that take none.
+    if (!route.url.startsWith('/docs') && route.schema?.querystring === undefined) {
+      route.schema = { ...route.schema, querystring: noQuery };
+    }
     if (route.config.auth !== 'public' && route.schema) {
       route.schema = { security: [{ bearer: [] }], ...route.schema };
     }
@@ -128,8 +134,8 @@ export async function buildApp({ config, db, clock = systemClock, logger }: AppD
 
   app.setErrorHandler((error, request, reply) => {
     const bulwarkError = toBulwarkError(error);
-    const level = bulwarkError.status >= 500 ? 'error' : 'info';
-    request.log[level]({ err: error, code: bulwarkError.code, detail: bulwarkError.detail }, 'request failed');
+    if (bulwarkError.status >= 500) request.log.error({ err: error, code: bulwarkError.code, detail: bulwarkError.detail }, 'request failed');
+    else request.log.info({ code: bulwarkError.code, detail: bulwarkError.detail }, 'request refused');
     return sendProblem(request, reply, bulwarkError);
   });
 
