@@ -1,4 +1,4 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -58,6 +58,13 @@ const problemSchema = Type.Object(
 
 const noQuery = Type.Object({}, { additionalProperties: false });
 
+function setCommonHeaders(request: FastifyRequest, reply: FastifyReply): void {
+  reply.header('x-request-id', request.id);
+  reply.header('x-content-type-options', 'nosniff');
+  reply.header('referrer-policy', 'no-referrer');
+  if (!request.url.startsWith('/docs')) reply.header('cache-control', 'no-store');
+}
+
 /** Builds the Bulwark HTTP app without listening; tests call inject(), `server.ts` listens. */
 export async function buildApp({ config, db, clock = systemClock, logger }: AppDependencies): Promise<FastifyInstance> {
   // Typed as Fastify's logger interface so the instance type stays the plain FastifyInstance.
@@ -78,6 +85,14 @@ export async function buildApp({ config, db, clock = systemClock, logger }: AppD
     routerOptions: { maxParamLength: 128 },
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
+    // The router rejects a malformed URL or an over-long path parameter before any hook runs; without this
+    // the client gets Fastify's own JSON (no problem document, no request id).
+    frameworkErrors: (error, request, reply) => {
+      const bulwarkError = toBulwarkError(error);
+      request.log.info({ err: error, code: bulwarkError.code }, 'request rejected by the router');
+      setCommonHeaders(request, reply);
+      void sendProblem(request, reply, bulwarkError);
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   // Bodies are validated without coercion (a number is not a string); path, query and headers arrive as
@@ -126,10 +141,7 @@ export async function buildApp({ config, db, clock = systemClock, logger }: AppD
   });
 
   app.addHook('onSend', async (request, reply) => {
-    reply.header('x-request-id', request.id);
-    reply.header('x-content-type-options', 'nosniff');
-    reply.header('referrer-policy', 'no-referrer');
-    if (!request.url.startsWith('/docs')) reply.header('cache-control', 'no-store');
+    setCommonHeaders(request, reply);
   });
 
   app.setErrorHandler((error, request, reply) => {

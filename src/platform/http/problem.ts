@@ -47,6 +47,10 @@ export function toBulwarkError(error: unknown): BulwarkError {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return new BulwarkError('malformed_json', { cause: error });
+    // A path that cannot be decoded or a parameter over the router's length limit (Fastify says 414).
+    case 'FST_ERR_BAD_URL':
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return new BulwarkError('validation_failed', { cause: error });
     case 'FST_ERR_NOT_ACCEPTABLE':
       return new BulwarkError('not_acceptable', { cause: error });
     default:
@@ -56,6 +60,10 @@ export function toBulwarkError(error: unknown): BulwarkError {
   const state = sqlState(error);
   if (state !== undefined && (state.startsWith('08') || state.startsWith('57P') || state === '53300')) {
     return new BulwarkError('service_unavailable', { cause: error, detail: `database unavailable (${state})` });
+  }
+  // Text the database cannot store (a NUL character in a name, say): the client's input, not our fault.
+  if (state === '22021' || state === '22P05') {
+    return new BulwarkError('validation_failed', { cause: error, message: 'The request contains a character that cannot be stored.', detail: `database rejected text (${state})` });
   }
   // Row-level security or grant refusal: the database said no, so the caller may not do this.
   if (state === '42501') return new BulwarkError('forbidden', { cause: error, detail: 'database refused (42501)' });

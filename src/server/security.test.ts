@@ -1,0 +1,313 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { FastifyInstance } from 'fastify';
+import type { Database } from '../platform/db/database.ts';
+import { newId } from '../platform/ids.ts';
+import { createTestApp, type TestApp } from '../testing/app.ts';
+import { engineSkip, engines } from '../testing/engines.ts';
+import {
+  assertNoLeak,
+  assertProblem,
+  documentedOperations,
+  fillPath,
+  type Operation,
+  requestIdPattern,
+  type RouteAuth,
+  storedState,
+} from '../testing/security-suite.ts';
+import { buildApp } from './app.ts';
+
+/**
+ * The shared security suite, driven by the app's own route table (its OpenAPI document). A route that is
+ * missing from `routes` below fails the first test, so a new route cannot skip the suite.
+ */
+const routes: Record<string, { auth: RouteAuth; body?: unknown }> = {
+  'GET /healthz': { auth: 'public' },
+  'GET /readyz': { auth: 'public' },
+  'POST /v1/tenants': { auth: 'operator', body: { name: 'Suite tenant' } },
+  'GET /v1/tenants': { auth: 'operator' },
+  'GET /v1/tenants/{tenantId}': { auth: 'operator' },
+  'PATCH /v1/tenants/{tenantId}': { auth: 'operator', body: { name: 'Renamed by the suite' } },
+  'GET /v1/tenants/{tenantId}/collections/{collection}/records': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/collections/{collection}/records': { auth: 'tenant', body: { data: { written: 'by the suite' } } },
+  'GET /v1/tenants/{tenantId}/collections/{collection}/records/{recordId}': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/collections/{collection}/records/{recordId}': { auth: 'tenant', body: { data: { written: 'by the suite' } } },
+  'DELETE /v1/tenants/{tenantId}/collections/{collection}/records/{recordId}': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/api-keys': { auth: 'tenant', body: { name: 'suite key' } },
+  'GET /v1/tenants/{tenantId}/api-keys': { auth: 'tenant' },
+  'DELETE /v1/tenants/{tenantId}/api-keys/{keyId}': { auth: 'tenant' },
+};
+
+const collection = 'notes';
+
+interface Tenant {
+  tenantId: string;
+  apiKey: string;
+  apiKeyId: string;
+}
+
+for (const engine of engines) {
+  describe(`security suite [${engine}]`, { skip: engineSkip(engine) }, () => {
+    let test: TestApp;
+    let operations: Operation[];
+    let tenantA: Tenant;
+    let tenantB: Tenant;
+    let secrets: string[];
+
+    const authOf = (operation: Operation): RouteAuth => {
+      const entry = routes[operation.key];
+      if (entry === undefined) throw new Error(`${operation.key} is not classified in the security suite`);
+      return entry.auth;
+    };
+    const byAuth = (auth: RouteAuth) => operations.filter((operation) => authOf(operation) === auth);
+
+    /** A record and an extra API key of `tenant`, so that DELETE routes have a real target. */
+    async function targets(tenant: Tenant): Promise<Record<string, string>> {
+      const recordId = newId();
+      const put = await test.call({
+        method: 'PUT',
+        url: `/v1/tenants/${tenant.tenantId}/collections/${collection}/records/${recordId}`,
+        token: test.operatorToken,
+        body: { data: { owner: tenant.tenantId } },
+      });
+      assert.equal(put.statusCode, 201);
+      const key = await test.call({ method: 'POST', url: `/v1/tenants/${tenant.tenantId}/api-keys`, token: test.operatorToken, body: { name: 'target' } });
+      assert.equal(key.statusCode, 201);
+      secrets.push(key.json<{ key: string }>().key);
+      return { tenantId: tenant.tenantId, collection, recordId, keyId: key.json<{ id: string }>().id };
+    }
+
+    function send(operation: Operation, values: Record<string, string>, token: string | undefined) {
+      const { body } = routes[operation.key] ?? {};
+      return test.call({ method: operation.method, url: fillPath(operation.path, values), token, body });
+    }
+
+    before(async () => {
+      test = await createTestApp(engine);
+      operations = await documentedOperations(test.app);
+      tenantA = await test.tenantWithKey('Tenant A');
+      tenantB = await test.tenantWithKey('Tenant B');
+      secrets = [test.operatorToken, tenantA.apiKey, tenantB.apiKey];
+    });
+    after(() => test.close());
+
+    it('classifies every documented route, and only those', () => {
+      assert.deepEqual(operations.map((operation) => operation.key).sort(), Object.keys(routes).sort());
+      for (const operation of operations) {
+        const auth = authOf(operation);
+        assert.equal(operation.secured, auth !== 'public', `${operation.key}: OpenAPI security matches its auth level`);
+        if (auth === 'tenant') assert.match(operation.path, /^\/v1\/tenants\/\{tenantId\}\//, `${operation.key} is tenant-scoped`);
+        assert.ok(operation.successStatuses.length > 0, `${operation.key} documents a success status`);
+      }
+      assert.ok(byAuth('tenant').length > 0 && byAuth('operator').length > 0);
+    });
+
+    it('without credentials every non-public route answers 401 unauthenticated', async () => {
+      const values = await targets(tenantA);
+      for (const operation of operations) {
+        const response = await send(operation, values, undefined);
+        if (authOf(operation) === 'public') {
+          assert.equal(response.statusCode, 200, operation.key);
+          continue;
+        }
+        assertProblem(response, 401, 'unauthenticated', secrets);
+        assert.equal(response.headers['www-authenticate'], 'Bearer');
+        if (operation.method === 'GET') {
+          const head = await test.app.inject({ method: 'HEAD', url: fillPath(operation.path, values) });
+          assert.equal(head.statusCode, 401, `HEAD ${operation.path}`);
+        }
+      }
+    });
+
+    it('a garbage or malformed credential answers 401 invalid_credentials on every non-public route', async () => {
+      const values = await targets(tenantA);
+      const wellShapedUnknownKey = `bwk_${tenantA.tenantId}${newId()}${'A'.repeat(43)}`;
+      const headers = [
+        'Bearer garbage',
+        'Bearer bwk_short',
+        `Bearer ${wellShapedUnknownKey}`,
+        `Bearer ${test.operatorToken}x`,
+        `Basic ${Buffer.from('operator:secret').toString('base64')}`,
+        'Bearer',
+        `Bearer ${tenantA.apiKey} extra`,
+      ];
+      for (const operation of operations.filter((candidate) => authOf(candidate) !== 'public')) {
+        for (const authorization of headers) {
+          const { body } = routes[operation.key] ?? {};
+          const response = await test.call({ method: operation.method, url: fillPath(operation.path, values), body, headers: { authorization } });
+          assertProblem(response, 401, 'invalid_credentials', secrets);
+          assert.equal(response.headers['www-authenticate'], 'Bearer error="invalid_token"');
+        }
+      }
+    });
+
+    it('a tenant API key on an operator route answers 403 forbidden, even for its own tenant', async () => {
+      const before = await storedState(test, tenantA.tenantId);
+      const values = await targets(tenantA);
+      const state = await storedState(test, tenantA.tenantId);
+      for (const operation of byAuth('operator')) {
+        assertProblem(await send(operation, values, tenantA.apiKey), 403, 'forbidden', secrets);
+      }
+      assert.deepEqual(await storedState(test, tenantA.tenantId), state);
+      assert.notDeepEqual(state, before, 'the targets were created');
+    });
+
+    it('a tenant API key reaches every tenant route of its own tenant (control)', async () => {
+      for (const operation of byAuth('tenant')) {
+        const response = await send(operation, await targets(tenantA), tenantA.apiKey);
+        assert.ok(operation.successStatuses.includes(response.statusCode), `${operation.key}: ${response.statusCode} ${response.body.slice(0, 200)}`);
+        // Only key creation returns key material (the new key, once); nothing echoes the caller's credential.
+        if (operation.key !== 'POST /v1/tenants/{tenantId}/api-keys') assertNoLeak(response.body, secrets, operation.key);
+        assert.ok(!response.body.includes(tenantA.apiKey) && !response.body.includes(test.operatorToken), operation.key);
+      }
+    });
+
+    it("tenant A's key on tenant B's routes answers 404 not_found and leaves B unchanged", async () => {
+      const valuesB = await targets(tenantB);
+      // The targets are real: the operator sees them.
+      const record = await test.call({ method: 'GET', url: `/v1/tenants/${tenantB.tenantId}/collections/${collection}/records/${valuesB['recordId'] ?? ''}`, token: test.operatorToken });
+      assert.equal(record.statusCode, 200);
+      const apiKeysBefore = await test.call({ method: 'GET', url: `/v1/tenants/${tenantB.tenantId}/api-keys`, token: test.operatorToken });
+      const recordsBefore = await test.call({ method: 'GET', url: `/v1/tenants/${tenantB.tenantId}/collections/${collection}/records`, token: test.operatorToken });
+      const stateBefore = await storedState(test, tenantB.tenantId);
+
+      for (const operation of byAuth('tenant')) {
+        const problem = assertProblem(await send(operation, valuesB, tenantA.apiKey), 404, 'not_found', secrets);
+        assert.equal(problem.detail, 'The resource does not exist.');
+      }
+
+      const apiKeysAfter = await test.call({ method: 'GET', url: `/v1/tenants/${tenantB.tenantId}/api-keys`, token: test.operatorToken });
+      const recordsAfter = await test.call({ method: 'GET', url: `/v1/tenants/${tenantB.tenantId}/collections/${collection}/records`, token: test.operatorToken });
+      assert.deepEqual(apiKeysAfter.json(), apiKeysBefore.json());
+      assert.deepEqual(recordsAfter.json(), recordsBefore.json());
+      assert.deepEqual(await storedState(test, tenantB.tenantId), stateBefore);
+      // B's own key still works: nothing of B was revoked.
+      const own = await test.call({ method: 'GET', url: `/v1/tenants/${tenantB.tenantId}/api-keys`, token: tenantB.apiKey });
+      assert.equal(own.statusCode, 200);
+    });
+
+    it("B's record and key ids under A's own tenant path answer 404 not_found", async () => {
+      const valuesB = await targets(tenantB);
+      const stateBefore = await storedState(test, tenantB.tenantId);
+      const mixed = { ...valuesB, tenantId: tenantA.tenantId };
+      const byId = byAuth('tenant').filter((operation) => /\{(recordId|keyId)\}/.test(operation.path) && ['GET', 'DELETE'].includes(operation.method));
+      assert.ok(byId.length >= 3);
+      for (const operation of byId) {
+        for (const token of [tenantA.apiKey, test.operatorToken]) {
+          assertProblem(await send(operation, mixed, token), 404, 'not_found', secrets);
+        }
+      }
+      assert.deepEqual(await storedState(test, tenantB.tenantId), stateBefore);
+    });
+
+    it('a suspended tenant answers 403 tenant_suspended on every tenant route, for its key and the operator', async () => {
+      const suspended = await test.tenantWithKey('Tenant S');
+      secrets.push(suspended.apiKey);
+      const values = await targets(suspended);
+      const patch = (status: string) =>
+        test.call({ method: 'PATCH', url: `/v1/tenants/${suspended.tenantId}`, token: test.operatorToken, body: { status } });
+      assert.equal((await patch('suspended')).statusCode, 200);
+      const stateBefore = await storedState(test, suspended.tenantId);
+
+      for (const operation of byAuth('tenant')) {
+        for (const token of [suspended.apiKey, test.operatorToken]) {
+          assertProblem(await send(operation, values, token), 403, 'tenant_suspended', secrets);
+        }
+        // Another tenant's key still learns nothing about the suspended tenant.
+        assertProblem(await send(operation, values, tenantA.apiKey), 404, 'not_found', secrets);
+      }
+      // The operator still manages the tenant; its key still may not.
+      const shown = await test.call({ method: 'GET', url: `/v1/tenants/${suspended.tenantId}`, token: test.operatorToken });
+      assert.equal(shown.json<{ status: string }>().status, 'suspended');
+      assertProblem(await test.call({ method: 'GET', url: `/v1/tenants/${suspended.tenantId}`, token: suspended.apiKey }), 403, 'forbidden', secrets);
+      assert.deepEqual(await storedState(test, suspended.tenantId), stateBefore);
+
+      assert.equal((await patch('active')).statusCode, 200);
+      for (const operation of byAuth('tenant')) {
+        const response = await send(operation, await targets(suspended), suspended.apiKey);
+        assert.ok(operation.successStatuses.includes(response.statusCode), `${operation.key} after reactivation: ${response.statusCode}`);
+      }
+    });
+
+    it('every response carries a 12-hex x-request-id; a well-formed inbound id is echoed, a malformed one replaced', async () => {
+      const values = await targets(tenantA);
+      const seen = new Set<string>();
+      for (const operation of operations) {
+        for (const token of [undefined, test.operatorToken]) {
+          const response = await send(operation, values, token);
+          const id = response.headers['x-request-id'];
+          assert.ok(typeof id === 'string' && requestIdPattern.test(id), `${operation.key}: ${String(id)}`);
+          seen.add(id);
+        }
+      }
+      assert.equal(seen.size, operations.length * 2, 'request ids are not reused');
+      for (const url of ['/healthz', '/v1/tenants', '/nope']) {
+        const inbound = newId();
+        const echoed = await test.call({ method: 'GET', url, headers: { 'x-request-id': inbound } });
+        assert.equal(echoed.headers['x-request-id'], inbound, url);
+        if (echoed.statusCode >= 400) assert.equal(echoed.json<{ requestId: string }>().requestId, inbound);
+      }
+      for (const malformed of ['ABCDEF012345', 'abcdef01234', 'abcdef0123456', 'abcdef01234g', '', "abcdef012345' OR 1=1", 'x'.repeat(300)]) {
+        const response = await test.call({ method: 'GET', url: '/v1/tenants', headers: { 'x-request-id': malformed } });
+        const id = response.headers['x-request-id'];
+        assert.ok(typeof id === 'string' && requestIdPattern.test(id), `replaced ${JSON.stringify(malformed)}`);
+        assert.notEqual(id, malformed.trim());
+        assert.equal(response.json<{ requestId: string }>().requestId, id);
+      }
+    });
+
+    it('an unknown route answers 404 route_not_found, with or without credentials', async () => {
+      for (const url of ['/', '/v1', '/v2/tenants', `/v1/tenants/${tenantA.tenantId}/nope`, '/healthz/x', '/docsx', '/v1/tenants/x/y']) {
+        assertProblem(await test.call({ method: 'GET', url }), 404, 'route_not_found', secrets);
+        assertProblem(await test.call({ method: 'POST', url, token: tenantA.apiKey, body: {} }), 404, 'route_not_found', secrets);
+      }
+    });
+
+    it('a known path with a wrong method answers 405 method_not_allowed with the exact Allow header', async () => {
+      const values = await targets(tenantA);
+      const methodsByPath = new Map<string, Set<string>>();
+      for (const operation of operations) methodsByPath.set(operation.path, (methodsByPath.get(operation.path) ?? new Set()).add(operation.method));
+      for (const [path, documented] of methodsByPath) {
+        const allowed = new Set(documented);
+        if (allowed.has('GET')) allowed.add('HEAD');
+        const expectedAllow = [...allowed].sort().join(', ');
+        for (const method of ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'].filter((candidate) => !allowed.has(candidate))) {
+          const response = await test.call({ method, url: fillPath(path, values), token: test.operatorToken });
+          assertProblem(response, 405, 'method_not_allowed', secrets);
+          assert.equal(response.headers['allow'], expectedAllow, `${method} ${path}`);
+        }
+      }
+    });
+
+    it('a database failure is a bare 500 internal_error: no SQL, no stack, no detail', async () => {
+      // The same real database, with every tenant-scoped statement replaced by one the engine rejects.
+      const db = test.storage.db;
+      const broken: Database = {
+        engine: db.engine,
+        tenantQuery: (tenantId) => db.tenantQuery(tenantId, 'SELECT secret_hash FROM api_keys WHERE no_such_column = $1', [tenantId]),
+        withTenant: (tenantId, work) => db.withTenant(tenantId, work),
+        withPlatform: (work) => db.withPlatform(work),
+        ping: () => db.ping(),
+        close: async () => undefined,
+      };
+      const app: FastifyInstance = await buildApp({ config: test.storage.config, db: broken });
+      try {
+        const values = await targets(tenantA);
+        for (const operation of byAuth('tenant')) {
+          const { body } = routes[operation.key] ?? {};
+          const response = await app.inject({
+            method: operation.method,
+            url: fillPath(operation.path, values),
+            headers: { authorization: `Bearer ${test.operatorToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+            ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
+          });
+          const problem = assertProblem(response, 500, 'internal_error', secrets);
+          assert.equal(problem.detail, 'An internal error occurred.');
+          assert.doesNotMatch(response.body, /no_such_column|secret_hash|api_keys/);
+        }
+      } finally {
+        await app.close();
+      }
+    });
+  });
+}

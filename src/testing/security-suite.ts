@@ -1,0 +1,141 @@
+import assert from 'node:assert/strict';
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+import { type ErrorCode, errorCodes } from '../platform/errors/codes.ts';
+import type { TestApp } from './app.ts';
+
+/** Shared assertions of the security suites (STYLE.md rule 12): problem documents, leaks, route table. */
+
+export const requestIdPattern = /^[0-9a-f]{12}$/;
+
+const problemMembers = ['type', 'title', 'status', 'code', 'detail', 'instance', 'requestId'] as const;
+// Public extension members a problem may carry besides the RFC 9457 ones.
+const problemExtensions = new Set(['errors', 'allowedRegions', 'checks']);
+
+export interface ProblemBody {
+  type: string;
+  title: string;
+  status: number;
+  code: string;
+  detail: string;
+  instance: string;
+  requestId: string;
+  errors?: { in: string; path: string; message: string }[];
+  [extension: string]: unknown;
+}
+
+/**
+ * Asserts an exact problem+json response: status, code, the RFC 9457 members, the request id header, and
+ * that the body leaks nothing (stack, SQL, credentials). `secrets` are strings that must never appear.
+ */
+export function assertProblem(response: LightMyRequestResponse, status: number, code: ErrorCode, secrets: readonly string[] = []): ProblemBody {
+  const where = `${response.raw.req.method ?? '?'} ${response.raw.req.url ?? '?'}`;
+  assert.equal(response.statusCode, status, `${where}: status (body ${response.body.slice(0, 300)})`);
+  assert.equal(errorCodes[code].status, status, `${code} is registered with status ${status}`);
+  assert.match(response.headers['content-type'] ?? '', /^application\/problem\+json(;|$)/, `${where}: content-type`);
+  const requestId = response.headers['x-request-id'];
+  assert.ok(typeof requestId === 'string' && requestIdPattern.test(requestId), `${where}: x-request-id ${String(requestId)}`);
+  assertNoLeak(response.body, secrets, where);
+
+  const problem = response.json<ProblemBody>();
+  for (const member of problemMembers) assert.ok(member in problem, `${where}: problem has ${member}`);
+  for (const member of Object.keys(problem)) {
+    assert.ok((problemMembers as readonly string[]).includes(member) || problemExtensions.has(member), `${where}: unexpected member ${member}`);
+  }
+  assert.equal(problem.code, code, `${where}: code`);
+  assert.equal(problem.status, status);
+  assert.equal(problem.type, `urn:bulwark:error:${code}`);
+  assert.equal(problem.title, errorCodes[code].title);
+  assert.equal(typeof problem.detail, 'string');
+  assert.ok(problem.detail.length > 0);
+  assert.equal(problem.instance, (response.raw.req.url ?? '').split('?')[0]);
+  assert.equal(problem.requestId, requestId);
+  return problem;
+}
+
+/** A response body never carries a stack trace, SQL, a driver message or credential material. */
+export function assertNoLeak(body: string, secrets: readonly string[], where = 'response'): void {
+  assert.doesNotMatch(body, /"stack"|\bat \S+ \(|node:internal|node_modules|\.ts:\d+/, `${where}: stack trace in body`);
+  assert.doesNotMatch(body, /\b(SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM)\b|\bSQLSTATE\b|relation "|column "|violates|syntax error/i, `${where}: SQL in body`);
+  assert.doesNotMatch(body, /bw[ks]_[A-Za-z0-9_-]{8,}/, `${where}: credential in body`);
+  for (const secret of secrets) assert.ok(!body.includes(secret), `${where}: a secret appears in the body`);
+}
+
+export type RouteAuth = 'public' | 'operator' | 'tenant';
+
+export interface Operation {
+  method: string;
+  /** OpenAPI path, e.g. `/v1/tenants/{tenantId}`. */
+  path: string;
+  /** `METHOD path`: the key of the suites' route tables. */
+  key: string;
+  secured: boolean;
+  successStatuses: number[];
+}
+
+interface OpenApiDocument {
+  paths: Record<string, Record<string, { security?: unknown[]; responses?: Record<string, unknown> }>>;
+}
+
+/** Every operation of the app's own OpenAPI document: a new route joins the suites without being listed. */
+export async function documentedOperations(app: FastifyInstance): Promise<Operation[]> {
+  await app.ready();
+  const document = app.swagger() as unknown as OpenApiDocument;
+  return Object.entries(document.paths).flatMap(([path, methods]) =>
+    Object.entries(methods).map(([method, operation]) => ({
+      method: method.toUpperCase(),
+      path,
+      key: `${method.toUpperCase()} ${path}`,
+      secured: operation.security !== undefined,
+      successStatuses: Object.keys(operation.responses ?? {})
+        .filter((status) => /^2\d\d$/.test(status))
+        .map(Number),
+    })),
+  );
+}
+
+/** Fills `{name}` path parameters; a parameter without a value fails loudly so a new one gets a fixture. */
+export function fillPath(path: string, values: Readonly<Record<string, string>>): string {
+  return path.replace(/\{(\w+)\}/g, (_, name: string) => {
+    const value = values[name];
+    if (value === undefined) throw new Error(`no test value for path parameter {${name}} in ${path}`);
+    return value;
+  });
+}
+
+/** Records and API keys of one tenant as stored (platform scope reads across tenants; RLS still applies). */
+export async function storedState(test: TestApp, tenantId: string): Promise<unknown> {
+  return test.storage.db.withPlatform(async (tx) => {
+    const tenant = await tx.query('SELECT id, name, region, status, created_at, updated_at FROM tenants WHERE id = $1', [tenantId]);
+    const records = await tx.query(
+      "SELECT collection, id, version, encode(body, 'hex') AS body, created_at, updated_at FROM records WHERE tenant_id = $1 ORDER BY collection, id",
+      [tenantId],
+    );
+    const keys = await tx.query(
+      "SELECT id, name, encode(secret_hash, 'hex') AS secret_hash, expires_at, revoked_at FROM api_keys WHERE tenant_id = $1 ORDER BY id",
+      [tenantId],
+    );
+    return { tenant: tenant.rows, records: records.rows, keys: keys.rows };
+  });
+}
+
+export async function recordCount(test: TestApp, tenantId?: string): Promise<number> {
+  const { rows } = await test.storage.db.withPlatform((tx) =>
+    tenantId === undefined
+      ? tx.query<{ n: number }>('SELECT count(*)::int AS n FROM records')
+      : tx.query<{ n: number }>('SELECT count(*)::int AS n FROM records WHERE tenant_id = $1', [tenantId]),
+  );
+  return rows[0]?.n ?? -1;
+}
+
+/** Same inject() as TestApp.call, but the body is sent as raw bytes with exactly the given headers. */
+export function rawCall(
+  test: TestApp,
+  request: { method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE'; url: string; token?: string; payload?: string; headers?: Record<string, string> },
+): Promise<LightMyRequestResponse> {
+  return test.app.inject({
+    method: request.method,
+    url: request.url,
+    headers: { ...(request.token === undefined ? {} : { authorization: `Bearer ${request.token}` }), ...request.headers },
+    ...(request.payload === undefined ? {} : { payload: request.payload }),
+  });
+}
