@@ -17,10 +17,8 @@ export function createLogger(level: string, destination?: pino.DestinationStream
           'req.headers.cookie',
           'req.headers["x-api-key"]',
           'res.headers["set-cookie"]',
-          '*.password',
-          '*.token',
-          '*.secret',
-          '*.setupToken',
+          // pino's wildcards match one level, so each depth a credential may sit at is listed.
+          ...['password', 'token', 'secret', 'setupToken', 'apiKey', 'key'].flatMap((field) => [field, `*.${field}`, `*.*.${field}`]),
         ],
         censor: '[redacted]',
       },

@@ -77,7 +77,8 @@ export async function buildApp({ config, db, clock = systemClock, logger }: AppD
     },
     logController: new LogController({ requestIdLogLabel: 'requestId' }),
     bodyLimit: config.bodyLimitBytes,
-    return503OnClosing: true,
+    // Draining is answered by our own hook below, as problem+json with a request id.
+    return503OnClosing: false,
     // Slow clients cannot hold a connection open indefinitely (issue #6 tunes these further).
     connectionTimeout: 60_000,
     requestTimeout: 30_000,
@@ -101,8 +102,29 @@ export async function buildApp({ config, db, clock = systemClock, logger }: AppD
   const textAjv = addFormats.default(new Ajv({ coerceTypes: 'array', useDefaults: true, removeAdditional: false, allErrors: true, strict: false }));
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : textAjv).compile(schema));
 
-  // Only JSON bodies; Fastify's text/plain parser would let a string reach a handler.
+  // Only JSON bodies; Fastify's text/plain parser would let a string reach a handler. JSON is read as
+  // UTF-8 (RFC 8259), so a body declared in another charset is refused rather than misread.
   app.removeContentTypeParser('text/plain');
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const charset = /;\s*charset="?([^";]+)/i.exec(request.headers['content-type'] ?? '')?.[1]?.trim().toLowerCase();
+    if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
+      done(new BulwarkError('unsupported_media_type', { message: 'JSON bodies must be UTF-8.' }), undefined);
+      return;
+    }
+    void parseJson(request, body.toString(), done);
+  });
+
+  let draining = false;
+  app.addHook('preClose', async () => {
+    draining = true;
+  });
+  app.addHook('onRequest', async (_request, reply) => {
+    if (!draining) return;
+    reply.header('connection', 'close');
+    throw new BulwarkError('service_unavailable', { message: 'The server is shutting down; retry on another instance.' });
+  });
 
   const tenancy = new TenancyService(db, clock, { regions: config.regions, statusCacheTtlMs: config.authCacheTtlMs });
   const services: BulwarkServices = {

@@ -16,7 +16,8 @@ export interface RunningServer {
 export async function startServer(config: Config, output: { banner: (text: string) => void }): Promise<RunningServer> {
   const logger = createLogger(config.logLevel);
   warnAboutInsecureDefaults(config, logger);
-  const { db, migrations } = await openDatabase(config);
+  const { db, migrations, warnings } = await openDatabase(config);
+  for (const warning of warnings) logger.warn(warning);
   logger.info({ engine: db.engine, applied: migrations.applied, alreadyApplied: migrations.alreadyApplied }, 'database ready');
   let app: FastifyInstance | undefined;
   try {

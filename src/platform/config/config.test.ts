@@ -69,11 +69,34 @@ describe('configuration', () => {
     assert.deepEqual(config.regions, ['eu', 'us']);
   });
 
+  it('treats an empty variable as unset', () => {
+    const config = loadConfig({ BULWARK_PORT: '', BULWARK_HOST: '' });
+    assert.equal(config.port, 8080);
+    assert.equal(config.host, '127.0.0.1');
+  });
+
+  it('keeps a record within the body limit', () => {
+    assert.throws(
+      () => loadConfig({ BULWARK_BODY_LIMIT_BYTES: '4096', BULWARK_RECORD_MAX_BYTES: '4000' }),
+      /BULWARK_RECORD_MAX_BYTES must be at least 1024 below BULWARK_BODY_LIMIT_BYTES/,
+    );
+  });
+
+  it('does not quote a malformed config file (it may hold secrets)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bulwark-config-'));
+    const file = join(dir, 'bulwark.json');
+    writeFileSync(file, '{"setupToken": "do-not-print-this-value-anywhere-please" oops}');
+    assert.throws(
+      () => loadConfig({ BULWARK_CONFIG_FILE: file }),
+      (error: Error) => /is not valid JSON/.test(error.message) && !error.message.includes('do-not-print'),
+    );
+  });
+
   it('rejects unknown keys and unreadable files in the config file', () => {
     const dir = mkdtempSync(join(tmpdir(), 'bulwark-config-'));
     const file = join(dir, 'bulwark.json');
     writeFileSync(file, JSON.stringify({ prot: 7000, port: { nested: true } }));
     assert.throws(() => loadConfig({ BULWARK_CONFIG_FILE: file }), /unknown option "prot"[\s\S]*"port" must be a string or a number/);
-    assert.throws(() => loadConfig({ BULWARK_CONFIG_FILE: join(dir, 'missing.json') }), /cannot be read as JSON/);
+    assert.throws(() => loadConfig({ BULWARK_CONFIG_FILE: join(dir, 'missing.json') }), /cannot be read \(ENOENT\)/);
   });
 });

@@ -42,11 +42,16 @@ export function loadConfig(environment: Source = process.env, overrides: Partial
   const values: Record<string, unknown> = {};
 
   for (const spec of optionSpecs) {
-    const raw = overrides[spec.key] ?? environment[spec.env] ?? file[spec.key] ?? spec.default;
-    if (raw === undefined || raw === '') continue;
+    // An empty value counts as unset, so `BULWARK_PORT=` falls back to the file or the default.
+    const raw = [overrides[spec.key], environment[spec.env], file[spec.key], spec.default].find((value) => value !== undefined && value !== '');
+    if (raw === undefined) continue;
     const parsed = spec.parse(raw);
     if ('error' in parsed) problems.push(`${spec.env} ${parsed.error}${spec.secret ? '' : ` (got ${JSON.stringify(raw)})`}`);
     else values[spec.key] = parsed.value;
+  }
+  const { bodyLimitBytes, recordMaxBytes } = values as { bodyLimitBytes?: number; recordMaxBytes?: number };
+  if (bodyLimitBytes !== undefined && recordMaxBytes !== undefined && recordMaxBytes + 1024 > bodyLimitBytes) {
+    problems.push('BULWARK_RECORD_MAX_BYTES must be at least 1024 below BULWARK_BODY_LIMIT_BYTES (room for the request envelope)');
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(values) as unknown as Config;
@@ -54,11 +59,19 @@ export function loadConfig(environment: Source = process.env, overrides: Partial
 
 function readConfigFile(path: string | undefined, problems: string[]): Record<string, string> {
   if (path === undefined || path === '') return {};
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    problems.push(`BULWARK_CONFIG_FILE ${path} cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    return {};
+  }
   let document: unknown;
   try {
-    document = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (error) {
-    problems.push(`BULWARK_CONFIG_FILE ${path} cannot be read as JSON (${(error as Error).message})`);
+    document = JSON.parse(text);
+  } catch {
+    // JSON.parse quotes the text around the error, which may be a secret: say only that it is invalid.
+    problems.push(`BULWARK_CONFIG_FILE ${path} is not valid JSON`);
     return {};
   }
   if (typeof document !== 'object' || document === null || Array.isArray(document)) {

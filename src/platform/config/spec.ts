@@ -51,7 +51,8 @@ export const optionSpecs: readonly OptionSpec[] = [
   {
     key: 'env',
     env: 'BULWARK_ENV',
-    description: 'Run mode: `development` warns about insecure defaults, `production` refuses the ones it can.',
+    description:
+      'Run mode. `production` refuses to serve through a privileged database login (superuser or BYPASSRLS) and warns about the embedded database; `development` and `test` warn only.',
     default: 'development',
     parse: oneOf('development', 'production', 'test'),
   },
@@ -88,7 +89,7 @@ export const optionSpecs: readonly OptionSpec[] = [
     key: 'databaseAdminUrl',
     env: 'BULWARK_DATABASE_ADMIN_URL',
     description:
-      'PostgreSQL URL of the schema owner, used only to run migrations and grant the app role. Defaults to `BULWARK_DATABASE_URL`.',
+      'PostgreSQL URL of the schema owner, used only to run migrations (which create the app role and grant it table privileges; membership for the login user is granted by the operator). Defaults to `BULWARK_DATABASE_URL`.',
     secret: true,
     parse: url('postgres', 'postgresql'),
   },
@@ -157,7 +158,7 @@ export const optionSpecs: readonly OptionSpec[] = [
   {
     key: 'recordMaxBytes',
     env: 'BULWARK_RECORD_MAX_BYTES',
-    description: "Largest record body (the JSON of its `data`), in bytes.",
+    description: 'Largest record body (the JSON of its `data`), in bytes; at least 1024 below `BULWARK_BODY_LIMIT_BYTES`.',
     default: '65536',
     parse: integer(16, 16 * 1024 * 1024),
   },

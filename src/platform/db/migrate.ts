@@ -121,19 +121,37 @@ export interface RoleCheck {
   superuser: boolean;
   bypassRls: boolean;
   ownedTables: number;
+  /** The user the connection logged in as; `RESET ROLE` would return to it. */
+  loginUser: string;
+  loginPrivileged: boolean;
 }
 
 /** What the serving connection is allowed to do; the server refuses to start if it could bypass RLS. */
 export async function inspectServingRole(
   query: <Row>(sql: string) => Promise<Row[]>,
 ): Promise<RoleCheck> {
-  const [row] = await query<{ current_user: string; rolsuper: boolean; rolbypassrls: boolean; owned: number }>(
+  const [row] = await query<{
+    current_user: string;
+    rolsuper: boolean;
+    rolbypassrls: boolean;
+    owned: number;
+    login_user: string;
+    login_privileged: boolean;
+  }>(
     `SELECT current_user, r.rolsuper, r.rolbypassrls,
-            (SELECT count(*)::int FROM pg_tables t WHERE t.schemaname = 'public' AND t.tableowner = current_user) AS owned
-       FROM pg_roles r WHERE r.rolname = current_user`,
+            (SELECT count(*)::int FROM pg_tables t WHERE t.schemaname = 'public' AND t.tableowner = current_user) AS owned,
+            session_user AS login_user, (s.rolsuper OR s.rolbypassrls) AS login_privileged
+       FROM pg_roles r, pg_roles s WHERE r.rolname = current_user AND s.rolname = session_user`,
   );
   if (!row) throw new Error('cannot inspect the serving database role');
-  return { currentUser: row.current_user, superuser: row.rolsuper, bypassRls: row.rolbypassrls, ownedTables: row.owned };
+  return {
+    currentUser: row.current_user,
+    superuser: row.rolsuper,
+    bypassRls: row.rolbypassrls,
+    ownedTables: row.owned,
+    loginUser: row.login_user,
+    loginPrivileged: row.login_privileged,
+  };
 }
 
 export function assertServingRoleIsolated(check: RoleCheck): void {

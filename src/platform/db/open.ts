@@ -11,9 +11,11 @@ import { openPostgres } from './postgres.ts';
 export interface OpenedDatabase {
   db: Database;
   migrations: MigrationReport;
+  /** Weaker-than-production settings the operator should hear about once. */
+  warnings: string[];
 }
 
-type DatabaseConfig = Pick<Config, 'databaseUrl' | 'databaseAdminUrl' | 'databaseAppRole' | 'databasePoolMax' | 'dataDir'>;
+type DatabaseConfig = Pick<Config, 'env' | 'databaseUrl' | 'databaseAdminUrl' | 'databaseAppRole' | 'databasePoolMax' | 'dataDir'>;
 
 /** Opens the configured engine, migrates it as the owner and returns a handle that serves as the app role. */
 export async function openDatabase(config: DatabaseConfig, options: { pgliteDataDir?: string } = {}): Promise<OpenedDatabase> {
@@ -38,21 +40,28 @@ export async function openPgliteDatabase(pglite: PGlite, appRole: string): Promi
   const migrations = await migrate(admin, appRole);
   await pglite.exec(`SET ROLE ${pg.escapeIdentifier(appRole)}`);
   assertServingRoleIsolated(await inspectServingRole(async (sql) => (await pglite.query(sql)).rows as never));
-  return { db: wrapPglite(pglite), migrations };
+  return { db: wrapPglite(pglite), migrations, warnings: [] };
 }
 
 async function openPostgresDatabase(config: DatabaseConfig, url: string): Promise<OpenedDatabase> {
   const migrations = await migratePostgres(config.databaseAdminUrl ?? url, config.databaseAppRole);
   const db = openPostgres({ url, appRole: config.databaseAppRole, poolMax: config.databasePoolMax });
+  const warnings: string[] = [];
   try {
-    assertServingRoleIsolated(
-      await inspectServingRole(async (sql) => (await db.withPlatform((tx) => tx.query(sql))).rows as never),
-    );
+    const role = await inspectServingRole(async (sql) => (await db.withPlatform((tx) => tx.query(sql))).rows as never);
+    assertServingRoleIsolated(role);
+    if (role.loginPrivileged) {
+      // Every statement is parameterised, so reaching RESET ROLE takes a code-execution bug; still, in
+      // production the login itself must not be able to bypass row-level security.
+      const message = `database login ${role.loginUser} is a superuser or has BYPASSRLS; RESET ROLE would escape row-level security. Log in as a dedicated user that is a member of ${config.databaseAppRole}`;
+      if (config.env === 'production') throw new Error(`${message}; refusing to serve in production`);
+      warnings.push(message);
+    }
   } catch (error) {
     await db.close();
     throw error;
   }
-  return { db, migrations };
+  return { db, migrations, warnings };
 }
 
 export async function migratePostgres(adminUrl: string, appRole: string): Promise<MigrationReport> {

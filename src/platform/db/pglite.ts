@@ -2,8 +2,8 @@ import { PGlite, type Transaction } from '@electric-sql/pglite';
 import { contextParams, type Database, type DbContext, type Queryable, type QueryResult, setContextSql } from './database.ts';
 
 /**
- * Embedded engine: PostgreSQL compiled to WASM, in-process, one connection. It runs as the app role
- * (PGlite applies `username` with SET ROLE over its bootstrap superuser), so RLS applies to every query.
+ * Embedded engine: PostgreSQL compiled to WASM, in-process, one connection. `openPgliteDatabase` drops
+ * the session to the app role with SET ROLE after migrating, so RLS applies to every query.
  */
 export function wrapPglite(db: PGlite): Database {
   function transaction<T>(context: DbContext, work: (tx: Queryable) => Promise<T>): Promise<T> {

@@ -5,7 +5,6 @@
 export const errorCodes = {
   validation_failed: { status: 400, title: 'The request is invalid.' },
   malformed_json: { status: 400, title: 'The request body is not valid JSON.' },
-  invalid_id: { status: 400, title: 'An identifier is not a 12-character lowercase hex id.' },
   invalid_cursor: { status: 400, title: 'The pagination cursor is invalid.' },
   unauthenticated: { status: 401, title: 'Authentication is required.' },
   invalid_credentials: { status: 401, title: 'The credentials are invalid or expired.' },
@@ -14,13 +13,11 @@ export const errorCodes = {
   not_found: { status: 404, title: 'The resource does not exist.' },
   route_not_found: { status: 404, title: 'No route matches this path.' },
   method_not_allowed: { status: 405, title: 'The method is not allowed on this path.' },
-  not_acceptable: { status: 406, title: 'The requested media type cannot be produced.' },
   conflict: { status: 409, title: 'The resource already exists or changed concurrently.' },
   precondition_failed: { status: 412, title: 'The resource does not match the precondition.' },
   payload_too_large: { status: 413, title: 'The request body is too large.' },
   unsupported_media_type: { status: 415, title: 'The request body must be application/json.' },
   region_not_allowed: { status: 422, title: 'The region is not one of the configured regions.' },
-  too_many_requests: { status: 429, title: 'Too many requests.' },
   internal_error: { status: 500, title: 'An internal error occurred.' },
   service_unavailable: { status: 503, title: 'A dependency is unavailable; retry later.' },
 } as const satisfies Record<string, { status: number; title: string }>;

@@ -46,7 +46,7 @@ export function tenantOf(principal: Principal): string | undefined {
 export function registerAuth(app: FastifyInstance, authenticators: readonly Authenticator[], tenants: TenantGate): void {
   app.decorateRequest('principal', null);
 
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', async (request, reply) => {
     // Unknown paths answer 404/405 to everyone: the route table is public (OpenAPI) anyway.
     if (request.is404) return;
     const auth = request.routeOptions.config.auth ?? 'operator';
@@ -55,7 +55,12 @@ export function registerAuth(app: FastifyInstance, authenticators: readonly Auth
     const principal = await authenticate(request, authenticators);
     request.principal = principal;
     const principalTenant = tenantOf(principal);
-    request.log = request.log.child({ principal: `${principal.kind}:${principal.id}`, ...(principalTenant ? { tenantId: principalTenant } : {}) });
+    const bindLog = (bindings: Record<string, string>) => {
+      request.log = request.log.child(bindings);
+      // Fastify writes "request completed" through reply.log: it carries the same bindings.
+      reply.log = request.log;
+    };
+    bindLog({ principal: `${principal.kind}:${principal.id}`, ...(principalTenant ? { tenantId: principalTenant } : {}) });
 
     if (auth === 'operator') {
       if (principal.kind !== 'operator') throw new BulwarkError('forbidden');
@@ -68,7 +73,7 @@ export function registerAuth(app: FastifyInstance, authenticators: readonly Auth
     const status = await tenants.status(tenantId);
     if (status === null || status === 'deleted') throw new BulwarkError('not_found');
     if (status !== 'active') throw new BulwarkError('tenant_suspended');
-    if (principalTenant === undefined) request.log = request.log.child({ tenantId });
+    if (principalTenant === undefined) bindLog({ tenantId });
   });
 }
 

@@ -51,8 +51,6 @@ export function toBulwarkError(error: unknown): BulwarkError {
     case 'FST_ERR_BAD_URL':
     case 'FST_ERR_MAX_PARAM_LENGTH':
       return new BulwarkError('validation_failed', { cause: error });
-    case 'FST_ERR_NOT_ACCEPTABLE':
-      return new BulwarkError('not_acceptable', { cause: error });
     default:
       break;
   }
