@@ -1,0 +1,44 @@
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { describe, it } from 'node:test';
+import { createLogger } from './logger.ts';
+
+function capture() {
+  const lines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      lines.push(chunk.toString());
+      callback();
+    },
+  });
+  return { logger: createLogger('info', stream), text: () => lines.join('') };
+}
+
+describe('logger', () => {
+  it('redacts credentials in headers and named fields up to two levels deep', () => {
+    const { logger, text } = capture();
+    logger.info({
+      req: { headers: { authorization: 'Bearer bwk_leak1', cookie: 'sid=leak2' } },
+      password: 'leak3',
+      body: { token: 'leak4', nested: { secret: 'leak5' } },
+      apiKey: 'leak6',
+    });
+    assert.doesNotMatch(text(), /leak\d/);
+    assert.match(text(), /\[redacted\]/);
+  });
+
+  it('logs errors without driver detail that can quote row values', () => {
+    const { logger, text } = capture();
+    const driverError = Object.assign(new Error('duplicate key value violates unique constraint "records_pkey"'), {
+      code: '23505',
+      constraint: 'records_pkey',
+      detail: 'Key (tenant_id, id)=(abc, private-value) already exists.',
+      where: 'private-where',
+    });
+    logger.error({ err: driverError }, 'failed');
+    const line = JSON.parse(text()) as { err: Record<string, unknown> };
+    assert.equal(line.err['code'], '23505');
+    assert.equal(line.err['constraint'], 'records_pkey');
+    assert.doesNotMatch(text(), /private-value|private-where/);
+  });
+});
