@@ -1,4 +1,4 @@
-import { PGlite, type Transaction } from '@electric-sql/pglite';
+import { parse, type PGlite, protocol, type Results, type Transaction } from '@electric-sql/pglite';
 import { contextParams, type Database, type DbContext, type Queryable, type QueryResult, setContextSql } from './database.ts';
 
 /**
@@ -15,7 +15,7 @@ export function wrapPglite(db: PGlite): Database {
 
   return {
     engine: 'pglite',
-    tenantQuery: (tenantId, sql, params) => transaction({ tenantId }, (tx) => tx.query(sql, params)),
+    tenantQuery: (tenantId, sql, params = []) => pipelinedTenantQuery(db, tenantId, sql, params),
     withTenant: (tenantId, work) => transaction({ tenantId }, work),
     withPlatform: (work) => transaction({ scope: 'platform' }, work),
     async ping() {
@@ -27,12 +27,66 @@ export function wrapPglite(db: PGlite): Database {
   };
 }
 
+const { serialize } = protocol;
+
+/**
+ * The tenant-scoped read path in one call into the engine: the context statement and the query go in as
+ * extended-protocol messages under a single Sync, which PostgreSQL runs as one implicit transaction, so
+ * `set_config(..., true)` ends with it. PGlite's own transaction() would cost six calls (BEGIN, two per
+ * statement, COMMIT); measured here at 3.9k/s against 7.9k/s for this path and 8.4k/s for a bare query.
+ * Both of PGlite's locks are held, as its query() does, so no other statement can interleave.
+ */
+async function pipelinedTenantQuery<Row>(db: PGlite, tenantId: string, sql: string, params: readonly unknown[]): Promise<QueryResult<Row>> {
+  const message = concat([
+    ...statement(setContextSql, contextParams({ tenantId })),
+    ...statement(sql, params.map(toText)),
+    serialize.sync(),
+  ]);
+  const messages = await db._runExclusiveTransaction(() =>
+    db._runExclusiveQuery(() => db.execProtocolStream(message, { syncToFs: false })),
+  );
+  const results = parse.parseResults(messages, db.parsers);
+  return normalize(results[1] as Results<Row>, sql);
+}
+
+function statement(text: string, values: readonly (string | null)[]): Uint8Array[] {
+  return [
+    serialize.parse({ text, types: [] }),
+    serialize.bind({ values: [...values] }),
+    serialize.describe({ type: 'P' }),
+    serialize.execute({}),
+  ];
+}
+
+/** Parameters in PostgreSQL's text format; the server infers their types from the statement. */
+function toText(value: unknown): string | null {
+  if (value === null || value === undefined) return null;
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') return String(value);
+  if (value instanceof Date) return value.toISOString();
+  if (value instanceof Uint8Array) return `\\x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}`;
+  return JSON.stringify(value);
+}
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((length, part) => length + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+function normalize<Row>(result: Results<Row>, sql: string): QueryResult<Row> {
+  const isRead = /^\s*(select|with)\b/i.test(sql) && result.affectedRows === 0;
+  return { rows: result.rows, rowCount: isRead ? result.rows.length : (result.affectedRows ?? result.rows.length) };
+}
+
 export function queryable(target: PGlite | Transaction): Queryable {
   return {
     async query<Row>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<Row>> {
-      const result = await target.query<Row>(sql, params as unknown[]);
-      const isRead = /^\s*(select|with)\b/i.test(sql) && result.affectedRows === 0;
-      return { rows: result.rows, rowCount: isRead ? result.rows.length : (result.affectedRows ?? result.rows.length) };
+      return normalize(await target.query<Row>(sql, params as unknown[]), sql);
     },
   };
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { contextParams, type Database, type DbContext, type Queryable, type QueryResult, setContextSql } from './database.ts';
 
@@ -11,7 +12,8 @@ export interface PostgresOptions {
  * PostgreSQL engine. Connections start with `role=<app role>` as a startup parameter, so a connection
  * that cannot take the role is refused instead of silently running as its (possibly privileged) login
  * user. The pool runs in pipeline mode: BEGIN, the RLS context, the statements and COMMIT are written
- * back to back, and a tenant-scoped read costs one round trip instead of four.
+ * back to back in one socket write, and a tenant-scoped read costs one round trip instead of four.
+ * Statements are named, so each connection parses a statement once and then only binds it.
  */
 export function openPostgres(options: PostgresOptions): Database {
   const pool = new pg.Pool({
@@ -29,7 +31,7 @@ export function openPostgres(options: PostgresOptions): Database {
     const client = await pool.connect();
     let connectionLost = false;
     try {
-      const opened = Promise.all([client.query('BEGIN'), client.query(setContextSql, contextParams(context))]);
+      const opened = corked(client, () => Promise.all([client.query('BEGIN'), client.query(prepared(setContextSql, contextParams(context)))]));
       opened.catch(() => undefined);
       try {
         const result = await work(queryable(client));
@@ -53,13 +55,13 @@ export function openPostgres(options: PostgresOptions): Database {
       const client = await pool.connect();
       let connectionLost = false;
       try {
-        const statements = [
+        const statements = corked(client, () => [
           client.query('BEGIN'),
-          client.query(setContextSql, contextParams({ tenantId })),
-          client.query(sql, params as unknown[]),
+          client.query(prepared(setContextSql, contextParams({ tenantId }))),
+          client.query(prepared(sql, params)),
           // After a failed statement PostgreSQL answers COMMIT with ROLLBACK, so the connection stays clean.
           client.query('COMMIT'),
-        ];
+        ]);
         const settled = await Promise.allSettled(statements);
         const failure = settled.find((outcome) => outcome.status === 'rejected');
         if (failure) throw failure.reason;
@@ -87,10 +89,41 @@ function queryable(client: pg.PoolClient): Queryable {
   return {
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- implements the generic Queryable.query
     async query<Row>(sql: string, params: readonly unknown[] = []) {
-      const result = await client.query(sql, params as unknown[]);
+      const result = await corked(client, () => client.query(params.length > 0 ? prepared(sql, params) : sql));
       return { rows: result.rows as Row[], rowCount: result.rowCount ?? result.rows.length };
     },
   };
+}
+
+const statementNames = new Map<string, string>();
+
+/**
+ * A named statement: parsed once per connection, then only bound. Bulwark's SQL texts are constants, so
+ * the set of names is small and fixed; the name is derived from the text so equal texts share it.
+ */
+function prepared(text: string, values: readonly unknown[]): pg.QueryConfig {
+  let name = statementNames.get(text);
+  if (name === undefined) {
+    name = `bw_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`;
+    statementNames.set(text, name);
+  }
+  return { name, text, values: values as unknown[] };
+}
+
+/**
+ * pg writes each protocol message (Parse, Bind, Describe, Execute, Sync) with its own socket write;
+ * corking the socket while a batch is queued sends it in one. The socket is pg's internal
+ * `connection.stream`: if a pg release moves it, this degrades to uncorked writes, never to wrong results.
+ */
+function corked<T>(client: pg.PoolClient, issue: () => T): T {
+  const stream = (client as unknown as { connection?: { stream?: { cork?: unknown; uncork?: unknown } } }).connection?.stream;
+  const socket = typeof stream?.cork === 'function' && typeof stream.uncork === 'function' ? (stream as { cork(): void; uncork(): void }) : undefined;
+  socket?.cork();
+  try {
+    return issue();
+  } finally {
+    socket?.uncork();
+  }
 }
 
 /**

@@ -55,25 +55,24 @@ export function registerAuth(app: FastifyInstance, authenticators: readonly Auth
     const principal = await authenticate(request, authenticators);
     request.principal = principal;
     const principalTenant = tenantOf(principal);
-    const bindLog = (bindings: Record<string, string>) => {
-      request.log = request.log.child(bindings);
-      // Fastify writes "request completed" through reply.log: it carries the same bindings.
-      reply.log = request.log;
-    };
-    bindLog({ principal: `${principal.kind}:${principal.id}`, ...(principalTenant ? { tenantId: principalTenant } : {}) });
+    const { tenantId } = request.params as { tenantId?: string };
+    // One child logger per request; Fastify writes "request completed" through reply.log, so it shares it.
+    request.log = request.log.child({
+      principal: `${principal.kind}:${principal.id}`,
+      ...(principalTenant !== undefined ? { tenantId: principalTenant } : auth === 'tenant' && tenantId !== undefined && isId(tenantId) ? { tenantId } : {}),
+    });
+    reply.log = request.log;
 
     if (auth === 'operator') {
       if (principal.kind !== 'operator') throw new BulwarkError('forbidden');
       return;
     }
-    const { tenantId } = request.params as { tenantId?: string };
     // A malformed id is left to schema validation (400); it can match no tenant anyway.
     if (tenantId === undefined || !isId(tenantId)) return;
     if (principalTenant !== undefined && principalTenant !== tenantId) throw new BulwarkError('not_found');
     const status = await tenants.status(tenantId);
     if (status === null || status === 'deleted') throw new BulwarkError('not_found');
     if (status !== 'active') throw new BulwarkError('tenant_suspended');
-    if (principalTenant === undefined) bindLog({ tenantId });
   });
 }
 
