@@ -3,35 +3,46 @@ import type { Clock } from './clock.ts';
 /**
  * A small bounded cache with a time-to-live, for hot lookups (credentials, tenant status). When full,
  * the oldest entry goes first (Map keeps insertion order). Entries are replaced, never mutated.
+ * `onEvict` sees every value that leaves the cache (expired, displaced, deleted), e.g. to zero key bytes.
  */
 export class TtlCache<V> {
   readonly #entries = new Map<string, { value: V; expiresAt: number }>();
   readonly #ttlMs: number;
   readonly #maxEntries: number;
   readonly #clock: Clock;
+  readonly #onEvict: ((value: V) => void) | undefined;
 
-  constructor(ttlMs: number, maxEntries: number, clock: Clock) {
+  constructor(ttlMs: number, maxEntries: number, clock: Clock, onEvict?: (value: V) => void) {
     this.#ttlMs = ttlMs;
     this.#maxEntries = maxEntries;
     this.#clock = clock;
+    this.#onEvict = onEvict;
+  }
+
+  #remove(key: string): void {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return;
+    this.#entries.delete(key);
+    this.#onEvict?.(entry.value);
   }
 
   get(key: string): V | undefined {
     const entry = this.#entries.get(key);
     if (entry === undefined) return undefined;
     if (entry.expiresAt <= this.#clock.now().getTime()) {
-      this.#entries.delete(key);
+      this.#remove(key);
       return undefined;
     }
     return entry.value;
   }
 
   set(key: string, value: V): void {
+    // A zero TTL caches nothing; the value was never held, so it stays the caller's (no onEvict).
     if (this.#ttlMs === 0) return;
-    this.#entries.delete(key);
+    this.#remove(key);
     if (this.#entries.size >= this.#maxEntries) {
       const oldest = this.#entries.keys().next();
-      if (oldest.done !== true) this.#entries.delete(oldest.value);
+      if (oldest.done !== true) this.#remove(oldest.value);
     }
     this.#entries.set(key, { value, expiresAt: this.#clock.now().getTime() + this.#ttlMs });
   }
@@ -45,10 +56,14 @@ export class TtlCache<V> {
   }
 
   delete(key: string): void {
-    this.#entries.delete(key);
+    this.#remove(key);
   }
 
   deleteWhere(predicate: (value: V) => boolean): void {
-    for (const [key, entry] of this.#entries) if (predicate(entry.value)) this.#entries.delete(key);
+    for (const [key, entry] of this.#entries) if (predicate(entry.value)) this.#remove(key);
+  }
+
+  clear(): void {
+    for (const key of [...this.#entries.keys()]) this.#remove(key);
   }
 }

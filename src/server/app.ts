@@ -16,6 +16,10 @@ import { problemContentType, sendProblem, toBulwarkError } from '../platform/htt
 import { isId, newId } from '../platform/ids.ts';
 import { createLogger } from '../platform/logger.ts';
 import { healthRoutes } from '../modules/health/routes.ts';
+import type { RootKeyProvider } from '../modules/keys/root/provider.ts';
+import { keysRoutes } from '../modules/keys/routes.ts';
+import { KeyringService } from '../modules/keys/service.ts';
+import { TransitService } from '../modules/keys/transit.ts';
 import { recordsRoutes } from '../modules/records/routes.ts';
 import { RecordsService } from '../modules/records/service.ts';
 import { apiKeyRoutes } from '../modules/sessions/routes.ts';
@@ -26,11 +30,14 @@ import { TenancyService } from '../modules/tenancy/service.ts';
 export interface AppDependencies {
   config: Config;
   db: Database;
+  rootKeys: RootKeyProvider;
   clock?: Clock;
   logger?: Logger;
 }
 
 export interface BulwarkServices {
+  keyring: KeyringService;
+  transit: TransitService;
   tenancy: TenancyService;
   records: RecordsService;
   apiKeys: ApiKeyService;
@@ -66,7 +73,7 @@ function setCommonHeaders(request: FastifyRequest, reply: FastifyReply): void {
 }
 
 /** Builds the Bulwark HTTP app without listening; tests call inject(), `server.ts` listens. */
-export async function buildApp({ config, db, clock = systemClock, logger }: AppDependencies): Promise<FastifyInstance> {
+export async function buildApp({ config, db, rootKeys, clock = systemClock, logger }: AppDependencies): Promise<FastifyInstance> {
   // Typed as Fastify's logger interface so the instance type stays the plain FastifyInstance.
   const loggerInstance: FastifyBaseLogger = logger ?? createLogger(config.logLevel);
   const app = Fastify({
@@ -126,10 +133,13 @@ export async function buildApp({ config, db, clock = systemClock, logger }: AppD
     throw new BulwarkError('service_unavailable', { message: 'The server is shutting down; retry on another instance.' });
   });
 
-  const tenancy = new TenancyService(db, clock, { regions: config.regions, statusCacheTtlMs: config.authCacheTtlMs });
+  const keyring = new KeyringService(db, rootKeys, clock, { cacheTtlMs: config.keyCacheTtlMs, cacheMaxTenants: 10_000 });
+  const tenancy = new TenancyService(db, keyring, clock, { regions: config.regions, statusCacheTtlMs: config.authCacheTtlMs });
   const services: BulwarkServices = {
+    keyring,
+    transit: new TransitService(keyring),
     tenancy,
-    records: new RecordsService(db, clock, { recordMaxBytes: config.recordMaxBytes }),
+    records: new RecordsService(db, keyring, clock, { recordMaxBytes: config.recordMaxBytes }),
     apiKeys: new ApiKeyService(db, clock, { cacheTtlMs: config.authCacheTtlMs }),
     bootstrap: new OperatorBootstrap(db),
   };
@@ -197,9 +207,12 @@ export async function buildApp({ config, db, clock = systemClock, logger }: AppD
 
   app.get('/openapi.json', { config: { auth: 'public' }, schema: { hide: true } }, async () => app.swagger());
 
-  await app.register(healthRoutes, { db });
+  await app.register(healthRoutes, { db, rootKeys });
   await app.register(tenancyRoutes, { tenancy });
   await app.register(recordsRoutes, { records: services.records, recordMaxBytes: config.recordMaxBytes });
   await app.register(apiKeyRoutes, { apiKeys: services.apiKeys });
+  await app.register(keysRoutes, { keyring, transit: services.transit });
+  // Unwrapped data keys leave memory with the app.
+  app.addHook('onClose', async () => keyring.forgetUnwrappedKeys());
   return app;
 }

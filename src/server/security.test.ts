@@ -21,7 +21,8 @@ import { buildApp } from './app.ts';
  * The shared security suite, driven by the app's own route table (its OpenAPI document). A route that is
  * missing from `routes` below fails the first test, so a new route cannot skip the suite.
  */
-const routes: Record<string, { auth: RouteAuth; body?: unknown }> = {
+type Targets = Record<string, string>;
+const routes: Record<string, { auth: RouteAuth; body?: unknown; bodyFor?: (values: Targets) => unknown }> = {
   'GET /healthz': { auth: 'public' },
   'GET /readyz': { auth: 'public' },
   'POST /v1/tenants': { auth: 'operator', body: { name: 'Suite tenant' } },
@@ -36,6 +37,16 @@ const routes: Record<string, { auth: RouteAuth; body?: unknown }> = {
   'POST /v1/tenants/{tenantId}/api-keys': { auth: 'tenant', body: { name: 'suite key' } },
   'GET /v1/tenants/{tenantId}/api-keys': { auth: 'tenant' },
   'DELETE /v1/tenants/{tenantId}/api-keys/{keyId}': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/keys': { auth: 'tenant' },
+  'PATCH /v1/tenants/{tenantId}/keys': { auth: 'tenant', body: { rotationPeriodDays: 90 } },
+  'POST /v1/tenants/{tenantId}/keys/rotate': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/keys/reencrypt': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/keys/trim': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/crypto/encrypt': { auth: 'tenant', body: { items: [{ plaintext: 'c3VpdGU=' }] } },
+  'POST /v1/tenants/{tenantId}/crypto/decrypt': { auth: 'tenant', bodyFor: (values) => ({ items: [{ ciphertext: values['ciphertext'] }] }) },
+  'POST /v1/tenants/{tenantId}/crypto/rewrap': { auth: 'tenant', bodyFor: (values) => ({ items: [{ ciphertext: values['ciphertext'] }] }) },
+  'GET /v1/keys/root': { auth: 'operator' },
+  'POST /v1/keys/root/rotate': { auth: 'operator' },
 };
 
 const collection = 'notes';
@@ -74,12 +85,20 @@ for (const engine of engines) {
       const key = await test.call({ method: 'POST', url: `/v1/tenants/${tenant.tenantId}/api-keys`, token: test.operatorToken, body: { name: 'target' } });
       assert.equal(key.statusCode, 201);
       secrets.push(key.json<{ key: string }>().key);
-      return { tenantId: tenant.tenantId, collection, recordId, keyId: key.json<{ id: string }>().id };
+      const sealed = await test.call({
+        method: 'POST',
+        url: `/v1/tenants/${tenant.tenantId}/crypto/encrypt`,
+        token: test.operatorToken,
+        body: { items: [{ plaintext: 'dGFyZ2V0' }] },
+      });
+      assert.equal(sealed.statusCode, 200);
+      const ciphertext = sealed.json<{ items: { ciphertext: string }[] }>().items[0]?.ciphertext ?? '';
+      return { tenantId: tenant.tenantId, collection, recordId, keyId: key.json<{ id: string }>().id, ciphertext };
     }
 
-    function send(operation: Operation, values: Record<string, string>, token: string | undefined) {
-      const { body } = routes[operation.key] ?? {};
-      return test.call({ method: operation.method, url: fillPath(operation.path, values), token, body });
+    function send(operation: Operation, values: Targets, token: string | undefined) {
+      const { body, bodyFor } = routes[operation.key] ?? {};
+      return test.call({ method: operation.method, url: fillPath(operation.path, values), token, body: bodyFor ? bodyFor(values) : body });
     }
 
     before(async () => {
@@ -290,7 +309,7 @@ for (const engine of engines) {
         ping: () => db.ping(),
         close: async () => undefined,
       };
-      const app: FastifyInstance = await buildApp({ config: test.storage.config, db: broken });
+      const app: FastifyInstance = await buildApp({ config: test.storage.config, db: broken, rootKeys: test.rootKeys });
       try {
         const values = await targets(tenantA);
         for (const operation of byAuth('tenant')) {

@@ -3,6 +3,8 @@ import type { Config } from '../platform/config/config.ts';
 import type { Database } from '../platform/db/database.ts';
 import { openDatabase } from '../platform/db/open.ts';
 import { createLogger } from '../platform/logger.ts';
+import { systemClock } from '../platform/clock.ts';
+import { openRootKeyProvider } from '../modules/keys/root-providers.ts';
 import { buildApp } from './app.ts';
 
 export interface RunningServer {
@@ -16,12 +18,14 @@ export interface RunningServer {
 export async function startServer(config: Config, output: { banner: (text: string) => void }): Promise<RunningServer> {
   const logger = createLogger(config.logLevel);
   warnAboutInsecureDefaults(config, logger);
+  const rootKeys = await openRootKeyProvider(config, systemClock);
+  for (const warning of rootKeys.warnings) logger.warn(warning);
   const { db, migrations, warnings } = await openDatabase(config);
   for (const warning of warnings) logger.warn(warning);
   logger.info({ engine: db.engine, applied: migrations.applied, alreadyApplied: migrations.alreadyApplied }, 'database ready');
   let app: FastifyInstance | undefined;
   try {
-    app = await buildApp({ config, db, logger });
+    app = await buildApp({ config, db, rootKeys: rootKeys.provider, logger });
     const { generated } = await app.services.bootstrap.ensure(config.setupToken);
     const address = await app.listen({ host: config.host, port: config.port });
     if (generated !== undefined) output.banner(setupBanner(generated));

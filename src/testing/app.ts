@@ -3,11 +3,14 @@ import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fas
 import type { Config } from '../platform/config/config.ts';
 import type { Clock } from '../platform/clock.ts';
 import { buildApp } from '../server/app.ts';
+import { EnvRootKey } from '../modules/keys/root/env.ts';
+import type { RootKeyProvider } from '../modules/keys/root/provider.ts';
 import { type EngineName, openTestDatabase, type TestDatabase } from './engines.ts';
 
 export interface TestApp {
   app: FastifyInstance;
   storage: TestDatabase;
+  rootKeys: RootKeyProvider;
   operatorToken: string;
   /** inject() with JSON encoding and an optional bearer token. */
   call(request: { method: InjectOptions['method']; url: string; token?: string | undefined; body?: unknown; headers?: Record<string, string> }): Promise<LightMyRequestResponse>;
@@ -18,10 +21,11 @@ export interface TestApp {
 
 export async function createTestApp(
   engine: EngineName,
-  options: { config?: Partial<Record<keyof Config, string>>; clock?: Clock } = {},
+  options: { config?: Partial<Record<keyof Config, string>>; clock?: Clock; rootKeys?: RootKeyProvider; pgliteDir?: string } = {},
 ): Promise<TestApp> {
-  const storage = await openTestDatabase(engine, options.config);
-  const app = await buildApp({ config: storage.config, db: storage.db, ...(options.clock ? { clock: options.clock } : {}) });
+  const storage = await openTestDatabase(engine, options.config, options.pgliteDir === undefined ? {} : { pgliteDir: options.pgliteDir });
+  const rootKeys = options.rootKeys ?? new EnvRootKey(randomBytes(32).toString('base64'));
+  const app = await buildApp({ config: storage.config, db: storage.db, rootKeys, ...(options.clock ? { clock: options.clock } : {}) });
   const operatorToken = `bws_${randomBytes(32).toString('base64url')}`;
   await app.services.bootstrap.ensure(operatorToken);
 
@@ -40,6 +44,7 @@ export async function createTestApp(
   return {
     app,
     storage,
+    rootKeys,
     operatorToken,
     call,
     async tenantWithKey(name = 'Tenant') {

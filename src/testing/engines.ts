@@ -53,10 +53,14 @@ export interface TestDatabase {
   close(): Promise<void>;
 }
 
-export async function openTestDatabase(engine: EngineName, overrides: Partial<Record<keyof Config, string>> = {}): Promise<TestDatabase> {
+export async function openTestDatabase(
+  engine: EngineName,
+  overrides: Partial<Record<keyof Config, string>> = {},
+  options: { pgliteDir?: string } = {},
+): Promise<TestDatabase> {
   if (engine === 'pglite') {
     const config = testConfig(overrides);
-    const { db } = await openPgliteDatabase(await PGlite.create(), config.databaseAppRole);
+    const { db } = await openPgliteDatabase(await PGlite.create(options.pgliteDir), config.databaseAppRole);
     return { engine, db, config, close: () => db.close() };
   }
   const name = `bulwark_test_${randomBytes(6).toString('hex')}`;

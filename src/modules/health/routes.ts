@@ -1,12 +1,13 @@
 import { Type } from 'typebox';
 import type { Database } from '../../platform/db/database.ts';
+import type { RootKeyProvider } from '../keys/root/provider.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import type { RoutePlugin } from '../../platform/http/route-kit.ts';
 
 const tags = ['health'];
 const probeTimeoutMs = 2_000;
 
-export const healthRoutes: RoutePlugin<{ db: Database }> = async (app, { db }) => {
+export const healthRoutes: RoutePlugin<{ db: Database; rootKeys: RootKeyProvider }> = async (app, { db, rootKeys }) => {
   app.get(
     '/healthz',
     {
@@ -23,17 +24,19 @@ export const healthRoutes: RoutePlugin<{ db: Database }> = async (app, { db }) =
       schema: {
         tags,
         summary: 'Readiness',
-        description: 'Ready when the database answers (the bus and key provider join as their modules land). 503 otherwise.',
-        response: { 200: Type.Object({ status: Type.Literal('ready'), checks: Type.Object({ database: Type.Literal('ok') }) }) },
+        description: 'Ready when the database and the root key provider answer (the bus joins when its module lands). 503 otherwise.',
+        response: {
+          200: Type.Object({ status: Type.Literal('ready'), checks: Type.Object({ database: Type.Literal('ok'), rootKey: Type.Literal('ok') }) }),
+        },
       },
     },
     async () => {
-      try {
-        await withTimeout(db.ping(), probeTimeoutMs);
-      } catch (error) {
-        throw new BulwarkError('service_unavailable', { cause: error, detail: 'readiness: database', extensions: { checks: { database: 'unavailable' } } });
+      const [database, rootKey] = await Promise.allSettled([withTimeout(db.ping(), probeTimeoutMs), withTimeout(rootKeys.ping(), probeTimeoutMs)]);
+      if (database.status === 'rejected' || rootKey.status === 'rejected') {
+        const checks = { database: database.status === 'fulfilled' ? 'ok' : 'unavailable', rootKey: rootKey.status === 'fulfilled' ? 'ok' : 'unavailable' };
+        throw new BulwarkError('service_unavailable', { detail: `readiness: ${JSON.stringify(checks)}`, extensions: { checks } });
       }
-      return { status: 'ready' as const, checks: { database: 'ok' as const } };
+      return { status: 'ready' as const, checks: { database: 'ok' as const, rootKey: 'ok' as const } };
     },
   );
 };

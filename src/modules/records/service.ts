@@ -1,18 +1,25 @@
 import type { Clock } from '../../platform/clock.ts';
-import { constraintName, type Database, sqlState } from '../../platform/db/database.ts';
+import type { Database } from '../../platform/db/database.ts';
 import { BulwarkError, notFound } from '../../platform/errors/bulwark-error.ts';
 import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
 import { retryWithNewId, withFreshId } from '../../platform/ids.ts';
+import type { EnvelopeContext } from '../keys/envelope.ts';
+import type { KeyringService, Reencryptor, TenantKeys } from '../keys/service.ts';
 import type { StoredRecord } from './schemas.ts';
 import {
   deleteRecord,
   firstRecord,
   insertRecord,
+  insertRecordParams,
+  insertRecordSql,
   listRecordsSql,
   lockRecord,
+  lockStaleRecords,
   normalizeRows,
   type RecordRow,
   replaceRecord,
+  resealRecord,
+  type SealedRecord,
   selectRecordSql,
 } from './store.ts';
 
@@ -34,44 +41,53 @@ function ifMatchHolds(header: string, current: RecordRow | undefined): boolean {
   return header.split(',').some((tag) => tag.trim() === etagOf(current.version));
 }
 
-export class RecordsService {
+/** The associated data of a record body: a body copied to another row, collection or tenant fails to open. */
+function bodyContext(tenantId: string, collection: string, id: string): EnvelopeContext {
+  return { tenantId, table: 'records', column: 'body', rowId: `${collection}/${id}` };
+}
+
+/**
+ * JSON records in named collections. Bodies are sealed with the tenant's current data key before any
+ * transaction starts (a key load may need its own connection) and opened after the read returns.
+ */
+export class RecordsService implements Reencryptor {
+  readonly name = 'records';
   readonly #db: Database;
+  readonly #keyring: KeyringService;
   readonly #clock: Clock;
   readonly #maxBytes: number;
 
-  constructor(db: Database, clock: Clock, options: { recordMaxBytes: number }) {
+  constructor(db: Database, keyring: KeyringService, clock: Clock, options: { recordMaxBytes: number }) {
     this.#db = db;
+    this.#keyring = keyring;
     this.#clock = clock;
     this.#maxBytes = options.recordMaxBytes;
+    keyring.registerReencryptor(this);
   }
 
   async get(tenantId: string, collection: string, id: string): Promise<StoredRecord> {
     const { rows } = await this.#db.tenantQuery<RecordRow>(tenantId, selectRecordSql, [tenantId, collection, id]);
     const row = firstRecord(rows);
     if (!row) throw notFound();
-    return this.#toRecord(collection, row);
+    return this.#toRecord(tenantId, row);
   }
 
   async list(tenantId: string, collection: string, limit: number, cursor: string | undefined) {
     const after = decodeCursor(cursor);
     const { rows } = await this.#db.tenantQuery<RecordRow>(tenantId, listRecordsSql, [tenantId, collection, after, limit + 1]);
-    return toPage(normalizeRows(rows), limit, (row) => this.#toRecord(collection, row));
+    const page = toPage(normalizeRows(rows), limit, (row) => row);
+    const items = await this.#keyring.withKeys(tenantId, (keys) => page.items.map((row) => toRecord(row, plaintextOf(keys, tenantId, row))));
+    return { items, nextCursor: page.nextCursor };
   }
 
   async create(tenantId: string, collection: string, data: RecordData): Promise<StoredRecord> {
-    const body = this.#encode(data);
-    const now = this.#clock.now();
-    const row = await this.#db.withTenant(tenantId, (tx) =>
-      withFreshId(async (id) => {
-        try {
-          return await insertRecord(tx, { tenantId, collection, id, ...body, now });
-        } catch (error) {
-          if (sqlState(error) === '23505' && constraintName(error) === 'records_pkey') return retryWithNewId;
-          throw error;
-        }
-      }),
-    );
-    return this.#toRecord(collection, row);
+    const json = this.#serialize(data);
+    const row = await withFreshId(async (id) => {
+      const sealed = await this.#seal(tenantId, collection, id, json);
+      const { rows } = await this.#db.tenantQuery<RecordRow>(tenantId, insertRecordSql, insertRecordParams(sealed));
+      return firstRecord(rows) ?? retryWithNewId;
+    });
+    return this.#toRecord(tenantId, row, json);
   }
 
   /** Creates or replaces a record under optimistic concurrency. */
@@ -82,26 +98,23 @@ export class RecordsService {
     data: RecordData,
     preconditions: Preconditions,
   ): Promise<{ record: StoredRecord; created: boolean }> {
-    const body = this.#encode(data);
-    const now = this.#clock.now();
-    try {
-      return await this.#db.withTenant(tenantId, async (tx) => {
-        const current = await lockRecord(tx, tenantId, collection, id);
-        if (preconditions.ifNoneMatch !== undefined && current !== undefined) {
-          throw new BulwarkError('precondition_failed', { message: 'The record already exists (If-None-Match: *).' });
-        }
-        if (preconditions.ifMatch !== undefined && !ifMatchHolds(preconditions.ifMatch, current)) {
-          throw new BulwarkError('precondition_failed', { message: 'The record does not match If-Match.' });
-        }
-        const values = { tenantId, collection, id, ...body, now };
-        const row = current ? await replaceRecord(tx, values) : await insertRecord(tx, values);
-        return { record: this.#toRecord(collection, row), created: current === undefined };
-      });
-    } catch (error) {
-      // Two writers creating the same id at once: the loser sees the winner's row on retry.
-      if (sqlState(error) === '23505') throw new BulwarkError('conflict', { message: 'The record was created concurrently; retry.' });
-      throw error;
-    }
+    const json = this.#serialize(data);
+    const sealed = await this.#seal(tenantId, collection, id, json);
+    const { row, created } = await this.#db.withTenant(tenantId, async (tx) => {
+      const current = await lockRecord(tx, tenantId, collection, id);
+      if (preconditions.ifNoneMatch !== undefined && current !== undefined) {
+        throw new BulwarkError('precondition_failed', { message: 'The record already exists (If-None-Match: *).' });
+      }
+      if (preconditions.ifMatch !== undefined && !ifMatchHolds(preconditions.ifMatch, current)) {
+        throw new BulwarkError('precondition_failed', { message: 'The record does not match If-Match.' });
+      }
+      if (current) return { row: await replaceRecord(tx, sealed), created: false };
+      const inserted = await insertRecord(tx, sealed);
+      // Another writer created the same id between our lock attempt and the insert.
+      if (!inserted) throw new BulwarkError('conflict', { message: 'The record was created concurrently; retry.' });
+      return { row: inserted, created: true };
+    });
+    return { record: await this.#toRecord(tenantId, row, json), created };
   }
 
   async delete(tenantId: string, collection: string, id: string, preconditions: Preconditions): Promise<void> {
@@ -115,23 +128,47 @@ export class RecordsService {
     });
   }
 
-  // The body column holds bytes so that the keys module can put the envelope ciphertext here.
-  #encode(data: RecordData): { body: Buffer; bodyBytes: number } {
-    const body = Buffer.from(JSON.stringify(data), 'utf8');
-    if (body.length > this.#maxBytes) {
-      throw new BulwarkError('payload_too_large', { message: `A record may hold at most ${this.#maxBytes} bytes of JSON.` });
-    }
-    return { body, bodyBytes: body.length };
+  async reencryptBatch(tenantId: string, keys: TenantKeys, limit: number): Promise<number> {
+    return this.#db.withTenant(tenantId, async (tx) => {
+      const rows = await lockStaleRecords(tx, tenantId, keys.current, keys.minDecryption, limit);
+      for (const row of rows) {
+        const { ciphertext, keyVersion } = keys.seal(plaintextOf(keys, tenantId, row), bodyContext(tenantId, row.collection, row.id));
+        await resealRecord(tx, tenantId, { collection: row.collection, id: row.id, body: ciphertext, keyVersion });
+      }
+      return rows.length;
+    });
   }
 
-  #toRecord(collection: string, row: RecordRow): StoredRecord {
-    return {
-      id: row.id,
-      collection,
-      version: row.version,
-      data: JSON.parse(row.body.toString('utf8')) as RecordData,
-      createdAt: row.created_at.toISOString(),
-      updatedAt: row.updated_at.toISOString(),
-    };
+  #serialize(data: RecordData): Buffer {
+    const json = Buffer.from(JSON.stringify(data), 'utf8');
+    if (json.length > this.#maxBytes) {
+      throw new BulwarkError('payload_too_large', { message: `A record may hold at most ${this.#maxBytes} bytes of JSON.` });
+    }
+    return json;
   }
+
+  async #seal(tenantId: string, collection: string, id: string, json: Buffer): Promise<SealedRecord> {
+    const { ciphertext, keyVersion } = await this.#keyring.seal(tenantId, json, bodyContext(tenantId, collection, id));
+    return { tenantId, collection, id, body: ciphertext, bodyBytes: json.length, keyVersion, now: this.#clock.now() };
+  }
+
+  async #toRecord(tenantId: string, row: RecordRow, knownJson?: Buffer): Promise<StoredRecord> {
+    return toRecord(row, knownJson ?? (await this.#keyring.withKeys(tenantId, (keys) => plaintextOf(keys, tenantId, row))));
+  }
+}
+
+function plaintextOf(keys: TenantKeys, tenantId: string, row: RecordRow): Buffer {
+  if (row.key_version === null) return row.body;
+  return keys.open(row.body, bodyContext(tenantId, row.collection, row.id), 'data_integrity_failed');
+}
+
+function toRecord(row: RecordRow, json: Buffer): StoredRecord {
+  return {
+    id: row.id,
+    collection: row.collection,
+    version: row.version,
+    data: JSON.parse(json.toString('utf8')) as RecordData,
+    createdAt: row.created_at.toISOString(),
+    updatedAt: row.updated_at.toISOString(),
+  };
 }

@@ -1,4 +1,4 @@
-import { constraintName, toBuffer, type Queryable, sqlState } from '../../platform/db/database.ts';
+import { toBuffer, type Queryable } from '../../platform/db/database.ts';
 import { retryWithNewId } from '../../platform/ids.ts';
 import type { ApiKey } from './schemas.ts';
 
@@ -39,21 +39,17 @@ function toApiKey(row: ApiKeyRow): ApiKey {
   };
 }
 
+/** Inserts a key, or answers retryWithNewId when the id is taken (ON CONFLICT keeps the transaction usable). */
 export async function insertApiKey(
   tx: Queryable,
   key: { tenantId: string; id: string; name: string; secretHash: Buffer; expiresAt: Date | null; now: Date },
 ): Promise<ApiKey | typeof retryWithNewId> {
-  try {
-    const { rows } = await tx.query<ApiKeyRow>(
-      `INSERT INTO api_keys (tenant_id, id, name, secret_hash, created_at, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6) RETURNING ${columns}`,
-      [key.tenantId, key.id, key.name, key.secretHash, key.now, key.expiresAt],
-    );
-    return toApiKey(rows[0] as ApiKeyRow);
-  } catch (error) {
-    if (sqlState(error) === '23505' && constraintName(error) === 'api_keys_pkey') return retryWithNewId;
-    throw error;
-  }
+  const { rows } = await tx.query<ApiKeyRow>(
+    `INSERT INTO api_keys (tenant_id, id, name, secret_hash, created_at, expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, id) DO NOTHING RETURNING ${columns}`,
+    [key.tenantId, key.id, key.name, key.secretHash, key.now, key.expiresAt],
+  );
+  return rows[0] ? toApiKey(rows[0]) : retryWithNewId;
 }
 
 export const listApiKeysSql = `SELECT ${columns} FROM api_keys WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3`;

@@ -1,5 +1,5 @@
 import type { Clock } from '../../platform/clock.ts';
-import type { Database } from '../../platform/db/database.ts';
+import { type Database, enterTenantContext, type Queryable } from '../../platform/db/database.ts';
 import { BulwarkError, notFound } from '../../platform/errors/bulwark-error.ts';
 import type { TenantGate, TenantStatus } from '../../platform/http/auth.ts';
 import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
@@ -7,6 +7,11 @@ import { withFreshId } from '../../platform/ids.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
 import type { Tenant, UpdateTenant } from './schemas.ts';
 import { findTenant, insertTenant, listTenants, tenantStatusSql, updateTenant } from './store.ts';
+
+/** What tenancy needs from the keys module: a keyring created with the tenant, in its transaction. */
+export interface TenantKeyringFactory {
+  createKeyring(tx: Queryable, tenantId: string): Promise<void>;
+}
 
 export interface TenancyOptions {
   regions: readonly string[];
@@ -17,11 +22,13 @@ export class TenancyService implements TenantGate {
   readonly #db: Database;
   readonly #clock: Clock;
   readonly #options: TenancyOptions;
+  readonly #keyrings: TenantKeyringFactory;
   // Every tenant-scoped request asks for its tenant's status; a short cache keeps that off the database.
   readonly #statuses: TtlCache<TenantStatus | null>;
 
-  constructor(db: Database, clock: Clock, options: TenancyOptions) {
+  constructor(db: Database, keyrings: TenantKeyringFactory, clock: Clock, options: TenancyOptions) {
     this.#db = db;
+    this.#keyrings = keyrings;
     this.#clock = clock;
     this.#options = options;
     this.#statuses = new TtlCache(options.statusCacheTtlMs, 10_000, clock);
@@ -33,7 +40,13 @@ export class TenancyService implements TenantGate {
       throw new BulwarkError('region_not_allowed', { extensions: { allowedRegions: this.#options.regions } });
     }
     const now = this.#clock.now();
-    return this.#db.withPlatform((tx) => withFreshId((id) => insertTenant(tx, { id, name: input.name, region, now })));
+    return this.#db.withPlatform(async (tx) => {
+      const tenant = await withFreshId((id) => insertTenant(tx, { id, name: input.name, region, now }));
+      // The tenant and its 256-bit data key exist together or not at all.
+      await enterTenantContext(tx, tenant.id);
+      await this.#keyrings.createKeyring(tx, tenant.id);
+      return tenant;
+    });
   }
 
   async list(limit: number, cursor: string | undefined): Promise<{ items: Tenant[]; nextCursor: string | null }> {

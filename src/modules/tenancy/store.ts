@@ -1,4 +1,4 @@
-import { constraintName, type Queryable, sqlState } from '../../platform/db/database.ts';
+import type { Queryable } from '../../platform/db/database.ts';
 import { retryWithNewId } from '../../platform/ids.ts';
 import type { TenantStatus } from '../../platform/http/auth.ts';
 import type { Tenant, UpdateTenant } from './schemas.ts';
@@ -25,20 +25,20 @@ function toTenant(row: TenantRow): Tenant {
   };
 }
 
+/**
+ * Inserts a tenant, or answers retryWithNewId when the id is taken. ON CONFLICT rather than catching the
+ * unique violation: on PostgreSQL that error would abort the surrounding transaction.
+ */
 export async function insertTenant(
   tx: Queryable,
   tenant: { id: string; name: string; region: string; now: Date },
 ): Promise<Tenant | typeof retryWithNewId> {
-  try {
-    const { rows } = await tx.query<TenantRow>(
-      `INSERT INTO tenants (id, name, region, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) RETURNING ${columns}`,
-      [tenant.id, tenant.name, tenant.region, tenant.now],
-    );
-    return toTenant(rows[0] as TenantRow);
-  } catch (error) {
-    if (sqlState(error) === '23505' && constraintName(error) === 'tenants_pkey') return retryWithNewId;
-    throw error;
-  }
+  const { rows } = await tx.query<TenantRow>(
+    `INSERT INTO tenants (id, name, region, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+     ON CONFLICT (id) DO NOTHING RETURNING ${columns}`,
+    [tenant.id, tenant.name, tenant.region, tenant.now],
+  );
+  return rows[0] ? toTenant(rows[0]) : retryWithNewId;
 }
 
 /** Platform scope: every tenant, keyset-paged by id. */

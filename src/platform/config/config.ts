@@ -17,6 +17,15 @@ export interface Config {
   readonly regions: readonly string[];
   readonly bodyLimitBytes: number;
   readonly recordMaxBytes: number;
+  readonly rootKeyProvider: 'local-file' | 'env' | 'vault-transit';
+  readonly allowLocalRootKey: boolean;
+  readonly rootKey: string | undefined;
+  readonly vaultAddr: string | undefined;
+  readonly vaultToken: string | undefined;
+  readonly vaultTransitMount: string;
+  readonly vaultTransitKey: string;
+  readonly vaultNamespace: string | undefined;
+  readonly keyCacheTtlMs: number;
   readonly authCacheTtlMs: number;
   readonly shutdownTimeoutMs: number;
 }
@@ -52,6 +61,14 @@ export function loadConfig(environment: Source = process.env, overrides: Partial
   const { bodyLimitBytes, recordMaxBytes } = values as { bodyLimitBytes?: number; recordMaxBytes?: number };
   if (bodyLimitBytes !== undefined && recordMaxBytes !== undefined && recordMaxBytes + 1024 > bodyLimitBytes) {
     problems.push('BULWARK_RECORD_MAX_BYTES must be at least 1024 below BULWARK_BODY_LIMIT_BYTES (room for the request envelope)');
+  }
+  const required: Partial<Record<string, string[]>> = {
+    env: ['rootKey:BULWARK_ROOT_KEY'],
+    'vault-transit': ['vaultAddr:BULWARK_VAULT_ADDR', 'vaultToken:BULWARK_VAULT_TOKEN'],
+  };
+  for (const needed of required[String(values['rootKeyProvider'])] ?? []) {
+    const [key = '', env = ''] = needed.split(':');
+    if (values[key] === undefined) problems.push(`${env} is required when BULWARK_ROOT_KEY_PROVIDER=${String(values['rootKeyProvider'])}`);
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(values) as unknown as Config;

@@ -42,6 +42,10 @@ function url(...protocols: string[]) {
   };
 }
 
+function boolean(raw: string) {
+  return raw === 'true' || raw === 'false' ? { value: raw === 'true' } : { error: 'must be true or false' };
+}
+
 function text(min: number, max: number) {
   return (raw: string) =>
     raw.length >= min && raw.length <= max ? { value: raw } : { error: `must be ${min} to ${max} characters long` };
@@ -161,6 +165,70 @@ export const optionSpecs: readonly OptionSpec[] = [
     description: 'Largest record body (the JSON of its `data`), in bytes; at least 1024 below `BULWARK_BODY_LIMIT_BYTES`.',
     default: '65536',
     parse: integer(16, 16 * 1024 * 1024),
+  },
+  {
+    key: 'rootKeyProvider',
+    env: 'BULWARK_ROOT_KEY_PROVIDER',
+    description:
+      'Where the root key lives: `local-file` (`<data dir>/root-key.json`, mode 0600, created on first start), `env` (`BULWARK_ROOT_KEY`) or `vault-transit` (HashiCorp Vault / OpenBao transit). Production refuses `local-file` unless `BULWARK_ALLOW_LOCAL_ROOT_KEY=true`.',
+    default: 'local-file',
+    parse: oneOf('local-file', 'env', 'vault-transit'),
+  },
+  {
+    key: 'allowLocalRootKey',
+    env: 'BULWARK_ALLOW_LOCAL_ROOT_KEY',
+    description: 'Accept the local key file in production (`true`), knowing that whoever reads the data folder can read every tenant.',
+    default: 'false',
+    parse: boolean,
+  },
+  {
+    key: 'rootKey',
+    env: 'BULWARK_ROOT_KEY',
+    description:
+      'Root key for the `env` provider: one base64 256-bit key, or versions `1:<base64>,2:<base64>` (the highest encrypts, all decrypt).',
+    secret: true,
+    parse: text(44, 8192),
+  },
+  {
+    key: 'vaultAddr',
+    env: 'BULWARK_VAULT_ADDR',
+    description: 'Vault / OpenBao address for the `vault-transit` provider, e.g. `https://vault.internal:8200`.',
+    parse: url('http', 'https'),
+  },
+  {
+    key: 'vaultToken',
+    env: 'BULWARK_VAULT_TOKEN',
+    description: 'Vault token with the transit policy in docs/root-keys.md.',
+    secret: true,
+    parse: text(1, 4096),
+  },
+  {
+    key: 'vaultTransitMount',
+    env: 'BULWARK_VAULT_TRANSIT_MOUNT',
+    description: 'Mount path of the transit secrets engine.',
+    default: 'transit',
+    parse: (raw: string) => (/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/.test(raw) ? { value: raw } : { error: 'must be a mount path' }),
+  },
+  {
+    key: 'vaultTransitKey',
+    env: 'BULWARK_VAULT_TRANSIT_KEY',
+    description: 'Name of the transit key (type aes256-gcm96) that wraps the tenant data keys.',
+    default: 'bulwark-root',
+    parse: (raw: string) => (/^[A-Za-z0-9_.-]{1,128}$/.test(raw) ? { value: raw } : { error: 'must be a transit key name' }),
+  },
+  {
+    key: 'vaultNamespace',
+    env: 'BULWARK_VAULT_NAMESPACE',
+    description: 'Vault Enterprise / HCP namespace, sent as `X-Vault-Namespace`.',
+    parse: text(1, 256),
+  },
+  {
+    key: 'keyCacheTtlMs',
+    env: 'BULWARK_KEY_CACHE_TTL_MS',
+    description:
+      'How long unwrapped tenant data keys stay in memory (zeroed when they leave). A KMS revocation takes effect for a tenant within this window.',
+    default: '60000',
+    parse: integer(0, 3_600_000),
   },
   {
     key: 'authCacheTtlMs',

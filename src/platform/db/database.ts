@@ -35,6 +35,14 @@ export interface Database {
 export const setContextSql =
   "SELECT set_config('app.tenant_id', $1, true), set_config('app.scope', $2, true)";
 
+/**
+ * Adds a tenant context to a platform transaction that just created the tenant, so the same transaction
+ * can write the tenant's first rows (its keyring) under that tenant's policies.
+ */
+export async function enterTenantContext(tx: Queryable, tenantId: string): Promise<void> {
+  await tx.query("SELECT set_config('app.tenant_id', $1, true)", [tenantId]);
+}
+
 export function contextParams(context: DbContext): [string, string] {
   return 'tenantId' in context ? [context.tenantId, ''] : ['', context.scope];
 }

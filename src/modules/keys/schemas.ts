@@ -1,0 +1,74 @@
+import { Type, type Static } from 'typebox';
+
+export const maxTransitBatch = 100;
+/** 64 KiB of plaintext per item (base64 inflates by 4/3); transit is for secrets and keys, not files. */
+const maxPlaintextBase64 = 87_384;
+const maxContextBase64 = 1_368;
+const maxCiphertextText = 87_600;
+
+const base64 = (maxLength: number, description: string) =>
+  Type.String({ maxLength, pattern: '^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$', description });
+
+const context = Type.Optional(
+  base64(maxContextBase64, 'Optional caller context (base64, up to 1 KiB): bound as associated data; decrypt needs the same value.'),
+);
+
+const items = <T extends Parameters<typeof Type.Array>[0]>(item: T) =>
+  Type.Object({ items: Type.Array(item, { minItems: 1, maxItems: maxTransitBatch }) }, { additionalProperties: false });
+
+export const encryptBody = items(
+  Type.Object({ plaintext: base64(maxPlaintextBase64, 'Data to encrypt, base64 (up to 64 KiB decoded).'), context }, { additionalProperties: false }),
+);
+export const decryptBody = items(
+  Type.Object(
+    { ciphertext: Type.String({ minLength: 1, maxLength: maxCiphertextText, description: '`bulwark:v<N>:...` as returned by encrypt.' }), context },
+    { additionalProperties: false },
+  ),
+);
+export type EncryptBody = Static<typeof encryptBody>;
+export type DecryptBody = Static<typeof decryptBody>;
+
+export const ciphertextResult = Type.Object({
+  items: Type.Array(Type.Object({ ciphertext: Type.String(), keyVersion: Type.Integer() })),
+});
+export const plaintextResult = Type.Object({ items: Type.Array(Type.Object({ plaintext: Type.String({ description: 'base64' }) })) });
+
+const keyVersionInfo = Type.Object({
+  version: Type.Integer(),
+  state: Type.Union([Type.Literal('current'), Type.Literal('active'), Type.Literal('retired'), Type.Literal('destroyed')]),
+  createdAt: Type.String({ format: 'date-time' }),
+  destroyedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  records: Type.Integer({ description: 'Records sealed with this version.' }),
+});
+
+export const keyringInfo = Type.Object({
+  currentVersion: Type.Integer({ description: 'The version new writes use.' }),
+  minDecryptionVersion: Type.Integer({ description: 'Versions below this no longer decrypt.' }),
+  rotationPeriodDays: Type.Union([Type.Integer(), Type.Null()], { description: 'Automatic rotation age; null: on request only.' }),
+  destroyedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  versions: Type.Array(keyVersionInfo),
+  unencryptedRecords: Type.Integer({ description: 'Records written before encryption at rest, moved by re-encryption.' }),
+  reencrypting: Type.Boolean({ description: 'A re-encryption job for this tenant is running on this instance.' }),
+});
+
+export const keyringSettingsBody = Type.Object(
+  {
+    minDecryptionVersion: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 })),
+    rotationPeriodDays: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 3650 }), Type.Null()])),
+    force: Type.Optional(Type.Boolean({ description: 'Retire versions that records still use (those records become unreadable).' })),
+  },
+  { additionalProperties: false, minProperties: 1 },
+);
+
+export const rootKeyInfo = Type.Object({
+  kind: Type.String(),
+  keyName: Type.String(),
+  currentVersion: Type.Integer(),
+  versions: Type.Array(Type.Object({ version: Type.Integer(), createdAt: Type.Union([Type.String(), Type.Null()]) })),
+});
+
+export const rootRotationResult = Type.Object({
+  rootVersion: Type.Integer(),
+  tenants: Type.Integer(),
+  keysRewrapped: Type.Integer(),
+});

@@ -1,0 +1,106 @@
+import type { Queryable } from '../../platform/db/database.ts';
+
+export interface KeyringRow {
+  current_version: number;
+  min_decryption_version: number;
+  rotation_period_days: number | null;
+  destroyed_at: Date | null;
+}
+
+export interface KeyRow {
+  version: number;
+  wrapped_key: string | null;
+  created_at: Date;
+  destroyed_at: Date | null;
+}
+
+export const keyringSql =
+  'SELECT current_version, min_decryption_version, rotation_period_days, destroyed_at FROM tenant_keyrings WHERE tenant_id = $1';
+
+export async function findKeyring(tx: Queryable, tenantId: string, options: { forUpdate?: boolean } = {}): Promise<KeyringRow | undefined> {
+  const { rows } = await tx.query<KeyringRow>(`${keyringSql}${options.forUpdate ? ' FOR UPDATE' : ''}`, [tenantId]);
+  return rows[0];
+}
+
+export async function listKeys(tx: Queryable, tenantId: string): Promise<KeyRow[]> {
+  const { rows } = await tx.query<KeyRow>(
+    'SELECT version, wrapped_key, created_at, destroyed_at FROM tenant_keys WHERE tenant_id = $1 ORDER BY version',
+    [tenantId],
+  );
+  return rows;
+}
+
+/** Inserts the keyring with its first key; false if another writer created it first. */
+export async function insertKeyring(tx: Queryable, tenantId: string, wrappedKey: string, now: Date): Promise<boolean> {
+  const { rowCount } = await tx.query(
+    `INSERT INTO tenant_keyrings (tenant_id, current_version, updated_at) VALUES ($1, 1, $2)
+     ON CONFLICT (tenant_id) DO NOTHING`,
+    [tenantId, now],
+  );
+  if (rowCount === 0) return false;
+  await insertKey(tx, tenantId, 1, wrappedKey, now);
+  return true;
+}
+
+export async function insertKey(tx: Queryable, tenantId: string, version: number, wrappedKey: string, now: Date): Promise<void> {
+  await tx.query('INSERT INTO tenant_keys (tenant_id, version, wrapped_key, created_at) VALUES ($1, $2, $3, $4)', [
+    tenantId,
+    version,
+    wrappedKey,
+    now,
+  ]);
+}
+
+export async function setCurrentVersion(tx: Queryable, tenantId: string, version: number, now: Date): Promise<void> {
+  await tx.query('UPDATE tenant_keyrings SET current_version = $2, updated_at = $3 WHERE tenant_id = $1', [tenantId, version, now]);
+}
+
+export async function updateKeyringSettings(
+  tx: Queryable,
+  tenantId: string,
+  settings: { minDecryptionVersion: number; rotationPeriodDays: number | null },
+  now: Date,
+): Promise<void> {
+  await tx.query(
+    'UPDATE tenant_keyrings SET min_decryption_version = $2, rotation_period_days = $3, updated_at = $4 WHERE tenant_id = $1',
+    [tenantId, settings.minDecryptionVersion, settings.rotationPeriodDays, now],
+  );
+}
+
+export async function replaceWrappedKey(tx: Queryable, tenantId: string, version: number, wrappedKey: string): Promise<void> {
+  await tx.query('UPDATE tenant_keys SET wrapped_key = $3 WHERE tenant_id = $1 AND version = $2 AND wrapped_key IS NOT NULL', [
+    tenantId,
+    version,
+    wrappedKey,
+  ]);
+}
+
+/** Deletes key material for good: versions below `belowVersion` (trim), or all of them (shredding). */
+export async function destroyKeys(tx: Queryable, tenantId: string, belowVersion: number | null, now: Date): Promise<number[]> {
+  const { rows } = await tx.query<{ version: number }>(
+    `UPDATE tenant_keys SET wrapped_key = NULL, destroyed_at = $3
+      WHERE tenant_id = $1 AND wrapped_key IS NOT NULL AND ($2::int IS NULL OR version < $2::int)
+      RETURNING version`,
+    [tenantId, belowVersion, now],
+  );
+  return rows.map((row) => row.version).sort((a, b) => a - b);
+}
+
+export async function markKeyringDestroyed(tx: Queryable, tenantId: string, now: Date): Promise<void> {
+  await tx.query('UPDATE tenant_keyrings SET destroyed_at = $2, updated_at = $2 WHERE tenant_id = $1', [tenantId, now]);
+}
+
+/** Records per data key version (NULL: written before encryption at rest): the re-encryption progress. */
+export async function countRecordsByKeyVersion(tx: Queryable, tenantId: string): Promise<{ key_version: number | null; count: number }[]> {
+  const { rows } = await tx.query<{ key_version: number | null; count: number }>(
+    'SELECT key_version, count(*)::int AS count FROM records WHERE tenant_id = $1 GROUP BY key_version ORDER BY key_version NULLS FIRST',
+    [tenantId],
+  );
+  return rows;
+}
+
+/** Platform scope: every tenant that has a keyring (for root key rotation). */
+export async function listKeyringTenants(tx: Queryable): Promise<string[]> {
+  const { rows } = await tx.query<{ tenant_id: string }>('SELECT tenant_id FROM tenant_keyrings WHERE destroyed_at IS NULL ORDER BY tenant_id');
+  return rows.map((row) => row.tenant_id);
+}
