@@ -14,7 +14,7 @@ import { type AdminSession, migrate } from '../src/platform/db/migrate.ts';
 import { contextParams, setContextSql, toBuffer } from '../src/platform/db/database.ts';
 import { queryable } from '../src/platform/db/pglite.ts';
 import { openPostgres } from '../src/platform/db/postgres.ts';
-import { insertRecord, type RecordRow, selectRecordSql } from '../src/modules/records/store.ts';
+import { type RecordRow, selectRecordSql } from '../src/modules/records/store.ts';
 import { insertTenant } from '../src/modules/tenancy/store.ts';
 import { runChild, specArgument } from './child.ts';
 import type { BaselineSpec, DatabaseUrls, Seed } from './protocol.ts';
@@ -22,6 +22,29 @@ import type { BaselineSpec, DatabaseUrls, Seed } from './protocol.ts';
 interface Reader {
   read(tenantId: string, collection: string, id: string): Promise<RecordRow | undefined>;
   close(): Promise<void>;
+}
+
+/**
+ * Bulwark's seeded row holds an envelope; the baselines read plain JSON (key_version NULL) as a server
+ * without encryption at rest would, from a twin row in a sibling collection of the same tenant.
+ */
+const plainCollection = (collection: string) => `${collection}-plain`;
+const insertPlainRecordSql = `INSERT INTO records (tenant_id, collection, id, version, body, body_bytes, created_at, updated_at)
+  VALUES ($1, $2, $3, 1, $4, $5, $6, $6) ON CONFLICT DO NOTHING`;
+
+function plainRecordParams(seed: Seed): unknown[] {
+  const body = Buffer.from(JSON.stringify(seed.data), 'utf8');
+  return [seed.tenantId, plainCollection(seed.collection), seed.recordId, body, body.length, new Date()];
+}
+
+async function seedPlainRecord(seed: Seed, database: DatabaseUrls): Promise<void> {
+  const client = new pg.Client({ connectionString: database.owner });
+  await client.connect();
+  try {
+    await client.query(insertPlainRecordSql, plainRecordParams(seed));
+  } finally {
+    await client.end();
+  }
 }
 
 function postgresReader(spec: BaselineSpec, database: DatabaseUrls): Reader {
@@ -75,8 +98,7 @@ async function pgliteReader(seed: Seed, appRole: string): Promise<Reader> {
   const tx = queryable(pglite);
   const now = new Date();
   await insertTenant(tx, { id: seed.tenantId, name: 'Bench tenant', region: 'local', now });
-  const body = Buffer.from(JSON.stringify(seed.data), 'utf8');
-  await insertRecord(tx, { tenantId: seed.tenantId, collection: seed.collection, id: seed.recordId, body, bodyBytes: body.length, now });
+  await tx.query(insertPlainRecordSql, plainRecordParams(seed));
   return {
     read: async (tenantId, collection, id) => (await pglite.query<RecordRow>(selectRecordSql, [tenantId, collection, id])).rows[0],
     close: () => pglite.close(),
@@ -92,6 +114,7 @@ runChild(async () => {
     reader = await pgliteReader(spec.seed, spec.appRole);
   } else {
     if (database === undefined) throw new Error('database URLs are required for PostgreSQL');
+    await seedPlainRecord(spec.seed, database);
     reader = postgresReader(spec, database);
   }
 
@@ -100,7 +123,7 @@ runChild(async () => {
     '/v1/tenants/:tenantId/collections/:collection/records/:recordId',
     async (request, reply) => {
       const { tenantId, collection, recordId } = request.params;
-      const row = await reader.read(tenantId, collection, recordId);
+      const row = await reader.read(tenantId, plainCollection(collection), recordId);
       if (row === undefined) return reply.code(404).send({ error: 'not found' });
       // The body column holds bytes: decoding it is the least any server returning the row as JSON must do.
       return {

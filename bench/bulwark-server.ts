@@ -4,6 +4,8 @@
  */
 import { loadConfig } from '../src/platform/config/config.ts';
 import { openDatabase } from '../src/platform/db/open.ts';
+import { randomBytes } from 'node:crypto';
+import { EnvRootKey } from '../src/modules/keys/root/env.ts';
 import { buildApp } from '../src/server/app.ts';
 import { runChild, specArgument } from './child.ts';
 import type { BulwarkSpec } from './protocol.ts';
@@ -22,7 +24,8 @@ runChild(async () => {
   );
   const { db } = await openDatabase(config, { pgliteDataDir: 'memory://' });
   try {
-    const app = await buildApp({ config, db });
+    // A throwaway root key: the bench measures the request path, not the provider.
+    const app = await buildApp({ config, db, rootKeys: new EnvRootKey(randomBytes(32).toString('base64')) });
     const tenant = await app.services.tenancy.create({ name: 'Bench tenant' });
     const { key } = await app.services.apiKeys.create(tenant.id, { name: 'bench' });
     const collection = 'bench';

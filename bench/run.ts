@@ -8,6 +8,10 @@
  * (default 10), BENCH_ENGINES (default "postgres,pglite"), BENCH_DATABASE_URL (a PostgreSQL superuser URL;
  * default BULWARK_TEST_DATABASE_URL or the local server), BENCH_CPU_PROF=1 (a V8 CPU profile of every server
  * process in .bench/profiles/<scenario>-<engine>.cpuprofile, for chrome://inspect or speedscope).
+ *
+ * The run starts with the envelope encryption benchmark (bench/envelope.ts, in this process, before any
+ * server starts). BENCH_ONLY=envelope or BENCH_ONLY=http runs one part; BENCH_ENVELOPE_DURATION (measured
+ * seconds per envelope scenario, default 3).
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -19,6 +23,7 @@ import autocannon from 'autocannon';
 import pg from 'pg';
 import { loadConfig } from '../src/platform/config/config.ts';
 import { migratePostgres } from '../src/platform/db/open.ts';
+import { envelopeBenchDefaults, printEnvelopeReport, runEnvelopeBench } from './envelope.ts';
 import { type BaselineSpec, type BulwarkSpec, type ChildMessage, type DatabaseUrls, type Engine, type ParentMessage, recordPath, type Scenario, type Seed } from './protocol.ts';
 
 const target = 0.5;
@@ -45,6 +50,7 @@ const settings = {
   engines: (process.env['BENCH_ENGINES'] ?? 'postgres,pglite').split(',').map((name) => name.trim()).filter((name) => name !== ''),
   cpuProfile: process.env['BENCH_CPU_PROF'] === '1',
 };
+const only = process.env['BENCH_ONLY'] ?? '';
 const adminUrl = process.env['BENCH_DATABASE_URL'] ?? process.env['BULWARK_TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 interface Measurement {
@@ -429,7 +435,8 @@ async function cpuBusy(ms: number): Promise<number> {
 
 // ---------------------------------------------------------------------------------------------------
 
-async function main(): Promise<number> {
+/** The record read over HTTP: its part of results.json, and whether a scenario failed. */
+async function runHttp(): Promise<{ results: Record<string, unknown>; failed: boolean }> {
   const engines = settings.engines.filter((name): name is Engine => name === 'postgres' || name === 'pglite');
   if (engines.length !== settings.engines.length) throw new Error(`BENCH_ENGINES accepts postgres and pglite (got ${settings.engines.join(',')})`);
   console.log(
@@ -466,12 +473,7 @@ async function main(): Promise<number> {
   const ratios = ratiosOf(measurements);
   printReport(measurements, ratios, notes);
 
-  mkdirSync(outputDir, { recursive: true });
-  const resultsPath = join(outputDir, 'results.json');
   const results = {
-    generatedAt: new Date().toISOString(),
-    node: process.version,
-    cpus: cpus().length,
     cpuBusyBefore: busyBefore,
     settings,
     postgres: postgresUnavailable === undefined ? { available: engines.includes('postgres') } : { available: false, reason: postgresUnavailable },
@@ -479,12 +481,36 @@ async function main(): Promise<number> {
     measurements,
     ratios,
   };
+  return { results, failed: measurements.some((m) => m.failure !== undefined) };
+}
+
+async function main(): Promise<number> {
+  if (only !== '' && only !== 'envelope' && only !== 'http') throw new Error(`BENCH_ONLY accepts envelope or http (got ${JSON.stringify(only)})`);
+  const results: Record<string, unknown> = { generatedAt: new Date().toISOString(), node: process.version, cpus: cpus().length };
+  let failed = false;
+  if (only !== 'http') {
+    const envelopeSettings = { ...envelopeBenchDefaults, durationSeconds: positiveNumber('BENCH_ENVELOPE_DURATION', envelopeBenchDefaults.durationSeconds) };
+    console.log(
+      `Envelope encryption benchmark: ${envelopeSettings.payloadBytes}-byte payloads, ${envelopeSettings.warmupSeconds} s warm-up + ` +
+        `${envelopeSettings.durationSeconds} s measured per scenario in ${envelopeSettings.rounds} rounds; Node ${process.version}`,
+    );
+    const envelope = await runEnvelopeBench(envelopeSettings);
+    printEnvelopeReport(envelope);
+    results['envelope'] = envelope;
+    if (only !== 'envelope') console.log('');
+  }
+  if (only !== 'envelope') {
+    const http = await runHttp();
+    Object.assign(results, http.results);
+    failed = http.failed;
+  }
+
+  mkdirSync(outputDir, { recursive: true });
+  const resultsPath = join(outputDir, 'results.json');
   writeFileSync(resultsPath, `${JSON.stringify(results, null, 2)}\n`);
   console.log(`\n  Results written to ${relative(process.cwd(), resultsPath)}`);
-
-  const failures = measurements.filter((m) => m.failure !== undefined);
   // A ratio below target is a finding, not a failure; a scenario that errored or answered non-200 is.
-  return failures.length > 0 ? 1 : 0;
+  return failed ? 1 : 0;
 }
 
 process.once('SIGINT', () => {
