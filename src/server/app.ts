@@ -133,7 +133,12 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
     throw new BulwarkError('service_unavailable', { message: 'The server is shutting down; retry on another instance.' });
   });
 
-  const keyring = new KeyringService(db, rootKeys, clock, { cacheTtlMs: config.keyCacheTtlMs, cacheMaxTenants: 10_000 });
+  const keyring = new KeyringService(db, rootKeys, clock, {
+    cacheTtlMs: config.keyCacheTtlMs,
+    cacheMaxTenants: 10_000,
+    customerKmsAllowedOrigins: config.customerKmsAllowedOrigins,
+    onBackgroundError: (error, message) => app.log.error({ err: error }, message),
+  });
   const tenancy = new TenancyService(db, keyring, clock, { regions: config.regions, statusCacheTtlMs: config.authCacheTtlMs });
   const services: BulwarkServices = {
     keyring,
@@ -213,6 +218,6 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   await app.register(apiKeyRoutes, { apiKeys: services.apiKeys });
   await app.register(keysRoutes, { keyring, transit: services.transit });
   // Unwrapped data keys leave memory with the app.
-  app.addHook('onClose', async () => keyring.forgetUnwrappedKeys());
+  app.addHook('onClose', async () => keyring.close());
   return app;
 }

@@ -16,12 +16,17 @@ import {
   storedState,
 } from '../testing/security-suite.ts';
 import { buildApp } from './app.ts';
+import { FakeVaultTransit } from '../modules/keys/root/vault-transit-fake.ts';
 
 /**
  * The shared security suite, driven by the app's own route table (its OpenAPI document). A route that is
  * missing from `routes` below fails the first test, so a new route cannot skip the suite.
  */
 type Targets = Record<string, string>;
+/** The customer-managed key routes need a customer KMS that works: an in-test Vault transit. */
+let customerVault: FakeVaultTransit | undefined;
+const customerVaultToken = 'hvs.suite-customer-vault-token';
+const customerKey = () => ({ provider: 'vault-transit', address: customerVault?.address, token: customerVaultToken, keyName: 'suite-kek' });
 const routes: Record<string, { auth: RouteAuth; body?: unknown; bodyFor?: (values: Targets) => unknown }> = {
   'GET /healthz': { auth: 'public' },
   'GET /readyz': { auth: 'public' },
@@ -42,6 +47,9 @@ const routes: Record<string, { auth: RouteAuth; body?: unknown; bodyFor?: (value
   'POST /v1/tenants/{tenantId}/keys/rotate': { auth: 'tenant' },
   'POST /v1/tenants/{tenantId}/keys/reencrypt': { auth: 'tenant' },
   'POST /v1/tenants/{tenantId}/keys/trim': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/keys/customer-key': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/keys/customer-key': { auth: 'tenant', bodyFor: customerKey },
+  'DELETE /v1/tenants/{tenantId}/keys/customer-key': { auth: 'tenant' },
   'POST /v1/tenants/{tenantId}/crypto/encrypt': { auth: 'tenant', body: { items: [{ plaintext: 'c3VpdGU=' }] } },
   'POST /v1/tenants/{tenantId}/crypto/decrypt': { auth: 'tenant', bodyFor: (values) => ({ items: [{ ciphertext: values['ciphertext'] }] }) },
   'POST /v1/tenants/{tenantId}/crypto/rewrap': { auth: 'tenant', bodyFor: (values) => ({ items: [{ ciphertext: values['ciphertext'] }] }) },
@@ -93,6 +101,8 @@ for (const engine of engines) {
       });
       assert.equal(sealed.statusCode, 200);
       const ciphertext = sealed.json<{ items: { ciphertext: string }[] }>().items[0]?.ciphertext ?? '';
+      const customer = await test.call({ method: 'PUT', url: `/v1/tenants/${tenant.tenantId}/keys/customer-key`, token: test.operatorToken, body: customerKey() });
+      assert.equal(customer.statusCode, 200, customer.body);
       return { tenantId: tenant.tenantId, collection, recordId, keyId: key.json<{ id: string }>().id, ciphertext };
     }
 
@@ -102,13 +112,17 @@ for (const engine of engines) {
     }
 
     before(async () => {
-      test = await createTestApp(engine);
+      customerVault = await FakeVaultTransit.start({ token: customerVaultToken, keyName: 'suite-kek' });
+      test = await createTestApp(engine, { config: { customerKmsAllowedOrigins: customerVault.address } });
       operations = await documentedOperations(test.app);
       tenantA = await test.tenantWithKey('Tenant A');
       tenantB = await test.tenantWithKey('Tenant B');
-      secrets = [test.operatorToken, tenantA.apiKey, tenantB.apiKey];
+      secrets = [test.operatorToken, tenantA.apiKey, tenantB.apiKey, customerVaultToken];
     });
-    after(() => test.close());
+    after(async () => {
+      await test.close();
+      await customerVault?.close();
+    });
 
     it('classifies every documented route, and only those', () => {
       assert.deepEqual(operations.map((operation) => operation.key).sort(), Object.keys(routes).sort());

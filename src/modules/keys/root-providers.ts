@@ -4,8 +4,21 @@ import type { Config } from '../../platform/config/config.ts';
 import { EnvRootKey } from './root/env.ts';
 import { openLocalFileRootKey } from './root/local-file.ts';
 import type { RootKeyProvider } from './root/provider.ts';
+import { VaultTransitRootKey } from './root/vault-transit.ts';
 
-type RootKeyConfig = Pick<Config, 'env' | 'dataDir' | 'rootKeyProvider' | 'allowLocalRootKey' | 'rootKey'>;
+type RootKeyConfig = Pick<
+  Config,
+  | 'env'
+  | 'dataDir'
+  | 'rootKeyProvider'
+  | 'allowLocalRootKey'
+  | 'rootKey'
+  | 'vaultAddr'
+  | 'vaultToken'
+  | 'vaultTransitMount'
+  | 'vaultTransitKey'
+  | 'vaultNamespace'
+>;
 
 /**
  * Opens the configured root key provider. The local key file is the zero-setup default; anyone who can
@@ -15,6 +28,18 @@ export async function openRootKeyProvider(config: RootKeyConfig, clock: Clock): 
   switch (config.rootKeyProvider) {
     case 'env':
       return { provider: new EnvRootKey(config.rootKey ?? ''), warnings: [] };
+    case 'vault-transit':
+      // Config validation already requires the address and token for this provider.
+      return {
+        provider: new VaultTransitRootKey({
+          address: config.vaultAddr ?? '',
+          token: config.vaultToken ?? '',
+          mountPath: config.vaultTransitMount,
+          keyName: config.vaultTransitKey,
+          ...(config.vaultNamespace === undefined ? {} : { namespace: config.vaultNamespace }),
+        }),
+        warnings: [],
+      };
     case 'local-file':
     default: {
       const path = join(resolve(config.dataDir), 'root-key.json');

@@ -3,6 +3,8 @@ import type { RoutePlugin } from '../../platform/http/route-kit.ts';
 import { tenantParams } from '../tenancy/schemas.ts';
 import {
   ciphertextResult,
+  customerKeyBody,
+  customerKeyInfo,
   decryptBody,
   encryptBody,
   keyringInfo,
@@ -61,7 +63,7 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
         tags: keyTags,
         summary: 'Key hygiene settings',
         description:
-          '`minDecryptionVersion` retires older versions (refused with 409 while records still use them, unless `force`); `rotationPeriodDays` rotates automatically once the current version is that old.',
+          '`minDecryptionVersion` retires older versions (refused with 409 while records still use them, unless `force`); `rotationPeriodDays` and `rotationEncryptions` rotate automatically once the current version is that old or has made that many encryptions.',
         params: tenantParams,
         body: keyringSettingsBody,
         response: { 200: keyringInfo },
@@ -104,6 +106,65 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
       },
     },
     async (request) => keyring.trim(request.params.tenantId),
+  );
+
+  const customerKeyTags = { tags: keyTags, params: tenantParams };
+
+  app.get(
+    '/v1/tenants/:tenantId/keys/customer-key',
+    {
+      config: { auth: 'tenant' },
+      schema: {
+        ...customerKeyTags,
+        summary: 'The customer-managed key (BYOK)',
+        description: 'Where the customer KMS key is (never the token); 404 when the tenant has none.',
+        response: { 200: customerKeyInfo },
+      },
+    },
+    async (request) => keyring.customerKey(request.params.tenantId),
+  );
+
+  app.put(
+    '/v1/tenants/:tenantId/keys/customer-key',
+    {
+      config: { auth: 'tenant' },
+      schema: {
+        ...customerKeyTags,
+        summary: 'Put the data keys under a customer-managed key',
+        description:
+          "Each data key version is split into a share wrapped by the root key and a share wrapped by the customer's Vault / OpenBao transit key; both are needed to read the tenant's data, so revoking the customer key makes it unreadable (423 customer_key_access_denied) until access is restored. A test wrap runs first (422 customer_key_rejected when it fails). Replacing a customer key needs the previous one to work. The data is not re-encrypted.",
+        body: customerKeyBody,
+        response: { 200: customerKeyInfo },
+      },
+    },
+    async (request) => {
+      const { provider, address, token, keyName } = request.body;
+      return keyring.setCustomerKey(request.params.tenantId, {
+        provider,
+        address,
+        token,
+        keyName,
+        mountPath: request.body.mountPath ?? 'transit',
+        namespace: request.body.namespace ?? null,
+      });
+    },
+  );
+
+  app.delete(
+    '/v1/tenants/:tenantId/keys/customer-key',
+    {
+      config: { auth: 'tenant' },
+      schema: {
+        ...customerKeyTags,
+        summary: 'Remove the customer-managed key',
+        description: "The data keys go back to being wrapped by the root key alone; needs the customer's KMS to work one last time.",
+        response: { 204: Type.Null({ description: 'Removed.' }) },
+      },
+    },
+    async (request, reply) => {
+      await keyring.removeCustomerKey(request.params.tenantId);
+      return reply.code(204).send(null);
+    },
   );
 
   app.get(

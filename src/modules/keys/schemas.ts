@@ -39,12 +39,18 @@ const keyVersionInfo = Type.Object({
   createdAt: Type.String({ format: 'date-time' }),
   destroyedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
   records: Type.Integer({ description: 'Records sealed with this version.' }),
+  encryptions: Type.Integer({ description: 'Encryptions made with this version (may lag by one key cache lifetime).' }),
 });
 
 export const keyringInfo = Type.Object({
   currentVersion: Type.Integer({ description: 'The version new writes use.' }),
   minDecryptionVersion: Type.Integer({ description: 'Versions below this no longer decrypt.' }),
   rotationPeriodDays: Type.Union([Type.Integer(), Type.Null()], { description: 'Automatic rotation age; null: on request only.' }),
+  rotationEncryptions: Type.Union([Type.Integer(), Type.Null()], {
+    description: "The tenant's automatic rotation count; null: the platform limit.",
+  }),
+  effectiveRotationEncryptions: Type.Integer({ description: 'The current version rotates once it has made this many encryptions.' }),
+  customerManaged: Type.Boolean({ description: 'The data keys are also wrapped by a customer-managed key (BYOK).' }),
   destroyedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
   versions: Type.Array(keyVersionInfo),
   unencryptedRecords: Type.Integer({ description: 'Records written before encryption at rest, moved by re-encryption.' }),
@@ -55,6 +61,11 @@ export const keyringSettingsBody = Type.Object(
   {
     minDecryptionVersion: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 })),
     rotationPeriodDays: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 3650 }), Type.Null()])),
+    rotationEncryptions: Type.Optional(
+      Type.Union([Type.Integer({ minimum: 1, maximum: 2 ** 31 }), Type.Null()], {
+        description: 'Rotate automatically after this many encryptions (at most 2^31, the platform limit); null: the platform limit.',
+      }),
+    ),
     force: Type.Optional(Type.Boolean({ description: 'Retire versions that records still use (those records become unreadable).' })),
   },
   { additionalProperties: false, minProperties: 1 },
@@ -71,4 +82,33 @@ export const rootRotationResult = Type.Object({
   rootVersion: Type.Integer(),
   tenants: Type.Integer(),
   keysRewrapped: Type.Integer(),
+});
+
+const vaultPath = (description: string) => Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$', description });
+
+export const customerKeyBody = Type.Object(
+  {
+    provider: Type.Literal('vault-transit', { description: 'The KMS API: HashiCorp Vault or OpenBao transit.' }),
+    address: Type.String({ minLength: 8, maxLength: 512, description: 'KMS origin, e.g. `https://vault.example.com:8200`; the platform must allow it.' }),
+    token: Type.String({
+      minLength: 1,
+      maxLength: 2048,
+      pattern: '^[\\x21-\\x7e]+$',
+      description: 'Token with `update` on `<mount>/encrypt/<key>` and `<mount>/decrypt/<key>`. Stored sealed, never returned.',
+    }),
+    mountPath: Type.Optional(vaultPath('Transit mount path; default `transit`.')),
+    keyName: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_.-]+$', description: 'Transit key (type aes256-gcm96).' }),
+    namespace: Type.Optional(vaultPath('Vault Enterprise / OpenBao namespace.')),
+  },
+  { additionalProperties: false },
+);
+export type CustomerKeyBody = Static<typeof customerKeyBody>;
+
+export const customerKeyInfo = Type.Object({
+  provider: Type.Literal('vault-transit'),
+  address: Type.String(),
+  mountPath: Type.String(),
+  keyName: Type.String(),
+  namespace: Type.Union([Type.String(), Type.Null()]),
+  configuredAt: Type.String({ format: 'date-time' }),
 });

@@ -1,11 +1,24 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Clock } from '../../platform/clock.ts';
 import type { Database, Queryable } from '../../platform/db/database.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
-import { EnvelopeError, type EnvelopeContext, open, seal } from './envelope.ts';
-import { type RootKeyDescription, RootKeyError, type RootKeyProvider } from './root/provider.ts';
 import {
+  assertOriginAllowed,
+  credentialsWrapContext,
+  customerKeyProblem,
+  customerKeyRejected,
+  type CustomerKmsSettings,
+  type CustomerKmsView,
+  customerKmsProvider,
+  openCustomerKms,
+  sealCustomerKms,
+  xorShares,
+} from './customer-key.ts';
+import { EnvelopeError, type EnvelopeContext, open, seal } from './envelope.ts';
+import { type RootKeyDescription, RootKeyError, type RootKeyProvider, type WrapContext } from './root/provider.ts';
+import {
+  addEncryptions,
   countRecordsByKeyVersion,
   destroyKeys,
   findKeyring,
@@ -16,13 +29,22 @@ import {
   listKeyringTenants,
   listKeys,
   markKeyringDestroyed,
+  replaceCustomerKmsWrappedKey,
+  replaceKeyParts,
   replaceWrappedKey,
   setCurrentVersion,
+  setCustomerKms,
   updateKeyringSettings,
 } from './store.ts';
 
 const dataKeyBytes = 32;
 const dayMs = 86_400_000;
+/**
+ * Encryptions per data key version before it rotates, whatever a tenant sets: AES-GCM with random 96-bit
+ * nonces is bounded at 2^32 invocations per key (NIST SP 800-38D 8.3); half leaves room for counts that
+ * lag (instances report when they drop a key from memory) and for a crash that loses a cache lifetime's.
+ */
+export const maxEncryptionsPerKey = 2 ** 31;
 
 /** A tenant's unwrapped data keys, usable synchronously: what a store needs to seal and open its columns. */
 export interface TenantKeys {
@@ -47,21 +69,41 @@ class LoadedKeyring implements TenantKeys {
   readonly current: number;
   readonly minDecryption: number;
   readonly #keys: Map<number, Buffer>;
+  readonly #sealBudget: number;
+  readonly #onZeroed: (sealed: number) => void;
   #cached: boolean;
   #leases = 0;
   #zeroed = false;
+  #sealed = 0;
 
-  constructor(current: number, minDecryption: number, keys: Map<number, Buffer>, cached: boolean) {
-    this.current = current;
-    this.minDecryption = minDecryption;
-    this.#keys = keys;
+  /**
+   * `sealBudget`: seals left on the current version before count-based rotation is due. `onZeroed`
+   * receives how many seals this copy made, to be added to the stored count.
+   */
+  constructor(
+    keyring: { current: number; minDecryption: number; keys: Map<number, Buffer>; sealBudget: number },
+    cached: boolean,
+    onZeroed: (sealed: number) => void,
+  ) {
+    this.current = keyring.current;
+    this.minDecryption = keyring.minDecryption;
+    this.#keys = keyring.keys;
+    this.#sealBudget = keyring.sealBudget;
     this.#cached = cached;
+    this.#onZeroed = onZeroed;
   }
 
   seal(plaintext: Buffer, context: EnvelopeContext): { ciphertext: Buffer; keyVersion: number } {
     const key = this.#keys.get(this.current);
     if (key === undefined) throw new BulwarkError('internal_error', { detail: 'current data key missing from the keyring' });
-    return { ciphertext: seal(key, this.current, plaintext, context), keyVersion: this.current };
+    const ciphertext = seal(key, this.current, plaintext, context);
+    this.#sealed += 1;
+    return { ciphertext, keyVersion: this.current };
+  }
+
+  /** The current version has sealed its budget: the next caller reloads, which rotates. */
+  get exhausted(): boolean {
+    return this.#sealed >= this.#sealBudget;
   }
 
   open(ciphertext: Buffer, context: EnvelopeContext, onInvalid: InvalidCiphertextCode): Buffer {
@@ -98,6 +140,7 @@ class LoadedKeyring implements TenantKeys {
     if (this.#cached || this.#leases > 0 || this.#zeroed) return;
     this.#zeroed = true;
     for (const key of this.#keys.values()) key.fill(0);
+    this.#onZeroed(this.#sealed);
   }
 }
 
@@ -107,12 +150,18 @@ export interface KeyVersionInfo {
   createdAt: string;
   destroyedAt: string | null;
   records: number;
+  encryptions: number;
 }
 
 export interface KeyringInfo {
   currentVersion: number;
   minDecryptionVersion: number;
   rotationPeriodDays: number | null;
+  /** The tenant's own count limit; null: the platform limit. */
+  rotationEncryptions: number | null;
+  /** The count at which the current version rotates (the tenant's limit capped by the platform's). */
+  effectiveRotationEncryptions: number;
+  customerManaged: boolean;
   destroyedAt: string | null;
   versions: KeyVersionInfo[];
   /** Records still written before encryption at rest (plain JSON), to be moved forward by re-encryption. */
@@ -135,6 +184,10 @@ export interface Reencryptor {
 export interface KeyringOptions {
   cacheTtlMs: number;
   cacheMaxTenants: number;
+  /** Origins tenants may use for customer-managed keys; empty: none, `*`: any. */
+  customerKmsAllowedOrigins?: readonly string[];
+  /** Failures of background work (re-encryption jobs, encryption counts); the default drops them. */
+  onBackgroundError?: (error: unknown, message: string) => void;
 }
 
 /**
@@ -152,6 +205,10 @@ export class KeyringService {
   readonly #loading = new Map<string, Promise<LoadedKeyring>>();
   readonly #reencryptors: Reencryptor[] = [];
   readonly #jobs = new Map<string, Promise<number>>();
+  /** Encryption counts on their way to the database, per tenant; a load waits for its tenant's. */
+  readonly #countWrites = new Map<string, Promise<void>>();
+  readonly #allowedOrigins: readonly string[];
+  readonly #onBackgroundError: (error: unknown, message: string) => void;
 
   constructor(db: Database, provider: RootKeyProvider, clock: Clock, options: KeyringOptions) {
     this.#db = db;
@@ -159,6 +216,8 @@ export class KeyringService {
     this.#clock = clock;
     this.#caching = options.cacheTtlMs > 0;
     this.#cache = new TtlCache(options.cacheTtlMs, options.cacheMaxTenants, clock, (keyring) => keyring.evicted());
+    this.#allowedOrigins = options.customerKmsAllowedOrigins ?? [];
+    this.#onBackgroundError = options.onBackgroundError ?? (() => undefined);
   }
 
   async describeRoot(): Promise<RootKeyDescription> {
@@ -177,7 +236,7 @@ export class KeyringService {
   async createKeyring(tx: Queryable, tenantId: string): Promise<void> {
     const key = randomBytes(dataKeyBytes);
     try {
-      await insertKeyring(tx, tenantId, await this.#wrap(key, tenantId, 1), this.#clock.now());
+      await insertKeyring(tx, tenantId, await this.#wrap(key, { tenantId, keyVersion: 1 }), this.#clock.now());
     } finally {
       key.fill(0);
     }
@@ -223,6 +282,9 @@ export class KeyringService {
       currentVersion: keyring.current_version,
       minDecryptionVersion: keyring.min_decryption_version,
       rotationPeriodDays: keyring.rotation_period_days,
+      rotationEncryptions: keyring.rotation_encryptions,
+      effectiveRotationEncryptions: encryptionLimit(keyring),
+      customerManaged: keyring.customer_kms_sealed !== null,
       destroyedAt: keyring.destroyed_at?.toISOString() ?? null,
       versions: keys.map((key) => ({
         version: key.version,
@@ -230,6 +292,7 @@ export class KeyringService {
         createdAt: key.created_at.toISOString(),
         destroyedAt: key.destroyed_at?.toISOString() ?? null,
         records: recordsAt(key.version),
+        encryptions: key.encryptions,
       })),
       unencryptedRecords: recordsAt(null),
     };
@@ -238,8 +301,7 @@ export class KeyringService {
   /** New version for new writes; older versions keep decrypting. */
   async rotate(tenantId: string): Promise<KeyringInfo> {
     await this.#db.withTenant(tenantId, async (tx) => {
-      const keyring = await this.#requireKeyring(tx, tenantId, { forUpdate: true });
-      await this.#addVersion(tx, tenantId, keyring.current_version + 1);
+      await this.#addVersion(tx, tenantId, await this.#requireKeyring(tx, tenantId, { forUpdate: true }));
     });
     this.#cache.delete(tenantId);
     return this.describe(tenantId);
@@ -247,7 +309,12 @@ export class KeyringService {
 
   async configure(
     tenantId: string,
-    settings: { minDecryptionVersion?: number | undefined; rotationPeriodDays?: number | null | undefined; force?: boolean | undefined },
+    settings: {
+      minDecryptionVersion?: number | undefined;
+      rotationPeriodDays?: number | null | undefined;
+      rotationEncryptions?: number | null | undefined;
+      force?: boolean | undefined;
+    },
   ): Promise<KeyringInfo> {
     await this.#db.withTenant(tenantId, async (tx) => {
       const keyring = await this.#requireKeyring(tx, tenantId, { forUpdate: true });
@@ -266,7 +333,8 @@ export class KeyringService {
         }
       }
       const rotationPeriodDays = settings.rotationPeriodDays === undefined ? keyring.rotation_period_days : settings.rotationPeriodDays;
-      await updateKeyringSettings(tx, tenantId, { minDecryptionVersion, rotationPeriodDays }, this.#clock.now());
+      const rotationEncryptions = settings.rotationEncryptions === undefined ? keyring.rotation_encryptions : settings.rotationEncryptions;
+      await updateKeyringSettings(tx, tenantId, { minDecryptionVersion, rotationPeriodDays, rotationEncryptions }, this.#clock.now());
     });
     this.#cache.delete(tenantId);
     return this.describe(tenantId);
@@ -311,15 +379,17 @@ export class KeyringService {
     for (const tenantId of tenants) {
       keysRewrapped += await this.#db.withTenant(tenantId, async (tx) => {
         let count = 0;
+        // With a customer key, wrapped_key holds share A: the customer's KMS is not needed here.
         for (const row of await listKeys(tx, tenantId)) {
           if (row.wrapped_key === null) continue;
-          const key = await this.#unwrap(row.wrapped_key, tenantId, row.version);
-          try {
-            await replaceWrappedKey(tx, tenantId, row.version, await this.#wrap(key, tenantId, row.version));
-          } finally {
-            key.fill(0);
-          }
+          const context = { tenantId, keyVersion: row.version };
+          await replaceWrappedKey(tx, tenantId, row.version, await this.#rewrapUnderRoot(row.wrapped_key, context));
           count += 1;
+        }
+        const keyring = await findKeyring(tx, tenantId);
+        if (keyring?.customer_kms_wrapped_key != null) {
+          const context = credentialsWrapContext(tenantId);
+          await replaceCustomerKmsWrappedKey(tx, tenantId, await this.#rewrapUnderRoot(keyring.customer_kms_wrapped_key, context));
         }
         return count;
       });
@@ -363,11 +433,65 @@ export class KeyringService {
     this.#cache.clear();
   }
 
+  /** On shutdown: drops the keys and waits for their encryption counts to reach the database. */
+  async close(): Promise<void> {
+    this.forgetUnwrappedKeys();
+    await Promise.all(this.#countWrites.values());
+  }
+
+  /** The tenant's customer KMS settings, without the token; 404 when it has none. */
+  async customerKey(tenantId: string): Promise<CustomerKmsView> {
+    const keyring = await this.#db.withTenant(tenantId, (tx) => this.#requireKeyring(tx, tenantId));
+    if (keyring.customer_kms_sealed === null || keyring.customer_kms_configured_at === null) {
+      throw new BulwarkError('not_found', { message: 'This tenant has no customer-managed key.' });
+    }
+    const { provider, address, mountPath, keyName, namespace } = await this.#customerKmsSettings(tenantId, keyring);
+    return { provider, address, mountPath, keyName, namespace, configuredAt: keyring.customer_kms_configured_at.toISOString() };
+  }
+
+  /**
+   * Puts the tenant's data keys under a customer-managed key (or moves them to another one): after a
+   * test wrap proves the KMS works, every live version is split anew into a root share and a customer
+   * share. The data keys, and so the data, do not change. Changing keys needs the previous KMS to work.
+   */
+  async setCustomerKey(tenantId: string, settings: CustomerKmsSettings): Promise<CustomerKmsView> {
+    assertOriginAllowed(settings.address, this.#allowedOrigins);
+    const next = customerKmsProvider(settings);
+    await probe(next, tenantId).catch((error: unknown) => {
+      throw customerKeyRejected(error);
+    });
+    await this.#db.withTenant(tenantId, async (tx) => {
+      const keyring = await this.#requireKeyring(tx, tenantId, { forUpdate: true });
+      await this.#resplitAll(tx, tenantId, keyring, next);
+      const sealingKey = randomBytes(dataKeyBytes);
+      try {
+        const sealed = sealCustomerKms(sealingKey, tenantId, settings);
+        await setCustomerKms(tx, tenantId, { sealed, wrappedKey: await this.#wrap(sealingKey, credentialsWrapContext(tenantId)) }, this.#clock.now());
+      } finally {
+        sealingKey.fill(0);
+      }
+    });
+    this.#cache.delete(tenantId);
+    return this.customerKey(tenantId);
+  }
+
+  /** Back to root-only wrapping: needs the customer's KMS to work one last time. */
+  async removeCustomerKey(tenantId: string): Promise<void> {
+    await this.#db.withTenant(tenantId, async (tx) => {
+      const keyring = await this.#requireKeyring(tx, tenantId, { forUpdate: true });
+      if (keyring.customer_kms_sealed === null) throw new BulwarkError('not_found', { message: 'This tenant has no customer-managed key.' });
+      await this.#resplitAll(tx, tenantId, keyring, undefined);
+      await setCustomerKms(tx, tenantId, null, this.#clock.now());
+    });
+    this.#cache.delete(tenantId);
+  }
+
   async #unwrapped(tenantId: string): Promise<LoadedKeyring> {
     // Without a cache every caller gets keys of its own, zeroed as soon as its use settles.
     if (!this.#caching) return this.#load(tenantId);
     const cached = this.#cache.get(tenantId);
-    if (cached !== undefined) return cached;
+    if (cached !== undefined && !cached.exhausted) return cached;
+    if (cached !== undefined) this.#cache.delete(tenantId);
     let loading = this.#loading.get(tenantId);
     if (loading === undefined) {
       loading = this.#load(tenantId).finally(() => this.#loading.delete(tenantId));
@@ -377,6 +501,7 @@ export class KeyringService {
   }
 
   async #load(tenantId: string): Promise<LoadedKeyring> {
+    await this.#countWrites.get(tenantId);
     let { keyring, keys } = await this.#read(tenantId);
     if (keyring === undefined) {
       // Tenants created before the keys module get their keyring on first use.
@@ -386,23 +511,132 @@ export class KeyringService {
     if (keyring === undefined) throw new BulwarkError('not_found');
     if (keyring.destroyed_at !== null) throw new BulwarkError('keys_destroyed');
     if (this.#rotationDue(keyring, keys)) {
-      await this.rotate(tenantId);
+      await this.#rotateIfDue(tenantId);
       ({ keyring, keys } = await this.#read(tenantId));
       if (keyring === undefined) throw new BulwarkError('not_found');
     }
     const unwrapped = new Map<number, Buffer>();
     try {
+      const customer = await this.#customerKms(tenantId, keyring);
       for (const row of keys) {
         if (row.wrapped_key === null || row.version < keyring.min_decryption_version) continue;
-        unwrapped.set(row.version, await this.#unwrap(row.wrapped_key, tenantId, row.version));
+        unwrapped.set(row.version, await this.#unwrapVersion(tenantId, row, row.wrapped_key, customer));
       }
     } catch (error) {
       for (const key of unwrapped.values()) key.fill(0);
       throw error;
     }
-    const loaded = new LoadedKeyring(keyring.current_version, keyring.min_decryption_version, unwrapped, this.#caching);
+    const current = keyring.current_version;
+    const sealedSoFar = keys.find((row) => row.version === current)?.encryptions ?? 0;
+    const loaded = new LoadedKeyring(
+      { current, minDecryption: keyring.min_decryption_version, keys: unwrapped, sealBudget: encryptionLimit(keyring) - sealedSoFar },
+      this.#caching,
+      (sealed) => this.#recordEncryptions(tenantId, current, sealed),
+    );
     if (this.#caching) this.#cache.set(tenantId, loaded);
     return loaded;
+  }
+
+  /** Adds a copy's seal count to the stored one, in order per tenant, off the request path. */
+  #recordEncryptions(tenantId: string, version: number, sealed: number): void {
+    if (sealed === 0) return;
+    const previous = this.#countWrites.get(tenantId) ?? Promise.resolve();
+    const write = previous
+      .then(() => this.#db.withTenant(tenantId, (tx) => addEncryptions(tx, tenantId, version, sealed)))
+      .catch((error: unknown) => this.#onBackgroundError(error, 'could not record data key encryptions'))
+      .finally(() => {
+        if (this.#countWrites.get(tenantId) === write) this.#countWrites.delete(tenantId);
+      });
+    this.#countWrites.set(tenantId, write);
+  }
+
+  /** Rotation on age or count, decided again under the lock so that concurrent loads rotate once. */
+  async #rotateIfDue(tenantId: string): Promise<void> {
+    await this.#db.withTenant(tenantId, async (tx) => {
+      const keyring = await this.#requireKeyring(tx, tenantId, { forUpdate: true });
+      if (this.#rotationDue(keyring, await listKeys(tx, tenantId))) await this.#addVersion(tx, tenantId, keyring);
+    });
+    this.#cache.delete(tenantId);
+  }
+
+  /** The data key of one version: the root's unwrap, xor the customer's share when there is one. */
+  async #unwrapVersion(tenantId: string, row: KeyRow, wrappedKey: string, customer: RootKeyProvider | undefined): Promise<Buffer> {
+    const context = { tenantId, keyVersion: row.version };
+    const rootPart = await this.#unwrap(wrappedKey, context);
+    if (row.customer_wrapped_share === null) return rootPart;
+    try {
+      if (customer === undefined) throw new BulwarkError('data_integrity_failed', { detail: 'a customer key share without customer KMS settings' });
+      const share = await customer.unwrap(row.customer_wrapped_share, context).catch((error: unknown) => {
+        throw customerKeyProblem(error);
+      });
+      try {
+        return xorShares(rootPart, share);
+      } finally {
+        share.fill(0);
+      }
+    } finally {
+      rootPart.fill(0);
+    }
+  }
+
+  /** Wraps a data key for storage: whole under the root, or as a root share and a customer share. */
+  async #wrapParts(
+    context: WrapContext,
+    dataKey: Buffer,
+    customer: RootKeyProvider | undefined,
+  ): Promise<{ wrappedKey: string; customerWrappedShare: string | null }> {
+    if (customer === undefined) return { wrappedKey: await this.#wrap(dataKey, context), customerWrappedShare: null };
+    const customerShare = randomBytes(dataKeyBytes);
+    const rootShare = xorShares(dataKey, customerShare);
+    try {
+      const customerWrappedShare = await customer.wrap(customerShare, context).catch((error: unknown) => {
+        throw customerKeyProblem(error);
+      });
+      return { wrappedKey: await this.#wrap(rootShare, context), customerWrappedShare };
+    } finally {
+      customerShare.fill(0);
+      rootShare.fill(0);
+    }
+  }
+
+  /** Re-wraps every live version for `next` (a customer key, or none): same data keys, new shares. */
+  async #resplitAll(tx: Queryable, tenantId: string, keyring: KeyringRow, next: RootKeyProvider | undefined): Promise<void> {
+    const previous = await this.#customerKms(tenantId, keyring);
+    for (const row of await listKeys(tx, tenantId)) {
+      if (row.wrapped_key === null) continue;
+      const key = await this.#unwrapVersion(tenantId, row, row.wrapped_key, previous);
+      try {
+        await replaceKeyParts(tx, tenantId, row.version, await this.#wrapParts({ tenantId, keyVersion: row.version }, key, next));
+      } finally {
+        key.fill(0);
+      }
+    }
+  }
+
+  async #customerKms(tenantId: string, keyring: KeyringRow): Promise<RootKeyProvider | undefined> {
+    if (keyring.customer_kms_sealed === null) return undefined;
+    return customerKmsProvider(await this.#customerKmsSettings(tenantId, keyring));
+  }
+
+  async #customerKmsSettings(tenantId: string, keyring: KeyringRow): Promise<CustomerKmsSettings> {
+    if (keyring.customer_kms_sealed === null || keyring.customer_kms_wrapped_key === null) {
+      throw new BulwarkError('internal_error', { detail: 'customer KMS settings are incomplete' });
+    }
+    const sealingKey = await this.#unwrap(keyring.customer_kms_wrapped_key, credentialsWrapContext(tenantId));
+    try {
+      return openCustomerKms(sealingKey, tenantId, keyring.customer_kms_sealed);
+    } finally {
+      sealingKey.fill(0);
+    }
+  }
+
+  async #rewrapUnderRoot(wrapped: string, context: WrapContext): Promise<string> {
+    const key = await this.#unwrap(wrapped, context);
+    try {
+      return await this.#wrap(key, context);
+    } finally {
+      key.fill(0);
+    }
   }
 
   #read(tenantId: string): Promise<{ keyring: KeyringRow | undefined; keys: KeyRow[] }> {
@@ -410,9 +644,10 @@ export class KeyringService {
   }
 
   #rotationDue(keyring: KeyringRow, keys: KeyRow[]): boolean {
-    if (keyring.rotation_period_days === null) return false;
     const current = keys.find((key) => key.version === keyring.current_version);
-    return current !== undefined && this.#clock.now().getTime() - current.created_at.getTime() >= keyring.rotation_period_days * dayMs;
+    if (current === undefined) return false;
+    if (current.encryptions >= encryptionLimit(keyring)) return true;
+    return keyring.rotation_period_days !== null && this.#clock.now().getTime() - current.created_at.getTime() >= keyring.rotation_period_days * dayMs;
   }
 
   async #requireKeyring(
@@ -430,31 +665,52 @@ export class KeyringService {
     return keyring;
   }
 
-  async #addVersion(tx: Queryable, tenantId: string, version: number): Promise<void> {
+  /** A new current version; under a customer key its customer share is wrapped by the customer's KMS. */
+  async #addVersion(tx: Queryable, tenantId: string, keyring: KeyringRow): Promise<void> {
+    const version = keyring.current_version + 1;
+    const customer = await this.#customerKms(tenantId, keyring);
     const key = randomBytes(dataKeyBytes);
     try {
       const now = this.#clock.now();
-      await insertKey(tx, tenantId, version, await this.#wrap(key, tenantId, version), now);
+      await insertKey(tx, tenantId, version, await this.#wrapParts({ tenantId, keyVersion: version }, key, customer), now);
       await setCurrentVersion(tx, tenantId, version, now);
     } finally {
       key.fill(0);
     }
   }
 
-  async #wrap(key: Buffer, tenantId: string, keyVersion: number): Promise<string> {
+  async #wrap(key: Buffer, context: WrapContext): Promise<string> {
     try {
-      return await this.#provider.wrap(key, { tenantId, keyVersion });
+      return await this.#provider.wrap(key, context);
     } catch (error) {
       throw rootKeyProblem(error);
     }
   }
 
-  async #unwrap(wrapped: string, tenantId: string, keyVersion: number): Promise<Buffer> {
+  async #unwrap(wrapped: string, context: WrapContext): Promise<Buffer> {
     try {
-      return await this.#provider.unwrap(wrapped, { tenantId, keyVersion });
+      return await this.#provider.unwrap(wrapped, context);
     } catch (error) {
       throw rootKeyProblem(error);
     }
+  }
+}
+
+function encryptionLimit(keyring: KeyringRow): number {
+  return Math.min(keyring.rotation_encryptions ?? maxEncryptionsPerKey, maxEncryptionsPerKey);
+}
+
+/** A test wrap and unwrap of a throwaway key: the KMS is reachable, the token works, the key exists. */
+async function probe(provider: RootKeyProvider, tenantId: string): Promise<void> {
+  const key = randomBytes(dataKeyBytes);
+  const context = { tenantId, keyVersion: 1 };
+  let back: Buffer | undefined;
+  try {
+    back = await provider.unwrap(await provider.wrap(key, context), context);
+    if (!timingSafeEqual(back, key)) throw new RootKeyError('corrupt', 'the KMS did not return the key it wrapped');
+  } finally {
+    key.fill(0);
+    back?.fill(0);
   }
 }
 

@@ -1,30 +1,43 @@
-import type { Queryable } from '../../platform/db/database.ts';
+import { toBuffer, type Queryable } from '../../platform/db/database.ts';
 
 export interface KeyringRow {
   current_version: number;
   min_decryption_version: number;
   rotation_period_days: number | null;
+  rotation_encryptions: number | null;
   destroyed_at: Date | null;
+  customer_kms_sealed: Buffer | null;
+  customer_kms_wrapped_key: string | null;
+  customer_kms_configured_at: Date | null;
 }
 
 export interface KeyRow {
   version: number;
+  /** The data key (or, with a customer key, its share A) wrapped by the root key; NULL once destroyed. */
   wrapped_key: string | null;
+  /** Share B wrapped by the customer's KMS key; NULL without a customer key. */
+  customer_wrapped_share: string | null;
+  encryptions: number;
   created_at: Date;
   destroyed_at: Date | null;
 }
 
-export const keyringSql =
-  'SELECT current_version, min_decryption_version, rotation_period_days, destroyed_at FROM tenant_keyrings WHERE tenant_id = $1';
+// bigint columns come back as strings from pg and as bigint from PGlite: float8 is a number on both, and
+// exact far beyond the 2^31 rotation limit.
+const keyringSql = `SELECT current_version, min_decryption_version, rotation_period_days, rotation_encryptions::float8 AS rotation_encryptions,
+  destroyed_at, customer_kms_sealed, customer_kms_wrapped_key, customer_kms_configured_at
+  FROM tenant_keyrings WHERE tenant_id = $1`;
 
 export async function findKeyring(tx: Queryable, tenantId: string, options: { forUpdate?: boolean } = {}): Promise<KeyringRow | undefined> {
   const { rows } = await tx.query<KeyringRow>(`${keyringSql}${options.forUpdate ? ' FOR UPDATE' : ''}`, [tenantId]);
-  return rows[0];
+  const row = rows[0];
+  return row === undefined ? undefined : { ...row, customer_kms_sealed: row.customer_kms_sealed === null ? null : toBuffer(row.customer_kms_sealed) };
 }
 
 export async function listKeys(tx: Queryable, tenantId: string): Promise<KeyRow[]> {
   const { rows } = await tx.query<KeyRow>(
-    'SELECT version, wrapped_key, created_at, destroyed_at FROM tenant_keys WHERE tenant_id = $1 ORDER BY version',
+    `SELECT version, wrapped_key, customer_wrapped_share, encryptions::float8 AS encryptions, created_at, destroyed_at
+       FROM tenant_keys WHERE tenant_id = $1 ORDER BY version`,
     [tenantId],
   );
   return rows;
@@ -38,15 +51,22 @@ export async function insertKeyring(tx: Queryable, tenantId: string, wrappedKey:
     [tenantId, now],
   );
   if (rowCount === 0) return false;
-  await insertKey(tx, tenantId, 1, wrappedKey, now);
+  await insertKey(tx, tenantId, 1, { wrappedKey, customerWrappedShare: null }, now);
   return true;
 }
 
-export async function insertKey(tx: Queryable, tenantId: string, version: number, wrappedKey: string, now: Date): Promise<void> {
-  await tx.query('INSERT INTO tenant_keys (tenant_id, version, wrapped_key, created_at) VALUES ($1, $2, $3, $4)', [
+export async function insertKey(
+  tx: Queryable,
+  tenantId: string,
+  version: number,
+  wrapped: { wrappedKey: string; customerWrappedShare: string | null },
+  now: Date,
+): Promise<void> {
+  await tx.query('INSERT INTO tenant_keys (tenant_id, version, wrapped_key, customer_wrapped_share, created_at) VALUES ($1, $2, $3, $4, $5)', [
     tenantId,
     version,
-    wrappedKey,
+    wrapped.wrappedKey,
+    wrapped.customerWrappedShare,
     now,
   ]);
 }
@@ -58,13 +78,54 @@ export async function setCurrentVersion(tx: Queryable, tenantId: string, version
 export async function updateKeyringSettings(
   tx: Queryable,
   tenantId: string,
-  settings: { minDecryptionVersion: number; rotationPeriodDays: number | null },
+  settings: { minDecryptionVersion: number; rotationPeriodDays: number | null; rotationEncryptions: number | null },
   now: Date,
 ): Promise<void> {
   await tx.query(
-    'UPDATE tenant_keyrings SET min_decryption_version = $2, rotation_period_days = $3, updated_at = $4 WHERE tenant_id = $1',
-    [tenantId, settings.minDecryptionVersion, settings.rotationPeriodDays, now],
+    `UPDATE tenant_keyrings SET min_decryption_version = $2, rotation_period_days = $3, rotation_encryptions = $4, updated_at = $5
+      WHERE tenant_id = $1`,
+    [tenantId, settings.minDecryptionVersion, settings.rotationPeriodDays, settings.rotationEncryptions, now],
   );
+}
+
+/** Adds what one instance sealed with a version while it held the key in memory. */
+export async function addEncryptions(tx: Queryable, tenantId: string, version: number, count: number): Promise<void> {
+  await tx.query('UPDATE tenant_keys SET encryptions = encryptions + $3 WHERE tenant_id = $1 AND version = $2', [tenantId, version, count]);
+}
+
+/** Replaces both wrapped parts of a live version (enabling, changing or removing a customer key). */
+export async function replaceKeyParts(
+  tx: Queryable,
+  tenantId: string,
+  version: number,
+  wrapped: { wrappedKey: string; customerWrappedShare: string | null },
+): Promise<void> {
+  await tx.query(
+    'UPDATE tenant_keys SET wrapped_key = $3, customer_wrapped_share = $4 WHERE tenant_id = $1 AND version = $2 AND wrapped_key IS NOT NULL',
+    [tenantId, version, wrapped.wrappedKey, wrapped.customerWrappedShare],
+  );
+}
+
+/** Stores (or, with nulls, removes) the sealed customer KMS connection. */
+export async function setCustomerKms(
+  tx: Queryable,
+  tenantId: string,
+  kms: { sealed: Buffer; wrappedKey: string } | null,
+  now: Date,
+): Promise<void> {
+  await tx.query(
+    `UPDATE tenant_keyrings SET customer_kms_sealed = $2, customer_kms_wrapped_key = $3, customer_kms_configured_at = $4, updated_at = $5
+      WHERE tenant_id = $1`,
+    [tenantId, kms?.sealed ?? null, kms?.wrappedKey ?? null, kms === null ? null : now, now],
+  );
+}
+
+/** Re-wraps the key that seals the customer KMS connection (root key rotation). */
+export async function replaceCustomerKmsWrappedKey(tx: Queryable, tenantId: string, wrappedKey: string): Promise<void> {
+  await tx.query('UPDATE tenant_keyrings SET customer_kms_wrapped_key = $2 WHERE tenant_id = $1 AND customer_kms_wrapped_key IS NOT NULL', [
+    tenantId,
+    wrappedKey,
+  ]);
 }
 
 export async function replaceWrappedKey(tx: Queryable, tenantId: string, version: number, wrappedKey: string): Promise<void> {
@@ -78,7 +139,7 @@ export async function replaceWrappedKey(tx: Queryable, tenantId: string, version
 /** Deletes key material for good: versions below `belowVersion` (trim), or all of them (shredding). */
 export async function destroyKeys(tx: Queryable, tenantId: string, belowVersion: number | null, now: Date): Promise<number[]> {
   const { rows } = await tx.query<{ version: number }>(
-    `UPDATE tenant_keys SET wrapped_key = NULL, destroyed_at = $3
+    `UPDATE tenant_keys SET wrapped_key = NULL, customer_wrapped_share = NULL, destroyed_at = $3
       WHERE tenant_id = $1 AND wrapped_key IS NOT NULL AND ($2::int IS NULL OR version < $2::int)
       RETURNING version`,
     [tenantId, belowVersion, now],
@@ -86,8 +147,14 @@ export async function destroyKeys(tx: Queryable, tenantId: string, belowVersion:
   return rows.map((row) => row.version).sort((a, b) => a - b);
 }
 
+/** Shredding also drops the sealed customer KMS connection: nothing is left to reach it with. */
 export async function markKeyringDestroyed(tx: Queryable, tenantId: string, now: Date): Promise<void> {
-  await tx.query('UPDATE tenant_keyrings SET destroyed_at = $2, updated_at = $2 WHERE tenant_id = $1', [tenantId, now]);
+  await tx.query(
+    `UPDATE tenant_keyrings SET destroyed_at = $2, updated_at = $2,
+            customer_kms_sealed = NULL, customer_kms_wrapped_key = NULL, customer_kms_configured_at = NULL
+      WHERE tenant_id = $1`,
+    [tenantId, now],
+  );
 }
 
 /** Records per data key version (NULL: written before encryption at rest): the re-encryption progress. */

@@ -26,6 +26,7 @@ export interface Config {
   readonly vaultTransitKey: string;
   readonly vaultNamespace: string | undefined;
   readonly keyCacheTtlMs: number;
+  readonly customerKmsAllowedOrigins: readonly string[];
   readonly authCacheTtlMs: number;
   readonly shutdownTimeoutMs: number;
 }

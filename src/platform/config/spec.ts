@@ -231,6 +231,27 @@ export const optionSpecs: readonly OptionSpec[] = [
     parse: integer(0, 3_600_000),
   },
   {
+    key: 'customerKmsAllowedOrigins',
+    env: 'BULWARK_CUSTOMER_KMS_ALLOWED_ORIGINS',
+    description:
+      'Origins (`https://host:port`, comma-separated) of the Vault / OpenBao servers tenants may use for customer-managed keys (BYOK); the server calls them, so list only what customers need. `*` allows any, `none` turns BYOK off.',
+    default: 'none',
+    parse: (raw: string) => {
+      if (raw === 'none') return { value: [] };
+      if (raw === '*') return { value: ['*'] };
+      const origins = raw.split(',').map((origin) => origin.trim());
+      const valid = origins.every((origin) => {
+        try {
+          const url = new URL(origin);
+          return (url.protocol === 'https:' || url.protocol === 'http:') && url.origin === origin;
+        } catch {
+          return false;
+        }
+      });
+      return valid ? { value: origins } : { error: 'must be `none`, `*`, or comma-separated origins such as https://vault.example.com:8200' };
+    },
+  },
+  {
     key: 'authCacheTtlMs',
     env: 'BULWARK_AUTH_CACHE_TTL_MS',
     description:

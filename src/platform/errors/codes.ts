@@ -18,14 +18,17 @@ export const errorCodes = {
   payload_too_large: { status: 413, title: 'The request body is too large.' },
   unsupported_media_type: { status: 415, title: 'The request body must be application/json.' },
   region_not_allowed: { status: 422, title: 'The region is not one of the configured regions.' },
+  customer_key_rejected: { status: 422, title: 'The customer-managed key settings do not work.' },
   invalid_ciphertext: { status: 400, title: 'The ciphertext is malformed or does not belong here.' },
   key_version_retired: { status: 409, title: 'The data was encrypted with a key version that no longer decrypts.' },
   keys_destroyed: { status: 410, title: "The tenant's keys were destroyed; its encrypted data is unreadable." },
   key_access_denied: { status: 423, title: 'The key management service refused access to the root key.' },
+  customer_key_access_denied: { status: 423, title: "The customer's key management service refused access to the tenant key." },
   internal_error: { status: 500, title: 'An internal error occurred.' },
   data_integrity_failed: { status: 500, title: 'Stored data failed its integrity check.' },
   service_unavailable: { status: 503, title: 'A dependency is unavailable; retry later.' },
   key_provider_unavailable: { status: 503, title: 'The key management service is unreachable; retry later.' },
+  customer_key_unavailable: { status: 503, title: "The customer's key management service is unreachable; retry later." },
 } as const satisfies Record<string, { status: number; title: string }>;
 
 export type ErrorCode = keyof typeof errorCodes;

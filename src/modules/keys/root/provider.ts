@@ -25,7 +25,14 @@ export interface WrapContext {
   tenantId: string;
   /** The data key's own version within the tenant's keyring. */
   keyVersion: number;
+  /**
+   * What the wrapped key is for; default `data-key`. The key that seals a tenant's customer KMS
+   * credentials is wrapped under another purpose, so the two wraps can never be swapped for each other.
+   */
+  purpose?: WrapPurpose;
 }
+
+export type WrapPurpose = 'data-key' | 'customer-kms-credentials';
 
 export interface RootKeyDescription {
   kind: RootKeyProvider['kind'];

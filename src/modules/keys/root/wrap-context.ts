@@ -1,4 +1,4 @@
-import type { WrapContext } from './provider.ts';
+import type { WrapContext, WrapPurpose } from './provider.ts';
 
 /** Data keys are AES-256 keys: every provider wraps exactly 32 bytes and refuses anything else. */
 export const dataKeyBytes = 32;
@@ -9,15 +9,20 @@ const maxKeyVersion = 0xffff_ffff;
 // Every field is length-prefixed behind a domain label, so no two distinct contexts share an encoding
 // ("ab" + version 1 can never equal "a" + something), and a wrap made for another purpose under the same
 // root key never authenticates as a Bulwark data-key wrap.
-const domainLabel = Buffer.from('bulwark/root-key-wrap/v1', 'utf8');
+const domainLabels: Record<WrapPurpose, Buffer> = {
+  'data-key': Buffer.from('bulwark/root-key-wrap/v1', 'utf8'),
+  'customer-kms-credentials': Buffer.from('bulwark/root-key-wrap/customer-kms-credentials/v1', 'utf8'),
+};
 
 /**
  * The associated data that binds a wrapped data key to its tenant and key version. All three providers
  * use the same bytes (AES-GCM AAD locally, Vault transit `associated_data` remotely):
- * `u32be(len(label)) | label | u32be(len(tenantId)) | tenantId (UTF-8) | u32be(keyVersion)`.
+ * `u32be(len(label)) | label | u32be(len(tenantId)) | tenantId (UTF-8) | u32be(keyVersion)`, where the
+ * label names the purpose (`bulwark/root-key-wrap/v1` for data keys).
  */
 export function wrapAad(context: WrapContext): Buffer {
   assertWrapContext(context);
+  const domainLabel = domainLabels[context.purpose ?? 'data-key'];
   const tenant = Buffer.from(context.tenantId, 'utf8');
   const aad = Buffer.alloc(4 + domainLabel.length + 4 + tenant.length + 4);
   let offset = aad.writeUInt32BE(domainLabel.length, 0);
@@ -36,6 +41,9 @@ export function assertWrapContext(context: WrapContext): void {
   }
   if (!Number.isInteger(keyVersion) || keyVersion < 1 || keyVersion > maxKeyVersion) {
     throw new TypeError(`wrap context: keyVersion must be an integer from 1 to ${maxKeyVersion}`);
+  }
+  if (context.purpose !== undefined && !Object.hasOwn(domainLabels, context.purpose)) {
+    throw new TypeError('wrap context: unknown purpose');
   }
 }
 
