@@ -1,25 +1,30 @@
 import { ConfigError } from '../platform/config/config.ts';
+import { runKeys } from './commands/keys.ts';
 import { runMigrate } from './commands/migrate.ts';
 import { runServe } from './commands/serve.ts';
 
-const usage = `Usage: bulwark <command>
+const usage = `Usage: bulwark <command> [options]
 
 Commands:
   serve     Migrate the database and run the API server (what \`npm start\` does)
   migrate   Apply pending database migrations and exit
+  keys      Key operations: rotate-root, rotate --tenant <id>, status [--json]
+            (\`bulwark keys --help\` for details)
 
-Configuration comes from BULWARK_* environment variables; see docs/configuration.md.`;
+Configuration comes from BULWARK_* environment variables; see docs/configuration.md and docs/cli.md.
+With the embedded PGlite database (no BULWARK_DATABASE_URL) only one process may open the data folder:
+stop \`bulwark serve\` before running \`migrate\` or \`keys\`. With PostgreSQL they can run alongside it.`;
 
-const commands: Record<string, () => Promise<number | undefined>> = { serve: runServe, migrate: runMigrate };
+const commands: Record<string, (args: string[]) => Promise<number | undefined>> = { serve: runServe, migrate: runMigrate, keys: runKeys };
 
-const [name] = process.argv.slice(2);
-const command = name === undefined ? undefined : commands[name];
+const [name, ...args] = process.argv.slice(2);
+const command = name === undefined || !Object.hasOwn(commands, name) ? undefined : commands[name];
 if (command === undefined) {
   process.stderr.write(`${name === undefined || name === 'help' || name === '--help' ? '' : `Unknown command: ${name}\n\n`}${usage}\n`);
   process.exitCode = name === 'help' || name === '--help' ? 0 : 2;
 } else {
   try {
-    const code = await command();
+    const code = await command(args);
     if (code !== undefined) process.exitCode = code;
   } catch (error) {
     if (error instanceof ConfigError) {

@@ -1,8 +1,5 @@
-import { join, resolve } from 'node:path';
-import { mkdirSync } from 'node:fs';
-import { PGlite } from '@electric-sql/pglite';
 import { loadConfig } from '../../platform/config/config.ts';
-import { openPgliteDatabase, migratePostgres } from '../../platform/db/open.ts';
+import { migratePostgres, openDatabase } from '../../platform/db/open.ts';
 
 /** `bulwark migrate`: apply pending migrations to the configured engine and report them. */
 export async function runMigrate(): Promise<number> {
@@ -11,9 +8,7 @@ export async function runMigrate(): Promise<number> {
   if (config.databaseUrl !== undefined) {
     report = await migratePostgres(config.databaseAdminUrl ?? config.databaseUrl, config.databaseAppRole);
   } else {
-    const dataDir = join(resolve(config.dataDir), 'pglite');
-    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    const opened = await openPgliteDatabase(await PGlite.create(dataDir), config.databaseAppRole);
+    const opened = await openDatabase(config);
     await opened.db.close();
     report = opened.migrations;
   }

@@ -216,7 +216,7 @@ for (const engine of engines) {
     });
   });
 
-  describe(`count-based rotation [${engine}]`, { skip: engineSkip(engine) }, () => {
+  describe(`automatic rotation and the env root key [${engine}]`, { skip: engineSkip(engine) }, () => {
     let test: TestApp;
     before(async () => {
       test = await createTestApp(engine, { config: { keyCacheTtlMs: '0' } });
@@ -246,6 +246,16 @@ for (const engine of engines) {
       assert.deepEqual(await encrypt(1), [2], 'the fourth encryption uses a new version');
       const info = await test.call({ method: 'GET', url: `/v1/tenants/${tenantId}/keys`, token: apiKey });
       assert.deepEqual(info.json<Keyring>().versions.map((version) => [version.version, version.encryptions]), [[1, 3], [2, 1]]);
+    });
+
+    it('root rotation with the env provider only re-wraps, under the current version (rotated: false)', async () => {
+      const { tenantId, apiKey } = await test.tenantWithKey('Env root');
+      const rotation = await test.call({ method: 'POST', url: '/v1/keys/root/rotate', token: test.operatorToken });
+      assert.equal(rotation.statusCode, 200);
+      assert.equal(rotation.json<{ rotated: boolean; rootVersion: number }>().rotated, false);
+      assert.equal(rotation.json<{ rootVersion: number }>().rootVersion, 1);
+      const sealed = await test.call({ method: 'POST', url: `/v1/tenants/${tenantId}/crypto/encrypt`, token: apiKey, body: { items: [{ plaintext: 'eA==' }] } });
+      assert.equal(sealed.statusCode, 200);
     });
 
     it('with keys cached, the instance that spends the budget reloads and rotates', async () => {

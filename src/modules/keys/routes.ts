@@ -183,7 +183,8 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
       schema: {
         tags: keyTags,
         summary: 'Rotate the root key',
-        description: 'New root key version, then every tenant data key is re-wrapped under it. Data is not touched.',
+        description:
+          'New root key version, then every tenant data key is re-wrapped under it. Data is not touched. With the env provider, add the new version to BULWARK_ROOT_KEY and restart first: this call then only re-wraps (`rotated: false`).',
         response: { 200: rootRotationResult },
       },
     },

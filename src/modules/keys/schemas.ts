@@ -79,7 +79,10 @@ export const rootKeyInfo = Type.Object({
 });
 
 export const rootRotationResult = Type.Object({
-  rootVersion: Type.Integer(),
+  rootVersion: Type.Integer({ description: 'The root key version every data key is now wrapped with.' }),
+  rotated: Type.Boolean({
+    description: 'false for a provider that cannot add a version itself (env): the keys were only re-wrapped under its current version.',
+  }),
   tenants: Type.Integer(),
   keysRewrapped: Type.Integer(),
 });

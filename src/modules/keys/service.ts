@@ -368,11 +368,16 @@ export class KeyringService {
 
   /**
    * Rotates the root key and re-wraps every tenant's data keys under the new root version. Data is not
-   * touched: the data keys themselves do not change.
+   * touched: the data keys themselves do not change. A provider that cannot add a version itself (env:
+   * the operator adds one to the variable and restarts) is not rotated, but the re-wrap still moves every
+   * key to its current version, which is how such a rotation completes.
    */
-  async rotateRoot(): Promise<{ rootVersion: number; tenants: number; keysRewrapped: number }> {
+  async rotateRoot(): Promise<{ rootVersion: number; rotated: boolean; tenants: number; keysRewrapped: number }> {
+    let rotated = true;
     const description = await this.#provider.rotate().catch((error: unknown) => {
-      throw rootKeyProblem(error);
+      if (!(error instanceof RootKeyError && error.reason === 'unsupported')) throw rootKeyProblem(error);
+      rotated = false;
+      return this.describeRoot();
     });
     const tenants = await this.#db.withPlatform(listKeyringTenants);
     let keysRewrapped = 0;
@@ -394,7 +399,7 @@ export class KeyringService {
         return count;
       });
     }
-    return { rootVersion: description.currentVersion, tenants: tenants.length, keysRewrapped };
+    return { rootVersion: description.currentVersion, rotated, tenants: tenants.length, keysRewrapped };
   }
 
   /**

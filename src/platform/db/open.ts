@@ -6,6 +6,7 @@ import type { Config } from '../config/config.ts';
 import type { Database } from './database.ts';
 import { type AdminSession, assertServingRoleIsolated, inspectServingRole, migrate, type MigrationReport } from './migrate.ts';
 import { wrapPglite } from './pglite.ts';
+import { lockPgliteFolder } from './pglite-lock.ts';
 import { openPostgres } from './postgres.ts';
 
 export interface OpenedDatabase {
@@ -21,8 +22,24 @@ type DatabaseConfig = Pick<Config, 'env' | 'databaseUrl' | 'databaseAdminUrl' | 
 export async function openDatabase(config: DatabaseConfig, options: { pgliteDataDir?: string } = {}): Promise<OpenedDatabase> {
   if (config.databaseUrl !== undefined) return openPostgresDatabase(config, config.databaseUrl);
   const dataDir = options.pgliteDataDir ?? join(resolve(config.dataDir), 'pglite');
-  if (!dataDir.startsWith('memory://')) mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  return openPgliteDatabase(await PGlite.create(dataDir), config.databaseAppRole);
+  if (dataDir.startsWith('memory://')) return openPgliteDatabase(await PGlite.create(dataDir), config.databaseAppRole);
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const unlock = lockPgliteFolder(dataDir);
+  try {
+    const opened = await openPgliteDatabase(await PGlite.create(dataDir), config.databaseAppRole);
+    const close = opened.db.close.bind(opened.db);
+    opened.db.close = async () => {
+      try {
+        await close();
+      } finally {
+        unlock();
+      }
+    };
+    return opened;
+  } catch (error) {
+    unlock();
+    throw error;
+  }
 }
 
 /**

@@ -140,6 +140,16 @@ describe('LocalFileRootKey', () => {
     assert.equal((await server.describe()).currentVersion, 2);
   });
 
+  it('wraps new keys under a version another process added, without a restart', async () => {
+    const path = freshPath();
+    const server = await openLocalFileRootKey(path, clock);
+    const cli = await openLocalFileRootKey(path, clock);
+    await cli.rotate();
+    const dataKey = randomBytes(32);
+    assert.match(await server.wrap(dataKey, context), /^bwrk:local:v2:/);
+    assert.equal((await server.describe()).currentVersion, 2);
+  });
+
   it('refuses to rotate while another rotation holds the lock file', async () => {
     const path = freshPath();
     const provider = await openLocalFileRootKey(path, clock);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants, type promises as fsPromises } from 'node:fs';
-import { link, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { link, lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { type Clock, systemClock } from '../../../platform/clock.ts';
 import { AesRootKeyring, rootKeyBytes } from './aes-keyring.ts';
@@ -45,6 +45,8 @@ export class LocalFileRootKey implements RootKeyProvider {
   readonly path: string;
   readonly #clock: Clock;
   #loaded: LoadedFile;
+  /** Inode, size and mtime of the file as loaded: a rotation by another process replaces the file. */
+  #loadedIdentity: string | undefined;
   #lastReload: number | undefined;
   #rotation: Promise<unknown> = Promise.resolve();
 
@@ -63,10 +65,14 @@ export class LocalFileRootKey implements RootKeyProvider {
       loaded = await readKeyFile(absolute);
       if (loaded === undefined) throw new Error(`root key file ${absolute} disappeared right after it was created`);
     }
-    return new LocalFileRootKey(absolute, clock, loaded);
+    const provider = new LocalFileRootKey(absolute, clock, loaded);
+    provider.#loadedIdentity = await fileIdentity(absolute);
+    return provider;
   }
 
+  /** Wraps under the newest version, re-reading the file first if another process (`bulwark keys rotate-root`) replaced it. */
   async wrap(dataKey: Buffer, context: WrapContext): Promise<string> {
+    await this.#reloadIfReplaced();
     return this.#loaded.keyring.wrap(dataKey, context);
   }
 
@@ -94,9 +100,18 @@ export class LocalFileRootKey implements RootKeyProvider {
 
   /** Re-reads the file (with the same permission and format checks), e.g. after a rotation by another process. */
   async reload(): Promise<void> {
+    // Identity first: a replacement between the two is then seen, and loaded, next time.
+    const identity = await fileIdentity(this.path);
     const loaded = await readKeyFile(this.path);
     if (loaded === undefined) throw new Error(`root key file ${this.path} no longer exists`);
     this.#loaded = loaded;
+    this.#loadedIdentity = identity;
+  }
+
+  async #reloadIfReplaced(): Promise<void> {
+    const identity = await fileIdentity(this.path);
+    // A file that vanished or cannot be read keeps the versions in memory; unwrap reports a real loss.
+    if (identity !== undefined && identity !== this.#loadedIdentity) await this.reload().catch(() => undefined);
   }
 
   /**
@@ -147,6 +162,7 @@ export class LocalFileRootKey implements RootKeyProvider {
   }
 
   async describe(): Promise<RootKeyDescription> {
+    await this.#reloadIfReplaced();
     return {
       kind: this.kind,
       keyName: this.path,
@@ -157,6 +173,15 @@ export class LocalFileRootKey implements RootKeyProvider {
 
   async ping(): Promise<void> {
     // The keys are in memory: nothing to reach.
+  }
+}
+
+async function fileIdentity(path: string): Promise<string | undefined> {
+  try {
+    const stats = await lstat(path);
+    return `${stats.ino}:${stats.size}:${stats.mtimeMs}`;
+  } catch {
+    return undefined;
   }
 }
 
