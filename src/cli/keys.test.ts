@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,34 +14,18 @@ import type { Config } from '../platform/config/config.ts';
 import type { Database } from '../platform/db/database.ts';
 import { openDatabase } from '../platform/db/open.ts';
 import { newId } from '../platform/ids.ts';
+import { runCli as runBulwark } from '../testing/cli.ts';
 import { adminQuery, engineSkip, engines, postgresAdminUrl, testConfig } from '../testing/engines.ts';
-
-const cli = new URL('../../bin/bulwark.js', import.meta.url).pathname;
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 /** Every output of every run, checked at the end for key material. */
 const outputs: string[] = [];
 
-function runCli(args: string[], env: Record<string, string>): Promise<CliResult> {
-  const child = spawn(process.execPath, [cli, ...args], {
-    env: { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? '/tmp', ...env },
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => {
-      outputs.push(stdout, stderr);
-      resolve({ code, stdout, stderr });
-    });
-  });
+type CliResult = Awaited<ReturnType<typeof runBulwark>>;
+
+async function runCli(args: string[], env: Record<string, string>): Promise<CliResult> {
+  const result = await runBulwark(args, env);
+  outputs.push(result.stdout, result.stderr);
+  return result;
 }
 
 function parseJson(result: CliResult): unknown {
