@@ -6,7 +6,7 @@
  * The raw baseline is the physical limit: the same cipher, the same key type, the same pooled nonce source,
  * but no header, no associated data and no concatenation (nonce, ciphertext and tag stay separate buffers).
  * The ratio to it is the cost of the envelope's framing alone. The headline pair gives the key as a KeyObject
- * (what the keyring should cache); the `-buffer-key` pair, for information, gives it as a Buffer, which
+ * (what the keyring caches); the `-buffer-key` pair, for information, gives it as a Buffer, which
  * Node 24 makes 2-4x slower for both (see EnvelopeKey in src/modules/keys/envelope.ts). Each pair alternates
  * in short rounds (in a rotating order), so a burst of background load hits both alike.
  */

@@ -226,7 +226,7 @@ export const optionSpecs: readonly OptionSpec[] = [
     key: 'keyCacheTtlMs',
     env: 'BULWARK_KEY_CACHE_TTL_MS',
     description:
-      'How long unwrapped tenant data keys stay in memory (zeroed when they leave). A KMS revocation takes effect for a tenant within this window.',
+      'How long unwrapped tenant data keys stay in memory (then dropped; Node cleanses their memory when it frees it). A KMS revocation takes effect for a tenant within this window.',
     default: '60000',
     parse: integer(0, 3_600_000),
   },
