@@ -55,6 +55,12 @@ export class TtlCache<V> {
     return value;
   }
 
+  /** Drops every expired entry now (through onEvict), rather than when each is next looked up. */
+  evictExpired(): void {
+    const now = this.#clock.now().getTime();
+    for (const [key, entry] of this.#entries) if (entry.expiresAt <= now) this.#remove(key);
+  }
+
   delete(key: string): void {
     this.#remove(key);
   }

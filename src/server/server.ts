@@ -67,6 +67,14 @@ function warnAboutInsecureDefaults(config: Config, logger: ReturnType<typeof cre
     if (config.env === 'production') logger.warn(message);
     else logger.info(message);
   }
+  const origins = config.customerKmsAllowedOrigins;
+  if (origins.includes('*')) {
+    logger.warn('BULWARK_CUSTOMER_KMS_ALLOWED_ORIGINS=*: tenants can make this server send requests to any address (their KMS); list the origins instead');
+  }
+  const plainHttp = origins.filter((origin) => origin.startsWith('http:'));
+  if (config.env === 'production' && plainHttp.length > 0) {
+    logger.warn({ origins: plainHttp }, 'customer KMS origins over plain http: KMS tokens and key shares would cross the network unencrypted');
+  }
 }
 
 /**

@@ -7,10 +7,12 @@ import { dataKeyBytes } from './root/wrap-context.ts';
 /**
  * Customer-managed keys (BYOK). A tenant's data key is split into two shares, key = A xor B: the root
  * key wraps A, the customer's own KMS key wraps B. Each share alone is uniformly random and says nothing
- * about the key, so neither the platform operator (with the root key) nor the customer (with their KMS)
- * can read the data alone, and a customer who revokes their KMS key cuts everyone off until they restore
- * it. Splitting an existing key keeps it unchanged, so enabling or removing a customer key re-wraps two
- * small values per version and never touches the data.
+ * about the key, so the data needs both, and a customer who revokes Bulwark's access to their KMS key
+ * makes it unreadable until they restore it. What it does not do: keep a running platform from the data.
+ * Bulwark holds the customer's KMS token (sealed under a root-wrapped key), so whoever holds the root key
+ * and the database can use the token while the customer has not revoked it. Splitting an existing key
+ * keeps it unchanged, so enabling or removing a customer key re-wraps two small values per version and
+ * never touches the data.
  */
 
 /** How Bulwark reaches the customer's KMS: a Vault / OpenBao transit key the customer controls. */

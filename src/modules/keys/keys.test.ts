@@ -123,6 +123,19 @@ for (const engine of engines) {
       assert.equal((await test.call({ method: 'GET', url: recordUrl(a.tenantId, x), token: a.apiKey })).statusCode, 200);
     });
 
+    it('a body swapped for plain JSON behind Bulwark is refused, and re-encryption does not launder it', async () => {
+      const { tenantId, apiKey } = await test.tenantWithKey('Downgrade');
+      const id = newId();
+      await put(tenantId, apiKey, id, { genuine: true });
+      await test.storage.db.withTenant(tenantId, (tx) =>
+        tx.query('UPDATE records SET body = $3, key_version = NULL WHERE tenant_id = $1 AND id = $2', [tenantId, id, Buffer.from('{"forged":true}')]),
+      );
+      assertProblem(await test.call({ method: 'GET', url: recordUrl(tenantId, id), token: apiKey }), 500, 'data_integrity_failed');
+      assert.equal(await test.app.services.keyring.reencrypt(tenantId), 0);
+      assert.equal((await keyring(tenantId, apiKey)).unencryptedRecords, 1, 'the unsealed row is reported');
+      assertProblem(await test.call({ method: 'GET', url: recordUrl(tenantId, id), token: apiKey }), 500, 'data_integrity_failed');
+    });
+
     it('rotation, re-encryption, minimum decryption version and trim', async () => {
       const { tenantId, apiKey } = await test.tenantWithKey('Rotating');
       const ids = [newId(), newId(), newId()];

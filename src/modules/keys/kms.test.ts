@@ -258,6 +258,23 @@ for (const engine of engines) {
       assert.equal(sealed.statusCode, 200);
     });
 
+    it('an idle tenant\'s cached keys leave memory on a timer, which stores their encryption count', async () => {
+      const { tenantId, apiKey } = await test.tenantWithKey('Idle');
+      const cached = new KeyringService(test.storage.db, test.rootKeys, systemClock, { cacheTtlMs: 1000, cacheMaxTenants: 10 });
+      try {
+        const context = { tenantId, table: 'transit', column: 'transit', rowId: '' };
+        await cached.seal(tenantId, Buffer.from('x'), context);
+        await cached.seal(tenantId, Buffer.from('y'), context);
+        const encryptions = async () => (await test.call({ method: 'GET', url: `/v1/tenants/${tenantId}/keys`, token: apiKey })).json<Keyring>().versions[0]?.encryptions;
+        assert.equal(await encryptions(), 0, 'counted in memory while cached');
+        const deadline = Date.now() + 5000;
+        while ((await encryptions()) !== 2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+        assert.equal(await encryptions(), 2, 'stored once the expired entry was swept, with no further use');
+      } finally {
+        await cached.close();
+      }
+    });
+
     it('with keys cached, the instance that spends the budget reloads and rotates', async () => {
       const { tenantId, apiKey } = await test.tenantWithKey('Cached');
       await test.call({ method: 'PATCH', url: `/v1/tenants/${tenantId}/keys`, token: apiKey, body: { rotationEncryptions: 5 } });

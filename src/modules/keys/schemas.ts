@@ -53,7 +53,9 @@ export const keyringInfo = Type.Object({
   customerManaged: Type.Boolean({ description: 'The data keys are also wrapped by a customer-managed key (BYOK).' }),
   destroyedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
   versions: Type.Array(keyVersionInfo),
-  unencryptedRecords: Type.Integer({ description: 'Records written before encryption at rest, moved by re-encryption.' }),
+  unencryptedRecords: Type.Integer({
+    description: 'Records stored without encryption: Bulwark never writes them, so each is a sign of tampering (or a foreign restore); reads refuse them.',
+  }),
   reencrypting: Type.Boolean({ description: 'A re-encryption job for this tenant is running on this instance.' }),
 });
 

@@ -170,7 +170,7 @@ export interface KeyringInfo {
   customerManaged: boolean;
   destroyedAt: string | null;
   versions: KeyVersionInfo[];
-  /** Records still written before encryption at rest (plain JSON), to be moved forward by re-encryption. */
+  /** Records stored unsealed (key_version NULL): never written by Bulwark, refused on read; a tamper signal. */
   unencryptedRecords: number;
 }
 
@@ -215,6 +215,7 @@ export class KeyringService {
   readonly #countWrites = new Map<string, Promise<void>>();
   readonly #allowedOrigins: readonly string[];
   readonly #onBackgroundError: (error: unknown, message: string) => void;
+  readonly #sweeper: NodeJS.Timeout | undefined;
 
   constructor(db: Database, provider: RootKeyProvider, clock: Clock, options: KeyringOptions) {
     this.#db = db;
@@ -224,6 +225,12 @@ export class KeyringService {
     this.#cache = new TtlCache(options.cacheTtlMs, options.cacheMaxTenants, clock, (keyring) => keyring.evicted());
     this.#allowedOrigins = options.customerKmsAllowedOrigins ?? [];
     this.#onBackgroundError = options.onBackgroundError ?? (() => undefined);
+    // Expired entries are dropped on a timer too, not only when next looked up: an idle tenant's keys
+    // leave memory (and its encryption count is stored) within about one TTL.
+    if (this.#caching) {
+      this.#sweeper = setInterval(() => this.#cache.evictExpired(), Math.max(1000, Math.min(options.cacheTtlMs, 30_000)));
+      this.#sweeper.unref();
+    }
   }
 
   async describeRoot(): Promise<RootKeyDescription> {
@@ -357,8 +364,10 @@ export class KeyringService {
   }
 
   /**
-   * Crypto-shredding: destroys every data key version of the tenant. Each ciphertext sealed with them, in
-   * the database or any copy (backups, exports of ciphertext), becomes permanently undecryptable.
+   * Crypto-shredding: destroys every data key version of the tenant. Each ciphertext sealed with them
+   * becomes permanently undecryptable, wherever it was copied, provided no copy of the wrapped keys
+   * survives where the root key can reach it: a database backup taken before this still holds them (the
+   * backups issue keeps key material out of data backups).
    */
   async destroy(tenantId: string): Promise<{ destroyedVersions: number[]; destroyedAt: string }> {
     const now = this.#clock.now();
@@ -415,7 +424,7 @@ export class KeyringService {
   startReencryption(tenantId: string, batchSize = 200): { started: boolean } {
     if (this.#jobs.has(tenantId)) return { started: false };
     const job = this.reencrypt(tenantId, batchSize).finally(() => this.#jobs.delete(tenantId));
-    job.catch(() => undefined);
+    job.catch((error: unknown) => this.#onBackgroundError(error, 're-encryption job failed'));
     this.#jobs.set(tenantId, job);
     return { started: true };
   }
@@ -446,6 +455,7 @@ export class KeyringService {
 
   /** On shutdown: drops the keys and waits for their encryption counts to reach the database. */
   async close(): Promise<void> {
+    clearInterval(this.#sweeper);
     this.forgetUnwrappedKeys();
     await Promise.all(this.#countWrites.values());
   }

@@ -157,8 +157,13 @@ export class RecordsService implements Reencryptor {
   }
 }
 
+/**
+ * Bulwark writes every body sealed. A row without a key version holds a body it did not write (plain
+ * JSON put there behind its back, or restored from a dump of another system): serving it would let whoever
+ * can write the database replace a sealed body with any content, so it is refused like a bad tag.
+ */
 function plaintextOf(keys: TenantKeys, tenantId: string, row: RecordRow): Buffer {
-  if (row.key_version === null) return row.body;
+  if (row.key_version === null) throw new BulwarkError('data_integrity_failed', { detail: 'record body stored without encryption (key_version NULL)' });
   return keys.open(row.body, bodyContext(tenantId, row.collection, row.id), 'data_integrity_failed');
 }
 

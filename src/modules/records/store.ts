@@ -74,11 +74,14 @@ export function normalizeRows(rows: RecordRow[]): RecordRow[] {
   return rows.map(normalize);
 }
 
-/** Rows the re-encryption job still has to move, locked so concurrent jobs and writers do not collide. */
+/**
+ * Rows the re-encryption job still has to move, locked so concurrent jobs and writers do not collide.
+ * Unsealed rows (key_version NULL) are not among them: sealing one would launder content Bulwark never wrote.
+ */
 export async function lockStaleRecords(tx: Queryable, tenantId: string, current: number, minDecryption: number, limit: number): Promise<RecordRow[]> {
   const { rows } = await tx.query<RecordRow>(
     `SELECT ${columns} FROM records
-      WHERE tenant_id = $1 AND (key_version IS NULL OR (key_version < $2 AND key_version >= $3))
+      WHERE tenant_id = $1 AND key_version < $2 AND key_version >= $3
       ORDER BY collection, id LIMIT $4 FOR UPDATE SKIP LOCKED`,
     [tenantId, current, minDecryption, limit],
   );

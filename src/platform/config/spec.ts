@@ -77,7 +77,7 @@ export const optionSpecs: readonly OptionSpec[] = [
   {
     key: 'dataDir',
     env: 'BULWARK_DATA_DIR',
-    description: 'Folder for embedded state: the PGlite database (`<dir>/pglite`), later the local key file and backups.',
+    description: 'Folder for embedded state: the PGlite database (`<dir>/pglite`, locked by `<dir>/pglite.lock`) and the local root key file (`<dir>/root-key.json`).',
     default: './data',
     parse: text(1, 4096),
   },
