@@ -35,6 +35,33 @@ export interface AppDependencies {
   logger?: Logger;
 }
 
+/**
+ * Every service, wired once: the app serves them over HTTP, the CLI uses them directly. Stores that seal
+ * columns register with the keyring here, so re-encryption and key statistics reach all of them.
+ */
+export function buildServices({
+  config,
+  db,
+  rootKeys,
+  clock = systemClock,
+  onBackgroundError,
+}: Omit<AppDependencies, 'logger'> & { onBackgroundError?: (error: unknown, message: string) => void }): BulwarkServices {
+  const keyring = new KeyringService(db, rootKeys, clock, {
+    cacheTtlMs: config.keyCacheTtlMs,
+    cacheMaxTenants: 10_000,
+    customerKmsAllowedOrigins: config.customerKmsAllowedOrigins,
+    ...(onBackgroundError === undefined ? {} : { onBackgroundError }),
+  });
+  return {
+    keyring,
+    transit: new TransitService(keyring),
+    tenancy: new TenancyService(db, keyring, clock, { regions: config.regions, statusCacheTtlMs: config.authCacheTtlMs }),
+    records: new RecordsService(db, keyring, clock, { recordMaxBytes: config.recordMaxBytes }),
+    apiKeys: new ApiKeyService(db, clock, { cacheTtlMs: config.authCacheTtlMs }),
+    bootstrap: new OperatorBootstrap(db),
+  };
+}
+
 export interface BulwarkServices {
   keyring: KeyringService;
   transit: TransitService;
@@ -133,21 +160,8 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
     throw new BulwarkError('service_unavailable', { message: 'The server is shutting down; retry on another instance.' });
   });
 
-  const keyring = new KeyringService(db, rootKeys, clock, {
-    cacheTtlMs: config.keyCacheTtlMs,
-    cacheMaxTenants: 10_000,
-    customerKmsAllowedOrigins: config.customerKmsAllowedOrigins,
-    onBackgroundError: (error, message) => app.log.error({ err: error }, message),
-  });
-  const tenancy = new TenancyService(db, keyring, clock, { regions: config.regions, statusCacheTtlMs: config.authCacheTtlMs });
-  const services: BulwarkServices = {
-    keyring,
-    transit: new TransitService(keyring),
-    tenancy,
-    records: new RecordsService(db, keyring, clock, { recordMaxBytes: config.recordMaxBytes }),
-    apiKeys: new ApiKeyService(db, clock, { cacheTtlMs: config.authCacheTtlMs }),
-    bootstrap: new OperatorBootstrap(db),
-  };
+  const services = buildServices({ config, db, rootKeys, clock, onBackgroundError: (error, message) => app.log.error({ err: error }, message) });
+  const { keyring, tenancy } = services;
   app.decorate('services', services);
   registerAuth(app, [services.apiKeys, services.bootstrap], tenancy);
 

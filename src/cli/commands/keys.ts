@@ -1,8 +1,9 @@
 import { parseArgs } from 'node:util';
 import { openRootKeyProvider } from '../../modules/keys/root-providers.ts';
 import type { RootKeyDescription } from '../../modules/keys/root/provider.ts';
-import { type KeyringInfo, KeyringService, type KeyVersionInfo } from '../../modules/keys/service.ts';
-import { countRecordsByKeyVersion, findKeyring, listKeys } from '../../modules/keys/store.ts';
+import type { KeyringInfo, KeyringService, KeyVersionInfo } from '../../modules/keys/service.ts';
+import { findKeyring, listKeys } from '../../modules/keys/store.ts';
+import { countRecordsByKeyVersion } from '../../modules/records/store.ts';
 import { findTenant, listTenants } from '../../modules/tenancy/store.ts';
 import { systemClock } from '../../platform/clock.ts';
 import { type Config, loadConfig } from '../../platform/config/config.ts';
@@ -10,6 +11,7 @@ import type { Database } from '../../platform/db/database.ts';
 import { openDatabase } from '../../platform/db/open.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { isId } from '../../platform/ids.ts';
+import { buildServices } from '../../server/app.ts';
 
 export const keysUsage = `Usage: bulwark keys <subcommand> [options]
 
@@ -115,8 +117,9 @@ async function openSession(config: Config): Promise<Session> {
   if (migrations.applied.length > 0) {
     process.stderr.write(`Applied ${migrations.applied.length} pending migration(s) first: ${migrations.applied.join(', ')}\n`);
   }
-  // No cache: every operation unwraps what it needs and zeroes it right after.
-  return { db, keyring: new KeyringService(db, rootKeys.provider, systemClock, { cacheTtlMs: 0, cacheMaxTenants: 1 }) };
+  // No key cache: every operation unwraps what it needs and drops it right after.
+  const services = buildServices({ config: { ...config, keyCacheTtlMs: 0 }, db, rootKeys: rootKeys.provider });
+  return { db, keyring: services.keyring };
 }
 
 const commands: Record<Subcommand, (session: Session, invocation: Invocation) => Promise<void>> = {

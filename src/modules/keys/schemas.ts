@@ -39,6 +39,7 @@ const keyVersionInfo = Type.Object({
   createdAt: Type.String({ format: 'date-time' }),
   destroyedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
   records: Type.Integer({ description: 'Records sealed with this version.' }),
+  sealedRows: Type.Integer({ description: 'Everything stored sealed with this version: records, user PII and any other encrypted column.' }),
   encryptions: Type.Integer({ description: 'Encryptions made with this version (may lag by one key cache lifetime).' }),
 });
 

@@ -1,4 +1,4 @@
-import { createSecretKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Clock } from '../../platform/clock.ts';
 import type { Database, Queryable } from '../../platform/db/database.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
@@ -19,7 +19,6 @@ import { EnvelopeError, type EnvelopeContext, open, seal } from './envelope.ts';
 import { type RootKeyDescription, RootKeyError, type RootKeyProvider, type WrapContext } from './root/provider.ts';
 import {
   addEncryptions,
-  countRecordsByKeyVersion,
   destroyKeys,
   findKeyring,
   insertKey,
@@ -31,9 +30,11 @@ import {
   markKeyringDestroyed,
   replaceCustomerKmsWrappedKey,
   replaceKeyParts,
+  replaceLookupWrappedKey,
   replaceWrappedKey,
   setCurrentVersion,
   setCustomerKms,
+  setLookupKeyIfMissing,
   updateKeyringSettings,
 } from './store.ts';
 
@@ -57,6 +58,11 @@ export interface TenantKeys {
    * authentication: a caller-supplied one (transit) is the caller's mistake, a stored one is tampering.
    */
   open(ciphertext: Buffer, context: EnvelopeContext, onInvalid: InvalidCiphertextCode): Buffer;
+  /**
+   * Keyed hash (HMAC-SHA256) of a lookup value, e.g. a normalised e-mail address, under the tenant's lookup
+   * key: equal values hash alike, so a unique index and a search work without storing the value in clear.
+   */
+  lookupHash(value: string): Buffer;
 }
 
 type InvalidCiphertextCode = 'invalid_ciphertext' | 'data_integrity_failed';
@@ -75,6 +81,7 @@ class LoadedKeyring implements TenantKeys {
   readonly current: number;
   readonly minDecryption: number;
   readonly #keys: Map<number, KeyObject>;
+  #lookupKey: KeyObject | undefined;
   readonly #sealBudget: number;
   readonly #onDropped: (sealed: number) => void;
   #cached: boolean;
@@ -87,13 +94,14 @@ class LoadedKeyring implements TenantKeys {
    * receives how many seals this copy made, to be added to the stored count.
    */
   constructor(
-    keyring: { current: number; minDecryption: number; keys: Map<number, KeyObject>; sealBudget: number },
+    keyring: { current: number; minDecryption: number; keys: Map<number, KeyObject>; lookupKey: KeyObject; sealBudget: number },
     cached: boolean,
     onDropped: (sealed: number) => void,
   ) {
     this.current = keyring.current;
     this.minDecryption = keyring.minDecryption;
     this.#keys = keyring.keys;
+    this.#lookupKey = keyring.lookupKey;
     this.#sealBudget = keyring.sealBudget;
     this.#cached = cached;
     this.#onDropped = onDropped;
@@ -105,6 +113,11 @@ class LoadedKeyring implements TenantKeys {
     const ciphertext = seal(key, this.current, plaintext, context);
     this.#sealed += 1;
     return { ciphertext, keyVersion: this.current };
+  }
+
+  lookupHash(value: string): Buffer {
+    if (this.#lookupKey === undefined) throw new BulwarkError('internal_error', { detail: 'lookup key used after the keyring was dropped' });
+    return createHmac('sha256', this.#lookupKey).update(value, 'utf8').digest();
   }
 
   /** The current version has sealed its budget: the next caller reloads, which rotates. */
@@ -146,6 +159,7 @@ class LoadedKeyring implements TenantKeys {
     if (this.#cached || this.#leases > 0 || this.#dropped) return;
     this.#dropped = true;
     this.#keys.clear();
+    this.#lookupKey = undefined;
     this.#onDropped(this.#sealed);
   }
 }
@@ -156,6 +170,7 @@ export interface KeyVersionInfo {
   createdAt: string;
   destroyedAt: string | null;
   records: number;
+  sealedRows: number;
   encryptions: number;
 }
 
@@ -185,6 +200,8 @@ export interface Reencryptor {
    * versions that still open) or not sealed at all; returns how many it moved.
    */
   reencryptBatch(tenantId: string, keys: TenantKeys, limit: number): Promise<number>;
+  /** Sealed rows per key version (NULL: rows stored unsealed): progress, and what retiring would strand. */
+  countByKeyVersion(tx: Queryable, tenantId: string): Promise<{ key_version: number | null; count: number }[]>;
 }
 
 export interface KeyringOptions {
@@ -245,6 +262,12 @@ export class KeyringService {
     this.#reencryptors.push(reencryptor);
   }
 
+  async #sealedRowCounts(tx: Queryable, tenantId: string): Promise<{ store: string; rows: { key_version: number | null; count: number }[] }[]> {
+    const counts = [];
+    for (const reencryptor of this.#reencryptors) counts.push({ store: reencryptor.name, rows: await reencryptor.countByKeyVersion(tx, tenantId) });
+    return counts;
+  }
+
   /** Creates the tenant's keyring with version 1, inside the caller's transaction (tenant context set). */
   async createKeyring(tx: Queryable, tenantId: string): Promise<void> {
     const key = randomBytes(dataKeyBytes);
@@ -288,9 +311,13 @@ export class KeyringService {
     const { keyring, keys, counts } = await this.#db.withTenant(tenantId, async (tx) => ({
       keyring: await this.#requireKeyring(tx, tenantId),
       keys: await listKeys(tx, tenantId),
-      counts: await countRecordsByKeyVersion(tx, tenantId),
+      counts: await this.#sealedRowCounts(tx, tenantId),
     }));
-    const recordsAt = (version: number | null) => counts.find((row) => row.key_version === version)?.count ?? 0;
+    const countAt = (store: string | undefined, version: number | null) =>
+      counts
+        .filter((count) => store === undefined || count.store === store)
+        .reduce((sum, count) => sum + (count.rows.find((row) => row.key_version === version)?.count ?? 0), 0);
+    const recordsAt = (version: number | null) => countAt('records', version);
     return {
       currentVersion: keyring.current_version,
       minDecryptionVersion: keyring.min_decryption_version,
@@ -305,6 +332,7 @@ export class KeyringService {
         createdAt: key.created_at.toISOString(),
         destroyedAt: key.destroyed_at?.toISOString() ?? null,
         records: recordsAt(key.version),
+        sealedRows: countAt(undefined, key.version),
         encryptions: key.encryptions,
       })),
       unencryptedRecords: recordsAt(null),
@@ -336,12 +364,13 @@ export class KeyringService {
         throw new BulwarkError('validation_failed', { message: `minDecryptionVersion cannot exceed the current version (${keyring.current_version}).` });
       }
       if (minDecryptionVersion > keyring.min_decryption_version && settings.force !== true) {
-        const stranded = (await countRecordsByKeyVersion(tx, tenantId))
+        const stranded = (await this.#sealedRowCounts(tx, tenantId))
+          .flatMap((count) => count.rows)
           .filter((row) => row.key_version !== null && row.key_version < minDecryptionVersion)
           .reduce((sum, row) => sum + row.count, 0);
         if (stranded > 0) {
           throw new BulwarkError('conflict', {
-            message: `${stranded} records still use versions below ${minDecryptionVersion}; re-encrypt first or pass force: true.`,
+            message: `${stranded} stored items still use versions below ${minDecryptionVersion}; re-encrypt first or pass force: true.`,
           });
         }
       }
@@ -407,6 +436,9 @@ export class KeyringService {
           count += 1;
         }
         const keyring = await findKeyring(tx, tenantId);
+        if (keyring?.lookup_wrapped_key != null) {
+          await replaceLookupWrappedKey(tx, tenantId, await this.#rewrapUnderRoot(keyring.lookup_wrapped_key, lookupWrapContext(tenantId)));
+        }
         if (keyring?.customer_kms_wrapped_key != null) {
           const context = credentialsWrapContext(tenantId);
           await replaceCustomerKmsWrappedKey(tx, tenantId, await this.#rewrapUnderRoot(keyring.customer_kms_wrapped_key, context));
@@ -536,6 +568,7 @@ export class KeyringService {
       ({ keyring, keys } = await this.#read(tenantId));
       if (keyring === undefined) throw new BulwarkError('not_found');
     }
+    const lookupKey = await this.#lookupKey(tenantId, keyring);
     const unwrapped = new Map<number, KeyObject>();
     const customer = await this.#customerKms(tenantId, keyring);
     for (const row of keys) {
@@ -550,12 +583,36 @@ export class KeyringService {
     const current = keyring.current_version;
     const sealedSoFar = keys.find((row) => row.version === current)?.encryptions ?? 0;
     const loaded = new LoadedKeyring(
-      { current, minDecryption: keyring.min_decryption_version, keys: unwrapped, sealBudget: encryptionLimit(keyring) - sealedSoFar },
+      { current, minDecryption: keyring.min_decryption_version, keys: unwrapped, lookupKey, sealBudget: encryptionLimit(keyring) - sealedSoFar },
       this.#caching,
       (sealed) => this.#recordEncryptions(tenantId, current, sealed),
     );
     if (this.#caching) this.#cache.set(tenantId, loaded);
     return loaded;
+  }
+
+  /** The tenant's lookup key, created on first use (tenants from before it get one then). */
+  async #lookupKey(tenantId: string, keyring: KeyringRow): Promise<KeyObject> {
+    let wrapped = keyring.lookup_wrapped_key;
+    if (wrapped === null) {
+      const fresh = randomBytes(dataKeyBytes);
+      try {
+        const candidate = await this.#wrap(fresh, lookupWrapContext(tenantId));
+        wrapped = await this.#db.withTenant(tenantId, async (tx) => {
+          await setLookupKeyIfMissing(tx, tenantId, candidate);
+          return (await findKeyring(tx, tenantId))?.lookup_wrapped_key ?? null;
+        });
+      } finally {
+        fresh.fill(0);
+      }
+      if (wrapped === null) throw new BulwarkError('keys_destroyed');
+    }
+    const key = await this.#unwrap(wrapped, lookupWrapContext(tenantId));
+    try {
+      return createSecretKey(key);
+    } finally {
+      key.fill(0);
+    }
   }
 
   /** Adds a copy's seal count to the stored one, in order per tenant, off the request path. */
@@ -716,6 +773,8 @@ export class KeyringService {
     }
   }
 }
+
+const lookupWrapContext = (tenantId: string): WrapContext => ({ tenantId, keyVersion: 1, purpose: 'lookup-key' });
 
 function encryptionLimit(keyring: KeyringRow): number {
   return Math.min(keyring.rotation_encryptions ?? maxEncryptionsPerKey, maxEncryptionsPerKey);

@@ -9,6 +9,7 @@ export interface KeyringRow {
   customer_kms_sealed: Buffer | null;
   customer_kms_wrapped_key: string | null;
   customer_kms_configured_at: Date | null;
+  lookup_wrapped_key: string | null;
 }
 
 export interface KeyRow {
@@ -25,7 +26,7 @@ export interface KeyRow {
 // bigint columns come back as strings from pg and as bigint from PGlite: float8 is a number on both, and
 // exact far beyond the 2^31 rotation limit.
 const keyringSql = `SELECT current_version, min_decryption_version, rotation_period_days, rotation_encryptions::float8 AS rotation_encryptions,
-  destroyed_at, customer_kms_sealed, customer_kms_wrapped_key, customer_kms_configured_at
+  destroyed_at, customer_kms_sealed, customer_kms_wrapped_key, customer_kms_configured_at, lookup_wrapped_key
   FROM tenant_keyrings WHERE tenant_id = $1`;
 
 export async function findKeyring(tx: Queryable, tenantId: string, options: { forUpdate?: boolean } = {}): Promise<KeyringRow | undefined> {
@@ -120,6 +121,19 @@ export async function setCustomerKms(
   );
 }
 
+/** Stores the tenant's lookup key unless another writer stored one first (the caller re-reads). */
+export async function setLookupKeyIfMissing(tx: Queryable, tenantId: string, wrappedKey: string): Promise<void> {
+  await tx.query('UPDATE tenant_keyrings SET lookup_wrapped_key = $2 WHERE tenant_id = $1 AND lookup_wrapped_key IS NULL AND destroyed_at IS NULL', [
+    tenantId,
+    wrappedKey,
+  ]);
+}
+
+/** Re-wraps the lookup key (root key rotation). */
+export async function replaceLookupWrappedKey(tx: Queryable, tenantId: string, wrappedKey: string): Promise<void> {
+  await tx.query('UPDATE tenant_keyrings SET lookup_wrapped_key = $2 WHERE tenant_id = $1 AND lookup_wrapped_key IS NOT NULL', [tenantId, wrappedKey]);
+}
+
 /** Re-wraps the key that seals the customer KMS connection (root key rotation). */
 export async function replaceCustomerKmsWrappedKey(tx: Queryable, tenantId: string, wrappedKey: string): Promise<void> {
   await tx.query('UPDATE tenant_keyrings SET customer_kms_wrapped_key = $2 WHERE tenant_id = $1 AND customer_kms_wrapped_key IS NOT NULL', [
@@ -151,19 +165,11 @@ export async function destroyKeys(tx: Queryable, tenantId: string, belowVersion:
 export async function markKeyringDestroyed(tx: Queryable, tenantId: string, now: Date): Promise<void> {
   await tx.query(
     `UPDATE tenant_keyrings SET destroyed_at = $2, updated_at = $2,
-            customer_kms_sealed = NULL, customer_kms_wrapped_key = NULL, customer_kms_configured_at = NULL
+            customer_kms_sealed = NULL, customer_kms_wrapped_key = NULL, customer_kms_configured_at = NULL,
+            lookup_wrapped_key = NULL
       WHERE tenant_id = $1`,
     [tenantId, now],
   );
-}
-
-/** Records per data key version (NULL: written before encryption at rest): the re-encryption progress. */
-export async function countRecordsByKeyVersion(tx: Queryable, tenantId: string): Promise<{ key_version: number | null; count: number }[]> {
-  const { rows } = await tx.query<{ key_version: number | null; count: number }>(
-    'SELECT key_version, count(*)::int AS count FROM records WHERE tenant_id = $1 GROUP BY key_version ORDER BY key_version NULLS FIRST',
-    [tenantId],
-  );
-  return rows;
 }
 
 /** Platform scope: every tenant that has a keyring (for root key rotation). */

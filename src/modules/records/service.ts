@@ -1,5 +1,5 @@
 import type { Clock } from '../../platform/clock.ts';
-import type { Database } from '../../platform/db/database.ts';
+import type { Database, Queryable } from '../../platform/db/database.ts';
 import { BulwarkError, notFound } from '../../platform/errors/bulwark-error.ts';
 import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
 import { retryWithNewId, withFreshId } from '../../platform/ids.ts';
@@ -7,6 +7,7 @@ import type { EnvelopeContext } from '../keys/envelope.ts';
 import type { KeyringService, Reencryptor, TenantKeys } from '../keys/service.ts';
 import type { StoredRecord } from './schemas.ts';
 import {
+  countRecordsByKeyVersion,
   deleteRecord,
   firstRecord,
   insertRecord,
@@ -126,6 +127,10 @@ export class RecordsService implements Reencryptor {
       }
       await deleteRecord(tx, tenantId, collection, id);
     });
+  }
+
+  countByKeyVersion(tx: Queryable, tenantId: string): Promise<{ key_version: number | null; count: number }[]> {
+    return countRecordsByKeyVersion(tx, tenantId);
   }
 
   async reencryptBatch(tenantId: string, keys: TenantKeys, limit: number): Promise<number> {

@@ -98,3 +98,12 @@ export async function resealRecord(tx: Queryable, tenantId: string, row: { colle
     row.keyVersion,
   ]);
 }
+
+/** Records per data key version (NULL: stored unsealed, a tamper signal): the re-encryption progress. */
+export async function countRecordsByKeyVersion(tx: Queryable, tenantId: string): Promise<{ key_version: number | null; count: number }[]> {
+  const { rows } = await tx.query<{ key_version: number | null; count: number }>(
+    'SELECT key_version, count(*)::int AS count FROM records WHERE tenant_id = $1 GROUP BY key_version ORDER BY key_version NULLS FIRST',
+    [tenantId],
+  );
+  return rows;
+}
