@@ -20,6 +20,8 @@ import type { RootKeyProvider } from '../modules/keys/root/provider.ts';
 import { keysRoutes } from '../modules/keys/routes.ts';
 import { KeyringService } from '../modules/keys/service.ts';
 import { TransitService } from '../modules/keys/transit.ts';
+import { identityRoutes } from '../modules/identity/routes.ts';
+import { UsersService } from '../modules/identity/service.ts';
 import { recordsRoutes } from '../modules/records/routes.ts';
 import { RecordsService } from '../modules/records/service.ts';
 import { apiKeyRoutes } from '../modules/sessions/routes.ts';
@@ -57,6 +59,7 @@ export function buildServices({
     transit: new TransitService(keyring),
     tenancy: new TenancyService(db, keyring, clock, { regions: config.regions, statusCacheTtlMs: config.authCacheTtlMs }),
     records: new RecordsService(db, keyring, clock, { recordMaxBytes: config.recordMaxBytes }),
+    users: new UsersService(db, keyring, clock),
     apiKeys: new ApiKeyService(db, clock, { cacheTtlMs: config.authCacheTtlMs }),
     bootstrap: new OperatorBootstrap(db),
   };
@@ -67,6 +70,7 @@ export interface BulwarkServices {
   transit: TransitService;
   tenancy: TenancyService;
   records: RecordsService;
+  users: UsersService;
   apiKeys: ApiKeyService;
   bootstrap: OperatorBootstrap;
 }
@@ -229,6 +233,7 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   await app.register(healthRoutes, { db, rootKeys });
   await app.register(tenancyRoutes, { tenancy });
   await app.register(recordsRoutes, { records: services.records, recordMaxBytes: config.recordMaxBytes });
+  await app.register(identityRoutes, { users: services.users });
   await app.register(apiKeyRoutes, { apiKeys: services.apiKeys });
   await app.register(keysRoutes, { keyring, transit: services.transit });
   // Unwrapped data keys leave memory with the app.

@@ -16,6 +16,7 @@ import {
   storedState,
 } from '../testing/security-suite.ts';
 import { buildApp } from './app.ts';
+import { defaultPasswordPolicy } from '../modules/identity/password-policy.ts';
 import { FakeVaultTransit } from '../modules/keys/root/vault-transit-fake.ts';
 
 /**
@@ -47,6 +48,19 @@ const routes: Record<string, { auth: RouteAuth; body?: unknown; bodyFor?: (value
   'POST /v1/tenants/{tenantId}/keys/rotate': { auth: 'tenant' },
   'POST /v1/tenants/{tenantId}/keys/reencrypt': { auth: 'tenant' },
   'POST /v1/tenants/{tenantId}/keys/trim': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/users': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/users': { auth: 'tenant', bodyFor: () => ({ email: `suite-${newId()}@example.org`, firstName: 'Suite' }) },
+  'POST /v1/tenants/{tenantId}/user-imports': {
+    auth: 'tenant',
+    bodyFor: () => ({ users: [{ email: `imported-${newId()}@example.org`, credential: { algorithm: 'md5', hash: 'f'.repeat(32) } }] }),
+  },
+  'GET /v1/tenants/{tenantId}/legacy-password-hashes': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/users/{userId}': { auth: 'tenant' },
+  'PATCH /v1/tenants/{tenantId}/users/{userId}': { auth: 'tenant', body: { lastName: 'Renamed by the suite' } },
+  'DELETE /v1/tenants/{tenantId}/users/{userId}': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/users/{userId}/password': { auth: 'tenant', body: { password: 'suite passphrase with 5 words!' } },
+  'GET /v1/tenants/{tenantId}/password-policy': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/password-policy': { auth: 'tenant', body: defaultPasswordPolicy },
   'GET /v1/tenants/{tenantId}/keys/customer-key': { auth: 'tenant' },
   'PUT /v1/tenants/{tenantId}/keys/customer-key': { auth: 'tenant', bodyFor: customerKey },
   'DELETE /v1/tenants/{tenantId}/keys/customer-key': { auth: 'tenant' },
@@ -103,7 +117,10 @@ for (const engine of engines) {
       const ciphertext = sealed.json<{ items: { ciphertext: string }[] }>().items[0]?.ciphertext ?? '';
       const customer = await test.call({ method: 'PUT', url: `/v1/tenants/${tenant.tenantId}/keys/customer-key`, token: test.operatorToken, body: customerKey() });
       assert.equal(customer.statusCode, 200, customer.body);
-      return { tenantId: tenant.tenantId, collection, recordId, keyId: key.json<{ id: string }>().id, ciphertext };
+      const user = await test.call({ method: 'POST', url: `/v1/tenants/${tenant.tenantId}/users`, token: test.operatorToken, body: { email: `target-${newId()}@example.org` } });
+      assert.equal(user.statusCode, 201, user.body);
+      return {
+        userId: user.json<{ id: string }>().id, tenantId: tenant.tenantId, collection, recordId, keyId: key.json<{ id: string }>().id, ciphertext };
     }
 
     function send(operation: Operation, values: Targets, token: string | undefined) {

@@ -9,7 +9,7 @@ export const requestIdPattern = /^[0-9a-f]{12}$/;
 
 const problemMembers = ['type', 'title', 'status', 'code', 'detail', 'instance', 'requestId'] as const;
 // Public extension members a problem may carry besides the RFC 9457 ones.
-const problemExtensions = new Set(['errors', 'allowedRegions', 'checks', 'item']);
+const problemExtensions = new Set(['errors', 'allowedRegions', 'checks', 'item', 'rules']);
 
 export interface ProblemBody {
   type: string;
@@ -114,7 +114,14 @@ export async function storedState(test: TestApp, tenantId: string): Promise<unkn
       "SELECT id, name, encode(secret_hash, 'hex') AS secret_hash, expires_at, revoked_at FROM api_keys WHERE tenant_id = $1 ORDER BY id",
       [tenantId],
     );
-    return { tenant: tenant.rows, records: records.rows, keys: keys.rows };
+    // password_history has no platform read policy: the users row (with its hash) shows every password change.
+    const users = await tx.query(
+      `SELECT id, encode(email_hmac, 'hex') AS email_hmac, encode(pii, 'hex') AS pii, status, password_hash, must_change_password, updated_at
+         FROM users WHERE tenant_id = $1 ORDER BY id`,
+      [tenantId],
+    );
+    const policy = await tx.query('SELECT policy, updated_at FROM password_policies WHERE tenant_id = $1', [tenantId]);
+    return { tenant: tenant.rows, records: records.rows, keys: keys.rows, users: users.rows, policy: policy.rows };
   });
 }
 

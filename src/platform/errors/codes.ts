@@ -19,6 +19,7 @@ export const errorCodes = {
   unsupported_media_type: { status: 415, title: 'The request body must be application/json.' },
   region_not_allowed: { status: 422, title: 'The region is not one of the configured regions.' },
   customer_key_rejected: { status: 422, title: 'The customer-managed key settings do not work.' },
+  password_policy_violation: { status: 422, title: "The password does not meet the tenant's password policy." },
   invalid_ciphertext: { status: 400, title: 'The ciphertext is malformed or does not belong here.' },
   key_version_retired: { status: 409, title: 'The data was encrypted with a key version that no longer decrypts.' },
   keys_destroyed: { status: 410, title: "The tenant's keys were destroyed; its encrypted data is unreadable." },

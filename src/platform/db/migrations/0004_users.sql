@@ -72,4 +72,6 @@ CREATE POLICY tenant_guard ON password_policies AS RESTRICTIVE
 CREATE POLICY tenant_isolation ON password_policies
   USING (tenant_id = current_setting('app.tenant_id', true))
   WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+CREATE POLICY platform_read ON password_policies FOR SELECT
+  USING (current_setting('app.scope', true) = 'platform');
 GRANT SELECT, INSERT, UPDATE ON password_policies TO {{app_role}};

@@ -1,0 +1,165 @@
+import { Type } from 'typebox';
+import { pageOf } from '../../platform/http/pagination.ts';
+import type { RoutePlugin } from '../../platform/http/route-kit.ts';
+import { tenantParams } from '../tenancy/schemas.ts';
+import {
+  createUserBody,
+  importUsersBody,
+  importUsersResult,
+  legacyHashReport,
+  maxImportBatch,
+  passwordPolicy,
+  setPasswordBody,
+  updateUserBody,
+  user,
+  userListQuery,
+  userParams,
+} from './schemas.ts';
+import type { UsersService } from './service.ts';
+
+const tags = ['users'];
+const users = '/v1/tenants/:tenantId/users';
+
+/** A tenant's users and its password policy. Login, sessions and tokens build on these. */
+export const identityRoutes: RoutePlugin<{ users: UsersService }> = async (app, { users: service }) => {
+  app.get(
+    users,
+    {
+      config: { auth: 'tenant' },
+      schema: {
+        tags,
+        summary: 'List users',
+        description: 'Keyset-paged by id. `email` finds one user by address (through its keyed hash; addresses are stored encrypted).',
+        params: tenantParams,
+        querystring: userListQuery,
+        response: { 200: pageOf(user) },
+      },
+    },
+    async (request) => service.list(request.params.tenantId, request.query),
+  );
+
+  app.post(
+    users,
+    {
+      config: { auth: 'tenant' },
+      schema: {
+        tags,
+        summary: 'Create a user',
+        description: 'Without a password the user is invited (no password yet). A password must meet the password policy (422 password_policy_violation names each failed rule).',
+        params: tenantParams,
+        body: createUserBody,
+        response: { 201: user },
+      },
+    },
+    async (request, reply) => reply.code(201).send(await service.create(request.params.tenantId, request.body)),
+  );
+
+  app.post(
+    '/v1/tenants/:tenantId/user-imports',
+    {
+      config: { auth: 'tenant' },
+      schema: {
+        tags,
+        summary: 'Import users with their existing password hashes',
+        description: `Up to ${maxImportBatch} users, all or nothing. Hashes from another system (unsalted MD5, PBKDF2-SHA256 as Keycloak stores them, or Argon2id) are verified at each user's next login and replaced by Argon2id.`,
+        params: tenantParams,
+        body: importUsersBody,
+        response: { 201: importUsersResult },
+      },
+    },
+    async (request, reply) => reply.code(201).send(await service.import(request.params.tenantId, request.body)),
+  );
+
+  app.get(
+    '/v1/tenants/:tenantId/legacy-password-hashes',
+    {
+      config: { auth: 'tenant' },
+      schema: {
+        tags,
+        summary: 'Users still on imported legacy hashes',
+        description: 'Who has not logged in since an import: their password is still an MD5 or PBKDF2 hash. Never the hashes themselves.',
+        params: tenantParams,
+        response: { 200: legacyHashReport },
+      },
+    },
+    async (request) => service.legacyHashReport(request.params.tenantId),
+  );
+
+  app.get(
+    `${users}/:userId`,
+    { config: { auth: 'tenant' }, schema: { tags, summary: 'Get a user', description: 'Never the password or its hash.', params: userParams, response: { 200: user } } },
+    async (request) => service.get(request.params.tenantId, request.params.userId),
+  );
+
+  app.patch(
+    `${users}/:userId`,
+    {
+      config: { auth: 'tenant' },
+      schema: {
+        tags,
+        summary: 'Update a user',
+        description: 'E-mail, names, or status (`disabled` blocks login). A taken e-mail answers 409 conflict.',
+        params: userParams,
+        body: updateUserBody,
+        response: { 200: user },
+      },
+    },
+    async (request) => service.update(request.params.tenantId, request.params.userId, request.body),
+  );
+
+  app.delete(
+    `${users}/:userId`,
+    {
+      config: { auth: 'tenant' },
+      schema: { tags, summary: 'Delete a user', description: 'Deletes the user and its password history.', params: userParams, response: { 204: Type.Null({ description: 'Deleted.' }) } },
+    },
+    async (request, reply) => {
+      await service.delete(request.params.tenantId, request.params.userId);
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.put(
+    `${users}/:userId/password`,
+    {
+      config: { auth: 'tenant' },
+      schema: {
+        tags,
+        summary: "Set a user's password",
+        description: 'Policy and history apply (422 password_policy_violation). By default the user must change it at the next login.',
+        params: userParams,
+        body: setPasswordBody,
+        response: { 204: Type.Null({ description: 'Set.' }) },
+      },
+    },
+    async (request, reply) => {
+      await service.setPassword(request.params.tenantId, request.params.userId, request.body.password, request.body.mustChangePassword ?? true);
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.get(
+    '/v1/tenants/:tenantId/password-policy',
+    {
+      config: { auth: 'tenant' },
+      schema: { tags, summary: 'The password policy', description: 'The defaults until one is set.', params: tenantParams, response: { 200: passwordPolicy } },
+    },
+    async (request) => service.passwordPolicy(request.params.tenantId),
+  );
+
+  app.put(
+    '/v1/tenants/:tenantId/password-policy',
+    {
+      config: { auth: 'tenant' },
+      schema: {
+        tags,
+        summary: 'Set the password policy',
+        description: 'The whole policy. Applies to passwords set from now on; `expiryDays` also to existing ones at their next login.',
+        params: tenantParams,
+        body: passwordPolicy,
+        response: { 200: passwordPolicy },
+      },
+    },
+    async (request) => service.setPasswordPolicy(request.params.tenantId, request.body),
+  );
+};
