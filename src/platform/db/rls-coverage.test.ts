@@ -11,6 +11,8 @@ const platformTables: Record<string, string> = {
   schema_migrations: 'migration bookkeeping, no app access',
   // One row: the SHA-256 of the operator bootstrap token. Holds no tenant data.
   operator_bootstrap: 'operator credential hash, no tenant data',
+  // Access-token signing keys: one keyring for the whole platform; private keys sealed, public keys are public.
+  signing_keys: 'platform token-signing keys, no tenant data',
 };
 
 interface TableInfo {

@@ -13,6 +13,7 @@ const domainLabels: Record<WrapPurpose, Buffer> = {
   'data-key': Buffer.from('bulwark/root-key-wrap/v1', 'utf8'),
   'customer-kms-credentials': Buffer.from('bulwark/root-key-wrap/customer-kms-credentials/v1', 'utf8'),
   'lookup-key': Buffer.from('bulwark/root-key-wrap/lookup-key/v1', 'utf8'),
+  'signing-key': Buffer.from('bulwark/root-key-wrap/signing-key/v1', 'utf8'),
 };
 
 /**
