@@ -20,7 +20,12 @@ import type { RootKeyProvider } from '../modules/keys/root/provider.ts';
 import { keysRoutes } from '../modules/keys/routes.ts';
 import { KeyringService } from '../modules/keys/service.ts';
 import { TransitService } from '../modules/keys/transit.ts';
+import { defaultThrottlePolicy, LoginService } from '../modules/identity/login.ts';
 import { identityRoutes } from '../modules/identity/routes.ts';
+import { AccessTokenAuthenticator } from '../modules/sessions/access-authenticator.ts';
+import { authRoutes } from '../modules/sessions/auth-routes.ts';
+import { TokenService } from '../modules/sessions/tokens.ts';
+import { UserSessionService } from '../modules/sessions/user-sessions.ts';
 import { UsersService } from '../modules/identity/service.ts';
 import { recordsRoutes } from '../modules/records/routes.ts';
 import { RecordsService } from '../modules/records/service.ts';
@@ -54,12 +59,37 @@ export function buildServices({
     customerKmsAllowedOrigins: config.customerKmsAllowedOrigins,
     ...(onBackgroundError === undefined ? {} : { onBackgroundError }),
   });
+  const tenancy = new TenancyService(db, keyring, clock, { regions: config.regions, statusCacheTtlMs: config.authCacheTtlMs });
+  const users = new UsersService(db, keyring, clock);
+  const sessions = new UserSessionService(db, clock, {
+    refreshTtlMs: 14 * 86_400_000,
+    sessionMaxMs: 30 * 86_400_000,
+    revocationCacheTtlMs: config.authCacheTtlMs,
+  });
+  const tokens = new TokenService(db, rootKeys, clock, {
+    issuer: config.tokenIssuer,
+    audience: config.tokenIssuer,
+    accessTtlSeconds: config.accessTokenTtlSeconds,
+    rotateAfterDays: 30,
+  });
   return {
     keyring,
     transit: new TransitService(keyring),
-    tenancy: new TenancyService(db, keyring, clock, { regions: config.regions, statusCacheTtlMs: config.authCacheTtlMs }),
+    tenancy,
     records: new RecordsService(db, keyring, clock, { recordMaxBytes: config.recordMaxBytes }),
-    users: new UsersService(db, keyring, clock),
+    users,
+    login: new LoginService(db, keyring, users, clock, {
+      tenantStatus: (tenantId) => tenancy.status(tenantId),
+      throttle: {
+        ...defaultThrottlePolicy,
+        accountMaxFailures: config.loginAccountMaxFailures,
+        sourceMaxFailures: config.loginSourceMaxFailures,
+        lockoutMs: config.loginLockoutSeconds * 1000,
+      },
+    }),
+    sessions,
+    tokens,
+    accessTokens: new AccessTokenAuthenticator(tokens, sessions),
     apiKeys: new ApiKeyService(db, clock, { cacheTtlMs: config.authCacheTtlMs }),
     bootstrap: new OperatorBootstrap(db),
   };
@@ -71,6 +101,10 @@ export interface BulwarkServices {
   tenancy: TenancyService;
   records: RecordsService;
   users: UsersService;
+  login: LoginService;
+  sessions: UserSessionService;
+  tokens: TokenService;
+  accessTokens: AccessTokenAuthenticator;
   apiKeys: ApiKeyService;
   bootstrap: OperatorBootstrap;
 }
@@ -167,7 +201,9 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   const services = buildServices({ config, db, rootKeys, clock, onBackgroundError: (error, message) => app.log.error({ err: error }, message) });
   const { keyring, tenancy } = services;
   app.decorate('services', services);
-  registerAuth(app, [services.apiKeys, services.bootstrap], tenancy);
+  await services.tokens.init();
+  // The operator bootstrap token has no fixed shape, so it is asked last.
+  registerAuth(app, [services.apiKeys, services.accessTokens, services.bootstrap], tenancy);
 
   const methodRouter = FindMyWay();
   const routedMethods = new Set<string>();
@@ -233,7 +269,8 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   await app.register(healthRoutes, { db, rootKeys });
   await app.register(tenancyRoutes, { tenancy });
   await app.register(recordsRoutes, { records: services.records, recordMaxBytes: config.recordMaxBytes });
-  await app.register(identityRoutes, { users: services.users });
+  await app.register(identityRoutes, { users: services.users, login: services.login, sessions: services.sessions });
+  await app.register(authRoutes, { login: services.login, users: services.users, sessions: services.sessions, tokens: services.tokens });
   await app.register(apiKeyRoutes, { apiKeys: services.apiKeys });
   await app.register(keysRoutes, { keyring, transit: services.transit });
   // Unwrapped data keys leave memory with the app.

@@ -42,9 +42,10 @@ describe('OpenAPI document', () => {
     }
   });
 
-  it('marks every operation except health as requiring a bearer credential', () => {
+  it('marks every operation except health, login and the JWKS as requiring a bearer credential', () => {
+    const publicOperations = ['GET /healthz', 'GET /readyz', 'GET /.well-known/jwks.json', 'POST /v1/auth/login', 'POST /v1/auth/refresh', 'POST /v1/auth/logout', 'POST /v1/auth/password'];
     for (const { path, method, operation } of operations()) {
-      const isPublic = path === '/healthz' || path === '/readyz';
+      const isPublic = publicOperations.includes(`${method.toUpperCase()} ${path}`);
       assert.equal(operation.security !== undefined, !isPublic, `${method.toUpperCase()} ${path}`);
     }
   });

@@ -28,6 +28,12 @@ type Targets = Record<string, string>;
 let customerVault: FakeVaultTransit | undefined;
 const customerVaultToken = 'hvs.suite-customer-vault-token';
 const customerKey = () => ({ provider: 'vault-transit', address: customerVault?.address, token: customerVaultToken, keyName: 'suite-kek' });
+/** Each change moves the target user to a fresh password, so the route can be sent again with the same targets. */
+const changePassword = (values: Targets) => {
+  const currentPassword = values['password'];
+  values['password'] = `calm harbor ${newId()} beacon`;
+  return { tenantId: values['tenantId'], email: values['email'], currentPassword, newPassword: values['password'] };
+};
 const routes: Record<string, { auth: RouteAuth; body?: unknown; bodyFor?: (values: Targets) => unknown }> = {
   'GET /healthz': { auth: 'public' },
   'GET /readyz': { auth: 'public' },
@@ -67,6 +73,13 @@ const routes: Record<string, { auth: RouteAuth; body?: unknown; bodyFor?: (value
   'POST /v1/tenants/{tenantId}/crypto/encrypt': { auth: 'tenant', body: { items: [{ plaintext: 'c3VpdGU=' }] } },
   'POST /v1/tenants/{tenantId}/crypto/decrypt': { auth: 'tenant', bodyFor: (values) => ({ items: [{ ciphertext: values['ciphertext'] }] }) },
   'POST /v1/tenants/{tenantId}/crypto/rewrap': { auth: 'tenant', bodyFor: (values) => ({ items: [{ ciphertext: values['ciphertext'] }] }) },
+  'DELETE /v1/tenants/{tenantId}/users/{userId}/lockout': { auth: 'tenant' },
+  'POST /v1/auth/login': { auth: 'public', bodyFor: (values) => ({ tenantId: values['tenantId'], email: values['email'], password: values['password'] }) },
+  'POST /v1/auth/refresh': { auth: 'public', bodyFor: (values) => ({ refreshToken: values['refreshToken'] }) },
+  'POST /v1/auth/logout': { auth: 'public', bodyFor: (values) => ({ refreshToken: values['refreshToken'] }) },
+  'POST /v1/auth/password': { auth: 'public', bodyFor: changePassword },
+  'GET /.well-known/jwks.json': { auth: 'public' },
+  'GET /v1/me': { auth: 'user' },
   'GET /v1/keys/root': { auth: 'operator' },
   'POST /v1/keys/root/rotate': { auth: 'operator' },
 };
@@ -117,10 +130,26 @@ for (const engine of engines) {
       const ciphertext = sealed.json<{ items: { ciphertext: string }[] }>().items[0]?.ciphertext ?? '';
       const customer = await test.call({ method: 'PUT', url: `/v1/tenants/${tenant.tenantId}/keys/customer-key`, token: test.operatorToken, body: customerKey() });
       assert.equal(customer.statusCode, 200, customer.body);
-      const user = await test.call({ method: 'POST', url: `/v1/tenants/${tenant.tenantId}/users`, token: test.operatorToken, body: { email: `target-${newId()}@example.org` } });
+      const email = `target-${newId()}@example.org`;
+      const password = `wide river ${newId()} lantern`;
+      const user = await test.call({ method: 'POST', url: `/v1/tenants/${tenant.tenantId}/users`, token: test.operatorToken, body: { email, password } });
       assert.equal(user.statusCode, 201, user.body);
+      const session = await test.call({ method: 'POST', url: '/v1/auth/login', body: { tenantId: tenant.tenantId, email, password } });
+      assert.equal(session.statusCode, 200, session.body);
+      const { accessToken, refreshToken } = session.json<{ accessToken: string; refreshToken: string }>();
+      secrets.push(password, refreshToken, accessToken);
       return {
-        userId: user.json<{ id: string }>().id, tenantId: tenant.tenantId, collection, recordId, keyId: key.json<{ id: string }>().id, ciphertext };
+        userId: user.json<{ id: string }>().id,
+        tenantId: tenant.tenantId,
+        collection,
+        recordId,
+        keyId: key.json<{ id: string }>().id,
+        ciphertext,
+        email,
+        password,
+        accessToken,
+        refreshToken,
+      };
     }
 
     function send(operation: Operation, values: Targets, token: string | undefined) {
@@ -149,7 +178,7 @@ for (const engine of engines) {
         if (auth === 'tenant') assert.match(operation.path, /^\/v1\/tenants\/\{tenantId\}\//, `${operation.key} is tenant-scoped`);
         assert.ok(operation.successStatuses.length > 0, `${operation.key} documents a success status`);
       }
-      assert.ok(byAuth('tenant').length > 0 && byAuth('operator').length > 0);
+      assert.ok(byAuth('tenant').length > 0 && byAuth('operator').length > 0 && byAuth('user').length > 0);
     });
 
     it('without credentials every non-public route answers 401 unauthenticated', async () => {
@@ -157,7 +186,7 @@ for (const engine of engines) {
       for (const operation of operations) {
         const response = await send(operation, values, undefined);
         if (authOf(operation) === 'public') {
-          assert.equal(response.statusCode, 200, operation.key);
+          assert.ok(operation.successStatuses.includes(response.statusCode), `${operation.key}: ${response.statusCode} ${response.body.slice(0, 200)}`);
           continue;
         }
         assertProblem(response, 401, 'unauthenticated', secrets);
@@ -202,6 +231,22 @@ for (const engine of engines) {
       assert.notDeepEqual(state, before, 'the targets were created');
     });
 
+    it("a user's access token answers 403 forbidden on operator and tenant routes, and API keys and the operator token on user routes", async () => {
+      const values = await targets(tenantA);
+      const state = await storedState(test, tenantA.tenantId);
+      for (const operation of [...byAuth('operator'), ...byAuth('tenant')]) {
+        assertProblem(await send(operation, values, values['accessToken']), 403, 'forbidden', secrets);
+      }
+      for (const operation of byAuth('user')) {
+        for (const token of [tenantA.apiKey, test.operatorToken]) assertProblem(await send(operation, values, token), 403, 'forbidden', secrets);
+        // Control: the user's own token reaches it.
+        const response = await send(operation, values, values['accessToken']);
+        assert.ok(operation.successStatuses.includes(response.statusCode), `${operation.key}: ${response.statusCode} ${response.body.slice(0, 200)}`);
+        assertNoLeak(response.body, secrets, operation.key);
+      }
+      assert.deepEqual(await storedState(test, tenantA.tenantId), state);
+    });
+
     it('a tenant API key reaches every tenant route of its own tenant (control)', async () => {
       for (const operation of byAuth('tenant')) {
         const response = await send(operation, await targets(tenantA), tenantA.apiKey);
@@ -240,8 +285,8 @@ for (const engine of engines) {
       const valuesB = await targets(tenantB);
       const stateBefore = await storedState(test, tenantB.tenantId);
       const mixed = { ...valuesB, tenantId: tenantA.tenantId };
-      const byId = byAuth('tenant').filter((operation) => /\{(recordId|keyId)\}/.test(operation.path) && ['GET', 'DELETE'].includes(operation.method));
-      assert.ok(byId.length >= 3);
+      const byId = byAuth('tenant').filter((operation) => /\{(recordId|keyId|userId)\}/.test(operation.path) && ['GET', 'DELETE'].includes(operation.method));
+      assert.ok(byId.length >= 5);
       for (const operation of byId) {
         for (const token of [tenantA.apiKey, test.operatorToken]) {
           assertProblem(await send(operation, mixed, token), 404, 'not_found', secrets);
@@ -266,6 +311,7 @@ for (const engine of engines) {
         // Another tenant's key still learns nothing about the suspended tenant.
         assertProblem(await send(operation, values, tenantA.apiKey), 404, 'not_found', secrets);
       }
+      for (const operation of byAuth('user')) assertProblem(await send(operation, values, values['accessToken']), 403, 'tenant_suspended', secrets);
       // The operator still manages the tenant; its key still may not.
       const shown = await test.call({ method: 'GET', url: `/v1/tenants/${suspended.tenantId}`, token: test.operatorToken });
       assert.equal(shown.json<{ status: string }>().status, 'suspended');

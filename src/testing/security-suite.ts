@@ -60,7 +60,7 @@ export function assertNoLeak(body: string, secrets: readonly string[], where = '
   for (const secret of secrets) assert.ok(!body.includes(secret), `${where}: a secret appears in the body`);
 }
 
-export type RouteAuth = 'public' | 'operator' | 'tenant';
+export type RouteAuth = 'public' | 'operator' | 'tenant' | 'user';
 
 export interface Operation {
   method: string;
@@ -121,7 +121,8 @@ export async function storedState(test: TestApp, tenantId: string): Promise<unkn
       [tenantId],
     );
     const policy = await tx.query('SELECT policy, updated_at FROM password_policies WHERE tenant_id = $1', [tenantId]);
-    return { tenant: tenant.rows, records: records.rows, keys: keys.rows, users: users.rows, policy: policy.rows };
+    const sessions = await tx.query('SELECT id, user_id, revoked_at, revoked_reason FROM user_sessions WHERE tenant_id = $1 ORDER BY id', [tenantId]);
+    return { tenant: tenant.rows, records: records.rows, keys: keys.rows, users: users.rows, policy: policy.rows, sessions: sessions.rows };
   });
 }
 

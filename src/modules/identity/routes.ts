@@ -15,13 +15,18 @@ import {
   userListQuery,
   userParams,
 } from './schemas.ts';
+import type { UserSessionService } from '../sessions/user-sessions.ts';
+import type { LoginService } from './login.ts';
 import type { UsersService } from './service.ts';
 
 const tags = ['users'];
 const users = '/v1/tenants/:tenantId/users';
 
 /** A tenant's users and its password policy. Login, sessions and tokens build on these. */
-export const identityRoutes: RoutePlugin<{ users: UsersService }> = async (app, { users: service }) => {
+export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginService; sessions: UserSessionService }> = async (
+  app,
+  { users: service, login, sessions },
+) => {
   app.get(
     users,
     {
@@ -126,14 +131,35 @@ export const identityRoutes: RoutePlugin<{ users: UsersService }> = async (app, 
       schema: {
         tags,
         summary: "Set a user's password",
-        description: 'Policy and history apply (422 password_policy_violation). By default the user must change it at the next login.',
+        description:
+          'Policy and history apply (422 password_policy_violation). By default the user must change it at the next login. Every session of the user ends.',
         params: userParams,
         body: setPasswordBody,
         response: { 204: Type.Null({ description: 'Set.' }) },
       },
     },
     async (request, reply) => {
-      await service.setPassword(request.params.tenantId, request.params.userId, request.body.password, request.body.mustChangePassword ?? true);
+      const { tenantId, userId } = request.params;
+      await service.setPassword(tenantId, userId, request.body.password, request.body.mustChangePassword ?? true);
+      await sessions.revokeAllOfUser(tenantId, userId, 'password_changed');
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.delete(
+    `${users}/:userId/lockout`,
+    {
+      config: { auth: 'tenant' },
+      schema: {
+        tags,
+        summary: "Lift a user's login lockout",
+        description: 'Clears the failed-login count of the account before the lockout runs out (the source-address throttle stays).',
+        params: userParams,
+        response: { 204: Type.Null({ description: 'Unlocked (also when it was not locked).' }) },
+      },
+    },
+    async (request, reply) => {
+      await login.unlock(request.params.tenantId, request.params.userId);
       return reply.code(204).send(null);
     },
   );

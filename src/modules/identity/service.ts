@@ -171,6 +171,22 @@ export class UsersService implements Reencryptor {
     );
   }
 
+  /** Stamps the last login into the sealed PII (re-sealed under the current key version). */
+  async recordLogin(tenantId: string, id: string, at: Date): Promise<void> {
+    await this.#keyring.withKeys(tenantId, (keys) =>
+      this.#db.withTenant(tenantId, async (tx) => {
+        const row = await findUser(tx, tenantId, id, { forUpdate: true });
+        if (row === undefined) return;
+        const sealed = sealPii(keys, tenantId, id, { ...openPii(keys, tenantId, row), lastLoginAt: at.toISOString() });
+        await resealUser(tx, tenantId, id, sealed.pii, sealed.keyVersion);
+      }),
+    );
+  }
+
+  async emailOf(tenantId: string, id: string): Promise<string> {
+    return (await this.get(tenantId, id)).email;
+  }
+
   async delete(tenantId: string, id: string): Promise<void> {
     const deleted = await this.#db.withTenant(tenantId, (tx) => deleteUser(tx, tenantId, id));
     if (!deleted) throw notFound();

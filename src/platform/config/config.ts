@@ -27,6 +27,11 @@ export interface Config {
   readonly vaultNamespace: string | undefined;
   readonly keyCacheTtlMs: number;
   readonly customerKmsAllowedOrigins: readonly string[];
+  readonly tokenIssuer: string;
+  readonly loginAccountMaxFailures: number;
+  readonly loginSourceMaxFailures: number;
+  readonly loginLockoutSeconds: number;
+  readonly accessTokenTtlSeconds: number;
   readonly authCacheTtlMs: number;
   readonly shutdownTimeoutMs: number;
 }

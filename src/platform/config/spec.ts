@@ -252,6 +252,42 @@ export const optionSpecs: readonly OptionSpec[] = [
     },
   },
   {
+    key: 'tokenIssuer',
+    env: 'BULWARK_TOKEN_ISSUER',
+    description: 'The `iss` (and `aud`) of access tokens: usually the public base URL of this deployment. Every instance must share it.',
+    default: 'bulwark',
+    parse: text(1, 256),
+  },
+  {
+    key: 'loginAccountMaxFailures',
+    env: 'BULWARK_LOGIN_ACCOUNT_MAX_FAILURES',
+    description:
+      'Failed logins per account (e-mail address, known or not) within 15 minutes before it is locked; from the third on, each check waits twice as long as the last (1 s, 2 s, ...).',
+    default: '5',
+    parse: integer(3, 100),
+  },
+  {
+    key: 'loginSourceMaxFailures',
+    env: 'BULWARK_LOGIN_SOURCE_MAX_FAILURES',
+    description: 'Failed logins per source address and tenant within 15 minutes before that address is locked out of every account of the tenant.',
+    default: '50',
+    parse: integer(5, 100_000),
+  },
+  {
+    key: 'loginLockoutSeconds',
+    env: 'BULWARK_LOGIN_LOCKOUT_SECONDS',
+    description: 'How long a locked account or source address stays locked (an admin can unlock an account earlier).',
+    default: '900',
+    parse: integer(60, 86_400),
+  },
+  {
+    key: 'accessTokenTtlSeconds',
+    env: 'BULWARK_ACCESS_TOKEN_TTL_SECONDS',
+    description: 'Lifetime of an access token (JWT), 5 to 15 minutes; refresh tokens renew it.',
+    default: '600',
+    parse: integer(300, 900),
+  },
+  {
     key: 'authCacheTtlMs',
     env: 'BULWARK_AUTH_CACHE_TTL_MS',
     description:

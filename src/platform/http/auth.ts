@@ -5,7 +5,8 @@ import { isId } from '../ids.ts';
 /** Who is calling. New credential kinds (JWT sessions, services, agents) add a member here. */
 export type Principal =
   | { kind: 'operator'; id: string }
-  | { kind: 'api-key'; id: string; tenantId: string };
+  | { kind: 'api-key'; id: string; tenantId: string }
+  | { kind: 'user'; id: string; tenantId: string; sessionId: string };
 
 /** One credential type. The hook asks each in turn whether a bearer token has its shape. */
 export interface Authenticator {
@@ -18,7 +19,7 @@ export interface Authenticator {
  * Who may call a route. `tenant` routes carry `:tenantId`: operators reach any tenant, a tenant-bound
  * principal only its own (another tenant's path answers 404, as if it did not exist).
  */
-export type RouteAuth = 'public' | 'operator' | 'tenant';
+export type RouteAuth = 'public' | 'operator' | 'tenant' | 'user';
 
 export type TenantStatus = 'active' | 'suspended' | 'offboarding' | 'deleted';
 
@@ -36,7 +37,7 @@ declare module 'fastify' {
 }
 
 export function tenantOf(principal: Principal): string | undefined {
-  return principal.kind === 'api-key' ? principal.tenantId : undefined;
+  return principal.kind === 'operator' ? undefined : principal.tenantId;
 }
 
 /**
@@ -59,6 +60,7 @@ export function registerAuth(app: FastifyInstance, authenticators: readonly Auth
     // One child logger per request; Fastify writes "request completed" through reply.log, so it shares it.
     request.log = request.log.child({
       principal: `${principal.kind}:${principal.id}`,
+      ...(principal.kind === 'user' ? { sessionId: principal.sessionId } : {}),
       ...(principalTenant !== undefined ? { tenantId: principalTenant } : auth === 'tenant' && tenantId !== undefined && isId(tenantId) ? { tenantId } : {}),
     });
     reply.log = request.log;
@@ -67,6 +69,15 @@ export function registerAuth(app: FastifyInstance, authenticators: readonly Auth
       if (principal.kind !== 'operator') throw new BulwarkError('forbidden');
       return;
     }
+    if (auth === 'user') {
+      if (principal.kind !== 'user') throw new BulwarkError('forbidden', { message: 'This route is for a logged-in user (an access token).' });
+      const status = await tenants.status(principal.tenantId);
+      if (status !== 'active') throw new BulwarkError(status === 'suspended' || status === 'offboarding' ? 'tenant_suspended' : 'invalid_credentials');
+      return;
+    }
+    // Until roles exist (the access module), a user's token reaches only its own user routes: a tenant's
+    // administration stays with API keys and operators.
+    if (principal.kind === 'user') throw new BulwarkError('forbidden', { message: 'User access tokens do not reach tenant administration yet.' });
     // A malformed id is left to schema validation (400); it can match no tenant anyway.
     if (tenantId === undefined || !isId(tenantId)) return;
     if (principalTenant !== undefined && principalTenant !== tenantId) throw new BulwarkError('not_found');
