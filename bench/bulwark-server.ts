@@ -2,6 +2,7 @@
  * The system under test: the real Bulwark app (auth hook, tenant gate, schema validation, RLS through
  * the pipelined tenant path, response serialisation), seeded through its services.
  */
+import { allTenantPermissions } from '../src/modules/access/permissions.ts';
 import { loadConfig } from '../src/platform/config/config.ts';
 import { openDatabase } from '../src/platform/db/open.ts';
 import { randomBytes } from 'node:crypto';
@@ -27,7 +28,7 @@ runChild(async () => {
     // A throwaway root key: the bench measures the request path, not the provider.
     const app = await buildApp({ config, db, rootKeys: new EnvRootKey(randomBytes(32).toString('base64')) });
     const tenant = await app.services.tenancy.create({ name: 'Bench tenant' });
-    const { key } = await app.services.apiKeys.create(tenant.id, { name: 'bench' });
+    const { key } = await app.services.apiKeys.create(tenant.id, { name: 'bench' }, new Set(allTenantPermissions));
     const collection = 'bench';
     const record = await app.services.records.create(tenant.id, collection, benchRecord);
     return {

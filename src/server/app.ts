@@ -27,11 +27,15 @@ import { authRoutes } from '../modules/sessions/auth-routes.ts';
 import { TokenService } from '../modules/sessions/tokens.ts';
 import { UserSessionService } from '../modules/sessions/user-sessions.ts';
 import { UsersService } from '../modules/identity/service.ts';
+import { accessRoutes } from '../modules/access/routes.ts';
+import { allTenantPermissions, assertRouteAccess } from '../modules/access/permissions.ts';
+import { AccessService } from '../modules/access/service.ts';
 import { recordsRoutes } from '../modules/records/routes.ts';
 import { RecordsService } from '../modules/records/service.ts';
 import { apiKeyRoutes } from '../modules/sessions/routes.ts';
 import { ApiKeyService, OperatorBootstrap } from '../modules/sessions/service.ts';
-import { tenancyRoutes } from '../modules/tenancy/routes.ts';
+import { type TenantOnboarding, tenancyRoutes } from '../modules/tenancy/routes.ts';
+import { createUserBody } from '../modules/identity/schemas.ts';
 import { TenancyService } from '../modules/tenancy/service.ts';
 
 export interface AppDependencies {
@@ -66,6 +70,7 @@ export function buildServices({
     sessionMaxMs: 30 * 86_400_000,
     revocationCacheTtlMs: config.authCacheTtlMs,
   });
+  const access = new AccessService(db, clock, { cacheTtlMs: config.authCacheTtlMs, grantMaxHours: config.supportGrantMaxHours });
   const tokens = new TokenService(db, rootKeys, clock, {
     issuer: config.tokenIssuer,
     audience: config.tokenIssuer,
@@ -90,8 +95,9 @@ export function buildServices({
     sessions,
     tokens,
     accessTokens: new AccessTokenAuthenticator(tokens, sessions),
-    apiKeys: new ApiKeyService(db, clock, { cacheTtlMs: config.authCacheTtlMs }),
+    apiKeys: new ApiKeyService(db, clock, { cacheTtlMs: config.authCacheTtlMs, ...(onBackgroundError === undefined ? {} : { onBackgroundError }) }),
     bootstrap: new OperatorBootstrap(db),
+    access,
   };
 }
 
@@ -107,6 +113,7 @@ export interface BulwarkServices {
   accessTokens: AccessTokenAuthenticator;
   apiKeys: ApiKeyService;
   bootstrap: OperatorBootstrap;
+  access: AccessService;
 }
 
 declare module 'fastify' {
@@ -203,18 +210,29 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   app.decorate('services', services);
   await services.tokens.init();
   // The operator bootstrap token has no fixed shape, so it is asked last.
-  registerAuth(app, [services.apiKeys, services.accessTokens, services.bootstrap], tenancy);
+  registerAuth(app, [services.apiKeys, services.accessTokens, services.bootstrap], tenancy, services.access);
 
   const methodRouter = FindMyWay();
   const routedMethods = new Set<string>();
   app.addHook('onRoute', (route) => {
     // Swagger UI's own routes are the only ones registered without an explicit auth level.
-    route.config = { auth: route.url.startsWith('/docs') ? 'public' : 'operator', ...route.config };
+    if (route.url.startsWith('/docs')) route.config = { auth: 'public', ...route.config };
+    assertRouteAccess(`${[route.method].flat().join(',')} ${route.url}`, route.config ?? {});
+    const { permission } = route.config ?? {};
+    if (permission !== undefined && route.schema) {
+      const requires = `Requires the permission \`${permission}\`.`;
+      // `x-bulwark-permission` carries it into the OpenAPI operation for clients and the security suite.
+      route.schema = {
+        ...route.schema,
+        description: route.schema.description === undefined ? requires : `${route.schema.description} ${requires}`,
+        'x-bulwark-permission': permission,
+      } as typeof route.schema;
+    }
     // Unknown query parameters are rejected like unknown body fields, also on routes that take none.
     if (!route.url.startsWith('/docs') && route.schema?.querystring === undefined) {
       route.schema = { ...route.schema, querystring: noQuery };
     }
-    if (route.config.auth !== 'public' && route.schema) {
+    if (route.config?.auth !== 'public' && route.schema) {
       route.schema = { security: [{ bearer: [] }], ...route.schema };
     }
     if (route.schema && !route.schema.hide) {
@@ -267,10 +285,20 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   app.get('/openapi.json', { config: { auth: 'public' }, schema: { hide: true } }, async () => app.swagger());
 
   await app.register(healthRoutes, { db, rootKeys });
-  await app.register(tenancyRoutes, { tenancy });
+  const onboarding: TenantOnboarding = {
+    adminSchema: createUserBody,
+    check: (admin) => services.users.assertAcceptableForNewTenant(admin),
+    async create(tenantId, admin) {
+      const user = await services.users.create(tenantId, admin);
+      await services.access.setUserRoles(tenantId, user.id, ['tenant-admin'], new Set(allTenantPermissions));
+      return { id: user.id, email: user.email };
+    },
+  };
+  await app.register(tenancyRoutes, { tenancy, onboarding });
   await app.register(recordsRoutes, { records: services.records, recordMaxBytes: config.recordMaxBytes });
-  await app.register(identityRoutes, { users: services.users, login: services.login, sessions: services.sessions });
-  await app.register(authRoutes, { login: services.login, users: services.users, sessions: services.sessions, tokens: services.tokens });
+  await app.register(identityRoutes, { users: services.users, login: services.login, sessions: services.sessions, access: services.access });
+  await app.register(authRoutes, { login: services.login, users: services.users, sessions: services.sessions, tokens: services.tokens, access: services.access });
+  await app.register(accessRoutes, { access: services.access });
   await app.register(apiKeyRoutes, { apiKeys: services.apiKeys });
   await app.register(keysRoutes, { keyring, transit: services.transit });
   // Unwrapped data keys leave memory with the app.

@@ -15,6 +15,7 @@ import {
   type RouteAuth,
   storedState,
 } from '../testing/security-suite.ts';
+import { allTenantPermissions, isPlatformPermission, isTenantPermission } from '../modules/access/permissions.ts';
 import { buildApp } from './app.ts';
 import { defaultPasswordPolicy } from '../modules/identity/password-policy.ts';
 import { FakeVaultTransit } from '../modules/keys/root/vault-transit-fake.ts';
@@ -80,6 +81,16 @@ const routes: Record<string, { auth: RouteAuth; body?: unknown; bodyFor?: (value
   'POST /v1/auth/password': { auth: 'public', bodyFor: changePassword },
   'GET /.well-known/jwks.json': { auth: 'public' },
   'GET /v1/me': { auth: 'user' },
+  'GET /v1/tenants/{tenantId}/roles': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/roles': { auth: 'tenant', bodyFor: () => ({ name: `suite-${newId()}`, permissions: ['records:read'] }) },
+  'GET /v1/tenants/{tenantId}/roles/{roleName}': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/roles/{roleName}': { auth: 'tenant', body: { description: 'Changed by the suite', permissions: ['records:read', 'users:read'] } },
+  'DELETE /v1/tenants/{tenantId}/roles/{roleName}': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/users/{userId}/roles': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/users/{userId}/roles': { auth: 'tenant', body: { roles: ['viewer'] } },
+  'POST /v1/tenants/{tenantId}/support-grants': { auth: 'tenant', body: { permissions: ['records:read'], reason: 'Suite ticket 1', durationHours: 1 } },
+  'GET /v1/tenants/{tenantId}/support-grants': { auth: 'tenant' },
+  'DELETE /v1/tenants/{tenantId}/support-grants/{grantId}': { auth: 'tenant' },
   'GET /v1/keys/root': { auth: 'operator' },
   'POST /v1/keys/root/rotate': { auth: 'operator' },
 };
@@ -90,6 +101,7 @@ interface Tenant {
   tenantId: string;
   apiKey: string;
   apiKeyId: string;
+  adminToken: string;
 }
 
 for (const engine of engines) {
@@ -108,36 +120,30 @@ for (const engine of engines) {
     const byAuth = (auth: RouteAuth) => operations.filter((operation) => authOf(operation) === auth);
 
     /** A record and an extra API key of `tenant`, so that DELETE routes have a real target. */
+    /** A record, an API key, a ciphertext, a customer key, a user (logged in), a custom role and a grant of `tenant`. */
     async function targets(tenant: Tenant): Promise<Record<string, string>> {
+      const as = async (method: 'POST' | 'PUT', url: string, body: unknown, status: number) => {
+        const response = await test.call({ method, url: `/v1/tenants/${tenant.tenantId}${url}`, token: tenant.apiKey, body });
+        assert.equal(response.statusCode, status, `${method} ${url}: ${response.body.slice(0, 300)}`);
+        return response;
+      };
       const recordId = newId();
-      const put = await test.call({
-        method: 'PUT',
-        url: `/v1/tenants/${tenant.tenantId}/collections/${collection}/records/${recordId}`,
-        token: test.operatorToken,
-        body: { data: { owner: tenant.tenantId } },
-      });
-      assert.equal(put.statusCode, 201);
-      const key = await test.call({ method: 'POST', url: `/v1/tenants/${tenant.tenantId}/api-keys`, token: test.operatorToken, body: { name: 'target' } });
-      assert.equal(key.statusCode, 201);
+      await as('PUT', `/collections/${collection}/records/${recordId}`, { data: { owner: tenant.tenantId } }, 201);
+      const key = await as('POST', '/api-keys', { name: 'target' }, 201);
       secrets.push(key.json<{ key: string }>().key);
-      const sealed = await test.call({
-        method: 'POST',
-        url: `/v1/tenants/${tenant.tenantId}/crypto/encrypt`,
-        token: test.operatorToken,
-        body: { items: [{ plaintext: 'dGFyZ2V0' }] },
-      });
-      assert.equal(sealed.statusCode, 200);
+      const sealed = await as('POST', '/crypto/encrypt', { items: [{ plaintext: 'dGFyZ2V0' }] }, 200);
       const ciphertext = sealed.json<{ items: { ciphertext: string }[] }>().items[0]?.ciphertext ?? '';
-      const customer = await test.call({ method: 'PUT', url: `/v1/tenants/${tenant.tenantId}/keys/customer-key`, token: test.operatorToken, body: customerKey() });
-      assert.equal(customer.statusCode, 200, customer.body);
+      await as('PUT', '/keys/customer-key', customerKey(), 200);
       const email = `target-${newId()}@example.org`;
       const password = `wide river ${newId()} lantern`;
-      const user = await test.call({ method: 'POST', url: `/v1/tenants/${tenant.tenantId}/users`, token: test.operatorToken, body: { email, password } });
-      assert.equal(user.statusCode, 201, user.body);
+      const user = await as('POST', '/users', { email, password }, 201);
       const session = await test.call({ method: 'POST', url: '/v1/auth/login', body: { tenantId: tenant.tenantId, email, password } });
       assert.equal(session.statusCode, 200, session.body);
       const { accessToken, refreshToken } = session.json<{ accessToken: string; refreshToken: string }>();
       secrets.push(password, refreshToken, accessToken);
+      const roleName = `target-${newId()}`;
+      await as('POST', '/roles', { name: roleName, permissions: ['records:read'] }, 201);
+      const grant = await as('POST', '/support-grants', { permissions: ['records:read'], reason: 'Suite target', durationHours: 1 }, 201);
       return {
         userId: user.json<{ id: string }>().id,
         tenantId: tenant.tenantId,
@@ -149,6 +155,8 @@ for (const engine of engines) {
         password,
         accessToken,
         refreshToken,
+        roleName,
+        grantId: grant.json<{ id: string }>().id,
       };
     }
 
@@ -231,7 +239,7 @@ for (const engine of engines) {
       assert.notDeepEqual(state, before, 'the targets were created');
     });
 
-    it("a user's access token answers 403 forbidden on operator and tenant routes, and API keys and the operator token on user routes", async () => {
+    it("a user without roles gets 403 forbidden on operator and tenant routes; API keys and the operator token get 403 on user routes", async () => {
       const values = await targets(tenantA);
       const state = await storedState(test, tenantA.tenantId);
       for (const operation of [...byAuth('operator'), ...byAuth('tenant')]) {
@@ -247,6 +255,46 @@ for (const engine of engines) {
       assert.deepEqual(await storedState(test, tenantA.tenantId), state);
     });
 
+    it('every route declares its permission; an API key with every permission but that one gets 403 forbidden and changes nothing', async () => {
+      for (const operation of operations) {
+        const auth = authOf(operation);
+        if (auth === 'tenant') assert.ok(operation.permission !== undefined && isTenantPermission(operation.permission), `${operation.key}: ${String(operation.permission)}`);
+        else if (auth === 'operator') assert.ok(operation.permission !== undefined && isPlatformPermission(operation.permission), operation.key);
+        else assert.equal(operation.permission, undefined, operation.key);
+      }
+      const values = await targets(tenantA);
+      for (const operation of byAuth('tenant')) {
+        const scopes = allTenantPermissions.filter((permission) => permission !== operation.permission);
+        const created = await test.call({ method: 'POST', url: `/v1/tenants/${tenantA.tenantId}/api-keys`, token: tenantA.apiKey, body: { name: 'all but one', scopes } });
+        assert.equal(created.statusCode, 201, created.body);
+        const lacking = created.json<{ key: string }>().key;
+        secrets.push(lacking);
+        const state = await storedState(test, tenantA.tenantId);
+        const problem = assertProblem(await send(operation, values, lacking), 403, 'forbidden', secrets);
+        assert.match(problem.detail, new RegExp(operation.permission ?? 'none'), operation.key);
+        assert.deepEqual(await storedState(test, tenantA.tenantId), state, operation.key);
+      }
+    });
+
+    it('an operator without a support grant gets 403 support_grant_required outside its standing key permissions, and changes nothing', async () => {
+      const values = await targets(tenantA);
+      // Earlier targets left live grants: revoke every one.
+      const grants = await test.call({ method: 'GET', url: `/v1/tenants/${tenantA.tenantId}/support-grants?limit=200`, token: tenantA.apiKey });
+      for (const grant of grants.json<{ items: { id: string; active: boolean }[] }>().items.filter((candidate) => candidate.active)) {
+        const revoked = await test.call({ method: 'DELETE', url: `/v1/tenants/${tenantA.tenantId}/support-grants/${grant.id}`, token: tenantA.apiKey });
+        assert.equal(revoked.json<{ active: boolean }>().active, false);
+      }
+      const state = await storedState(test, tenantA.tenantId);
+      const [standing, needGrant] = [byAuth('tenant').filter((operation) => ['keys:read', 'keys:rotate'].includes(operation.permission ?? '')), byAuth('tenant').filter((operation) => !['keys:read', 'keys:rotate'].includes(operation.permission ?? ''))];
+      assert.ok(standing.length >= 4 && needGrant.length > 20);
+      for (const operation of needGrant) assertProblem(await send(operation, values, test.operatorToken), 403, 'support_grant_required', secrets);
+      assert.deepEqual(await storedState(test, tenantA.tenantId), state);
+      for (const operation of standing) {
+        const response = await send(operation, values, test.operatorToken);
+        assert.ok(operation.successStatuses.includes(response.statusCode), `${operation.key}: ${response.statusCode} ${response.body.slice(0, 200)}`);
+      }
+    });
+
     it('a tenant API key reaches every tenant route of its own tenant (control)', async () => {
       for (const operation of byAuth('tenant')) {
         const response = await send(operation, await targets(tenantA), tenantA.apiKey);
@@ -259,11 +307,11 @@ for (const engine of engines) {
 
     it("tenant A's key on tenant B's routes answers 404 not_found and leaves B unchanged", async () => {
       const valuesB = await targets(tenantB);
-      // The targets are real: the operator sees them.
-      const record = await test.call({ method: 'GET', url: `/v1/tenants/${tenantB.tenantId}/collections/${collection}/records/${valuesB['recordId'] ?? ''}`, token: test.operatorToken });
+      // The targets are real: B's own key sees them.
+      const record = await test.call({ method: 'GET', url: `/v1/tenants/${tenantB.tenantId}/collections/${collection}/records/${valuesB['recordId'] ?? ''}`, token: tenantB.apiKey });
       assert.equal(record.statusCode, 200);
-      const apiKeysBefore = await test.call({ method: 'GET', url: `/v1/tenants/${tenantB.tenantId}/api-keys`, token: test.operatorToken });
-      const recordsBefore = await test.call({ method: 'GET', url: `/v1/tenants/${tenantB.tenantId}/collections/${collection}/records`, token: test.operatorToken });
+      const apiKeysBefore = await test.call({ method: 'GET', url: `/v1/tenants/${tenantB.tenantId}/api-keys`, token: tenantB.apiKey });
+      const recordsBefore = await test.call({ method: 'GET', url: `/v1/tenants/${tenantB.tenantId}/collections/${collection}/records`, token: tenantB.apiKey });
       const stateBefore = await storedState(test, tenantB.tenantId);
 
       for (const operation of byAuth('tenant')) {
@@ -271,8 +319,8 @@ for (const engine of engines) {
         assert.equal(problem.detail, 'The resource does not exist.');
       }
 
-      const apiKeysAfter = await test.call({ method: 'GET', url: `/v1/tenants/${tenantB.tenantId}/api-keys`, token: test.operatorToken });
-      const recordsAfter = await test.call({ method: 'GET', url: `/v1/tenants/${tenantB.tenantId}/collections/${collection}/records`, token: test.operatorToken });
+      const apiKeysAfter = await test.call({ method: 'GET', url: `/v1/tenants/${tenantB.tenantId}/api-keys`, token: tenantB.apiKey });
+      const recordsAfter = await test.call({ method: 'GET', url: `/v1/tenants/${tenantB.tenantId}/collections/${collection}/records`, token: tenantB.apiKey });
       assert.deepEqual(apiKeysAfter.json(), apiKeysBefore.json());
       assert.deepEqual(recordsAfter.json(), recordsBefore.json());
       assert.deepEqual(await storedState(test, tenantB.tenantId), stateBefore);
@@ -285,10 +333,10 @@ for (const engine of engines) {
       const valuesB = await targets(tenantB);
       const stateBefore = await storedState(test, tenantB.tenantId);
       const mixed = { ...valuesB, tenantId: tenantA.tenantId };
-      const byId = byAuth('tenant').filter((operation) => /\{(recordId|keyId|userId)\}/.test(operation.path) && ['GET', 'DELETE'].includes(operation.method));
-      assert.ok(byId.length >= 5);
+      const byId = byAuth('tenant').filter((operation) => /\{(recordId|keyId|userId|roleName|grantId)\}/.test(operation.path) && ['GET', 'DELETE'].includes(operation.method));
+      assert.ok(byId.length >= 8);
       for (const operation of byId) {
-        for (const token of [tenantA.apiKey, test.operatorToken]) {
+        for (const token of [tenantA.apiKey, tenantA.adminToken]) {
           assertProblem(await send(operation, mixed, token), 404, 'not_found', secrets);
         }
       }
@@ -394,7 +442,7 @@ for (const engine of engines) {
           const response = await app.inject({
             method: operation.method,
             url: fillPath(operation.path, values),
-            headers: { authorization: `Bearer ${test.operatorToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+            headers: { authorization: `Bearer ${tenantA.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
             ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
           });
           const problem = assertProblem(response, 500, 'internal_error', secrets);

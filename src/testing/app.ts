@@ -14,8 +14,11 @@ export interface TestApp {
   operatorToken: string;
   /** inject() with JSON encoding and an optional bearer token. */
   call(request: { method: InjectOptions['method']; url: string; token?: string | undefined; body?: unknown; headers?: Record<string, string> }): Promise<LightMyRequestResponse>;
-  /** Creates a tenant and a tenant API key; returns their ids and the key. */
-  tenantWithKey(name?: string): Promise<{ tenantId: string; apiKey: string; apiKeyId: string }>;
+  /**
+   * Creates a tenant with a tenant-admin user, logs the admin in and makes an API key with every
+   * permission; returns the ids, the key and the admin's access token.
+   */
+  tenantWithKey(name?: string): Promise<{ tenantId: string; apiKey: string; apiKeyId: string; adminToken: string }>;
   close(): Promise<void>;
 }
 
@@ -48,11 +51,16 @@ export async function createTestApp(
     operatorToken,
     call,
     async tenantWithKey(name = 'Tenant') {
-      const tenant = await call({ method: 'POST', url: '/v1/tenants', token: operatorToken, body: { name } });
-      const tenantId = (tenant.json<{ id: string }>()).id;
-      const key = await call({ method: 'POST', url: `/v1/tenants/${tenantId}/api-keys`, token: operatorToken, body: { name: 'test' } });
+      const admin = { email: `owner-${randomBytes(6).toString('hex')}@example.org`, password: `quiet meadow ${randomBytes(6).toString('hex')} compass` };
+      const tenant = await call({ method: 'POST', url: '/v1/tenants', token: operatorToken, body: { name, admin } });
+      if (tenant.statusCode !== 201) throw new Error(`tenant creation failed: ${tenant.body}`);
+      const tenantId = tenant.json<{ id: string }>().id;
+      const login = await call({ method: 'POST', url: '/v1/auth/login', body: { tenantId, ...admin } });
+      const adminToken = login.json<{ accessToken: string }>().accessToken;
+      const key = await call({ method: 'POST', url: `/v1/tenants/${tenantId}/api-keys`, token: adminToken, body: { name: 'test' } });
+      if (key.statusCode !== 201) throw new Error(`API key creation failed: ${key.body}`);
       const { key: apiKey, id: apiKeyId } = key.json<{ key: string; id: string }>();
-      return { tenantId, apiKey, apiKeyId };
+      return { tenantId, apiKey, apiKeyId, adminToken };
     },
     async close() {
       await app.close();

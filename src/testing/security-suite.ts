@@ -70,10 +70,12 @@ export interface Operation {
   key: string;
   secured: boolean;
   successStatuses: number[];
+  /** The route's declared permission (`x-bulwark-permission`), for tenant and operator routes. */
+  permission: string | undefined;
 }
 
 interface OpenApiDocument {
-  paths: Record<string, Record<string, { security?: unknown[]; responses?: Record<string, unknown> }>>;
+  paths: Record<string, Record<string, { security?: unknown[]; responses?: Record<string, unknown>; 'x-bulwark-permission'?: string }>>;
 }
 
 /** Every operation of the app's own OpenAPI document: a new route joins the suites without being listed. */
@@ -89,6 +91,7 @@ export async function documentedOperations(app: FastifyInstance): Promise<Operat
       successStatuses: Object.keys(operation.responses ?? {})
         .filter((status) => /^2\d\d$/.test(status))
         .map(Number),
+      permission: operation['x-bulwark-permission'],
     })),
   );
 }

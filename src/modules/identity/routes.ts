@@ -15,6 +15,9 @@ import {
   userListQuery,
   userParams,
 } from './schemas.ts';
+import type { FastifyRequest } from 'fastify';
+import { heldPermissions } from '../../platform/http/auth.ts';
+import type { AccessService } from '../access/service.ts';
 import type { UserSessionService } from '../sessions/user-sessions.ts';
 import type { LoginService } from './login.ts';
 import type { UsersService } from './service.ts';
@@ -23,14 +26,18 @@ const tags = ['users'];
 const users = '/v1/tenants/:tenantId/users';
 
 /** A tenant's users and its password policy. Login, sessions and tokens build on these. */
-export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginService; sessions: UserSessionService }> = async (
+export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginService; sessions: UserSessionService; access: AccessService }> = async (
   app,
-  { users: service, login, sessions },
+  { users: service, login, sessions, access },
 ) => {
+  // Changing another user's password, e-mail, status or existence needs every permission that user holds.
+  const mayManage = (request: FastifyRequest<{ Params: { tenantId: string; userId: string } }>) =>
+    access.assertMayManage(request.params.tenantId, request.params.userId, heldPermissions(request));
+
   app.get(
     users,
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'users:read' },
       schema: {
         tags,
         summary: 'List users',
@@ -46,7 +53,7 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
   app.post(
     users,
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'users:write' },
       schema: {
         tags,
         summary: 'Create a user',
@@ -62,7 +69,7 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
   app.post(
     '/v1/tenants/:tenantId/user-imports',
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'users:write' },
       schema: {
         tags,
         summary: 'Import users with their existing password hashes',
@@ -78,7 +85,7 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
   app.get(
     '/v1/tenants/:tenantId/legacy-password-hashes',
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'users:read' },
       schema: {
         tags,
         summary: 'Users still on imported legacy hashes',
@@ -92,14 +99,14 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
 
   app.get(
     `${users}/:userId`,
-    { config: { auth: 'tenant' }, schema: { tags, summary: 'Get a user', description: 'Never the password or its hash.', params: userParams, response: { 200: user } } },
+    { config: { auth: 'tenant', permission: 'users:read' }, schema: { tags, summary: 'Get a user', description: 'Never the password or its hash.', params: userParams, response: { 200: user } } },
     async (request) => service.get(request.params.tenantId, request.params.userId),
   );
 
   app.patch(
     `${users}/:userId`,
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'users:write' },
       schema: {
         tags,
         summary: 'Update a user',
@@ -109,16 +116,20 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
         response: { 200: user },
       },
     },
-    async (request) => service.update(request.params.tenantId, request.params.userId, request.body),
+    async (request) => {
+      await mayManage(request);
+      return service.update(request.params.tenantId, request.params.userId, request.body);
+    },
   );
 
   app.delete(
     `${users}/:userId`,
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'users:write' },
       schema: { tags, summary: 'Delete a user', description: 'Deletes the user and its password history.', params: userParams, response: { 204: Type.Null({ description: 'Deleted.' }) } },
     },
     async (request, reply) => {
+      await mayManage(request);
       await service.delete(request.params.tenantId, request.params.userId);
       return reply.code(204).send(null);
     },
@@ -127,7 +138,7 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
   app.put(
     `${users}/:userId/password`,
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'users:write' },
       schema: {
         tags,
         summary: "Set a user's password",
@@ -140,6 +151,7 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
     },
     async (request, reply) => {
       const { tenantId, userId } = request.params;
+      await mayManage(request);
       await service.setPassword(tenantId, userId, request.body.password, request.body.mustChangePassword ?? true);
       await sessions.revokeAllOfUser(tenantId, userId, 'password_changed');
       return reply.code(204).send(null);
@@ -149,7 +161,7 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
   app.delete(
     `${users}/:userId/lockout`,
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'users:write' },
       schema: {
         tags,
         summary: "Lift a user's login lockout",
@@ -167,7 +179,7 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
   app.get(
     '/v1/tenants/:tenantId/password-policy',
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'policies:read' },
       schema: { tags, summary: 'The password policy', description: 'The defaults until one is set.', params: tenantParams, response: { 200: passwordPolicy } },
     },
     async (request) => service.passwordPolicy(request.params.tenantId),
@@ -176,7 +188,7 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
   app.put(
     '/v1/tenants/:tenantId/password-policy',
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'policies:write' },
       schema: {
         tags,
         summary: 'Set the password policy',

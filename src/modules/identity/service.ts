@@ -78,6 +78,10 @@ const emailTaken = () => new BulwarkError('conflict', { message: 'A user with th
  * also kept as a keyed hash (HMAC under the tenant's lookup key) for uniqueness and lookup. Passwords are
  * Argon2id hashes checked against the tenant's policy; imported legacy hashes wait for the next login.
  */
+function newUserPii(input: CreateUserBody): UserPii {
+  return { email: input.email.trim(), firstName: input.firstName ?? null, lastName: input.lastName ?? null, lastLoginAt: null };
+}
+
 export class UsersService implements Reencryptor {
   readonly name = 'users';
   readonly #db: Database;
@@ -93,8 +97,13 @@ export class UsersService implements Reencryptor {
     keyring.registerReencryptor(this);
   }
 
+  /** Checks a would-be user against the default policy before there is a tenant to hold it. */
+  async assertAcceptableForNewTenant(input: CreateUserBody): Promise<void> {
+    if (input.password !== undefined) await this.#assertAcceptable(input.password, defaultPasswordPolicy, newUserPii(input), []);
+  }
+
   async create(tenantId: string, input: CreateUserBody): Promise<User> {
-    const pii: UserPii = { email: input.email.trim(), firstName: input.firstName ?? null, lastName: input.lastName ?? null, lastLoginAt: null };
+    const pii = newUserPii(input);
     let passwordHash: string | null = null;
     if (input.password !== undefined) {
       const policy = await this.passwordPolicy(tenantId);

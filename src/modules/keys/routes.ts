@@ -25,7 +25,7 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
   app.get(
     '/v1/tenants/:tenantId/keys',
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'keys:read' },
       schema: {
         tags: keyTags,
         summary: "The tenant's data key versions",
@@ -40,7 +40,7 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
   app.post(
     '/v1/tenants/:tenantId/keys/rotate',
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'keys:rotate' },
       schema: {
         tags: keyTags,
         summary: 'Rotate the data key',
@@ -58,7 +58,7 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
   app.patch(
     '/v1/tenants/:tenantId/keys',
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'keys:rotate' },
       schema: {
         tags: keyTags,
         summary: 'Key hygiene settings',
@@ -78,7 +78,7 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
   app.post(
     '/v1/tenants/:tenantId/keys/reencrypt',
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'keys:rotate' },
       schema: {
         tags: keyTags,
         summary: 'Re-encrypt stored data under the current version',
@@ -96,7 +96,7 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
   app.post(
     '/v1/tenants/:tenantId/keys/trim',
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'keys:rotate' },
       schema: {
         tags: keyTags,
         summary: 'Destroy retired key versions',
@@ -113,7 +113,7 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
   app.get(
     '/v1/tenants/:tenantId/keys/customer-key',
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'keys:customer-key' },
       schema: {
         ...customerKeyTags,
         summary: 'The customer-managed key (BYOK)',
@@ -127,7 +127,7 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
   app.put(
     '/v1/tenants/:tenantId/keys/customer-key',
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'keys:customer-key' },
       schema: {
         ...customerKeyTags,
         summary: 'Put the data keys under a customer-managed key',
@@ -153,7 +153,7 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
   app.delete(
     '/v1/tenants/:tenantId/keys/customer-key',
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'keys:customer-key' },
       schema: {
         ...customerKeyTags,
         summary: 'Remove the customer-managed key',
@@ -170,7 +170,7 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
   app.get(
     '/v1/keys/root',
     {
-      config: { auth: 'operator' },
+      config: { auth: 'operator', permission: 'platform:root-key:read' },
       schema: { tags: keyTags, summary: 'The root key', description: 'Provider, key name and versions; never key material.', response: { 200: rootKeyInfo } },
     },
     async () => keyring.describeRoot(),
@@ -179,7 +179,7 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
   app.post(
     '/v1/keys/root/rotate',
     {
-      config: { auth: 'operator' },
+      config: { auth: 'operator', permission: 'platform:root-key:rotate' },
       schema: {
         tags: keyTags,
         summary: 'Rotate the root key',
@@ -196,7 +196,7 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
   app.post(
     '/v1/tenants/:tenantId/crypto/encrypt',
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'crypto:encrypt' },
       schema: {
         ...transitSchema,
         summary: 'Encrypt with the tenant key',
@@ -211,7 +211,7 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
   app.post(
     '/v1/tenants/:tenantId/crypto/decrypt',
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'crypto:decrypt' },
       schema: {
         ...transitSchema,
         summary: 'Decrypt with the tenant key',
@@ -226,7 +226,7 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
   app.post(
     '/v1/tenants/:tenantId/crypto/rewrap',
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'crypto:rewrap' },
       schema: {
         ...transitSchema,
         summary: 'Move ciphertexts to the current key version',

@@ -20,7 +20,7 @@ export const recordsRoutes: RoutePlugin<{ records: RecordsService; recordMaxByte
   app.get(
     base,
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'records:read' },
       schema: {
         tags,
         summary: 'List records of a collection',
@@ -36,7 +36,7 @@ export const recordsRoutes: RoutePlugin<{ records: RecordsService; recordMaxByte
   app.post(
     base,
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'records:write' },
       bodyLimit,
       schema: { tags, summary: 'Create a record with a server-chosen id', params: collectionParams, body: recordBody, response: { 201: record } },
     },
@@ -53,7 +53,7 @@ export const recordsRoutes: RoutePlugin<{ records: RecordsService; recordMaxByte
   app.get(
     `${base}/:recordId`,
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'records:read' },
       schema: { tags, summary: 'Get a record', description: 'The ETag header carries the version.', params: recordParams, response: { 200: record } },
     },
     async (request, reply) => {
@@ -65,7 +65,7 @@ export const recordsRoutes: RoutePlugin<{ records: RecordsService; recordMaxByte
   app.put(
     `${base}/:recordId`,
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'records:write' },
       bodyLimit,
       schema: {
         tags,
@@ -91,7 +91,7 @@ export const recordsRoutes: RoutePlugin<{ records: RecordsService; recordMaxByte
   app.delete(
     `${base}/:recordId`,
     {
-      config: { auth: 'tenant' },
+      config: { auth: 'tenant', permission: 'records:write' },
       schema: {
         tags,
         summary: 'Delete a record',

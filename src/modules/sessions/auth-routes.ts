@@ -1,6 +1,7 @@
 import { Type } from 'typebox';
 import type { RoutePlugin } from '../../platform/http/route-kit.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
+import type { AccessService } from '../access/service.ts';
 import type { LoginService } from '../identity/login.ts';
 import { user } from '../identity/schemas.ts';
 import type { UsersService } from '../identity/service.ts';
@@ -13,12 +14,14 @@ const tags = ['auth'];
 const bodyLimit = 8 * 1024;
 
 /** Login, refresh, logout, self-service password change, the JWKS, and the logged-in user. */
-export const authRoutes: RoutePlugin<{ login: LoginService; users: UsersService; sessions: UserSessionService; tokens: TokenService }> = async (
+export const authRoutes: RoutePlugin<{ login: LoginService; users: UsersService; sessions: UserSessionService; tokens: TokenService; access: AccessService }> = async (
   app,
-  { login, users, sessions, tokens },
+  { login, users, sessions, tokens, access: roles },
 ) => {
   const tokensFor = async (issued: IssuedRefresh) => {
-    const access = await tokens.issueAccessToken({ sub: issued.userId, tenantId: issued.tenantId, sid: issued.sessionId, roles: [], ver: 1, kind: 'user' });
+    // `roles` informs the client; each request re-checks the roles (cached for BULWARK_AUTH_CACHE_TTL_MS).
+    const roleNames = await roles.roleNamesOf(issued.tenantId, issued.userId);
+    const access = await tokens.issueAccessToken({ sub: issued.userId, tenantId: issued.tenantId, sid: issued.sessionId, roles: roleNames, ver: 1, kind: 'user' });
     return {
       tokenType: 'Bearer' as const,
       accessToken: access.token,

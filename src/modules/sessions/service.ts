@@ -8,6 +8,8 @@ import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
 import { withFreshId } from '../../platform/ids.ts';
 import { digestsEqual } from '../../platform/secret-compare.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
+import { isTenantPermission } from '../access/permissions.ts';
+import { assertHeld } from '../access/service.ts';
 import type { ApiKey } from './schemas.ts';
 import {
   apiKeyCredentialSql,
@@ -17,6 +19,7 @@ import {
   readBootstrapHash,
   revokeApiKey,
   toApiKeys,
+  touchApiKeySql,
   writeBootstrapHash,
 } from './store.ts';
 
@@ -67,6 +70,15 @@ export class OperatorBootstrap implements Authenticator {
   }
 }
 
+type ApiKeyPrincipal = Principal & { kind: 'api-key' };
+/** A verified key; `lastUsedAt` is the one mutable field (when this instance last recorded a use). */
+interface VerifiedKey {
+  principal: ApiKeyPrincipal;
+  expiresAt: number;
+  lastUsedAt: number;
+}
+const lastUsedResolutionMs = 60_000;
+
 const apiKeyShape = /^bwk_([0-9a-f]{12})([0-9a-f]{12})([A-Za-z0-9_-]{43})$/;
 
 /**
@@ -77,23 +89,33 @@ const apiKeyShape = /^bwk_([0-9a-f]{12})([0-9a-f]{12})([A-Za-z0-9_-]{43})$/;
 export class ApiKeyService implements Authenticator {
   readonly #db: Database;
   readonly #clock: Clock;
-  readonly #verified: TtlCache<Principal & { kind: 'api-key'; expiresAt: number }>;
+  readonly #verified: TtlCache<VerifiedKey>;
+  readonly #onBackgroundError: (error: unknown, message: string) => void;
 
-  constructor(db: Database, clock: Clock, options: { cacheTtlMs: number }) {
+  constructor(db: Database, clock: Clock, options: { cacheTtlMs: number; onBackgroundError?: (error: unknown, message: string) => void }) {
     this.#db = db;
     this.#clock = clock;
     this.#verified = new TtlCache(options.cacheTtlMs, 50_000, clock);
+    this.#onBackgroundError = options.onBackgroundError ?? (() => undefined);
   }
 
-  async create(tenantId: string, input: { name: string; expiresAt?: string | undefined }): Promise<ApiKey & { key: string }> {
+  /** `caller` is what the creating principal holds here: a key never gets more than its creator. */
+  async create(
+    tenantId: string,
+    input: { name: string; expiresAt?: string | undefined; scopes?: string[] | undefined },
+    caller: ReadonlySet<string>,
+  ): Promise<ApiKey & { key: string }> {
     const now = this.#clock.now();
     const expiresAt = input.expiresAt === undefined ? null : new Date(input.expiresAt);
     if (expiresAt !== null && expiresAt.getTime() <= now.getTime()) {
       throw new BulwarkError('validation_failed', { message: 'expiresAt must lie in the future.' });
     }
+    const scopes = input.scopes ?? [...caller].filter(isTenantPermission).sort();
+    if (scopes.length === 0) throw new BulwarkError('forbidden', { message: 'You hold no permission to give the key.' });
+    assertHeld(caller, scopes);
     const secret = randomBytes(32).toString('base64url');
     const created = await this.#db.withTenant(tenantId, (tx) =>
-      withFreshId((id) => insertApiKey(tx, { tenantId, id, name: input.name, secretHash: sha256(secret), expiresAt, now })),
+      withFreshId((id) => insertApiKey(tx, { tenantId, id, name: input.name, scopes, secretHash: sha256(secret), expiresAt, now })),
     );
     return { ...created, key: `bwk_${tenantId}${created.id}${secret}` };
   }
@@ -107,7 +129,7 @@ export class ApiKeyService implements Authenticator {
   async revoke(tenantId: string, keyId: string): Promise<void> {
     const revoked = await this.#db.withTenant(tenantId, (tx) => revokeApiKey(tx, tenantId, keyId, this.#clock.now()));
     if (!revoked) throw notFound();
-    this.#verified.deleteWhere((principal) => principal.tenantId === tenantId && principal.id === keyId);
+    this.#verified.deleteWhere(({ principal }) => principal.tenantId === tenantId && principal.id === keyId);
   }
 
   accepts(token: string): boolean {
@@ -121,13 +143,30 @@ export class ApiKeyService implements Authenticator {
     const cacheKey = sha256(token).toString('hex');
     const now = this.#clock.now().getTime();
     const cached = this.#verified.get(cacheKey);
-    if (cached && cached.expiresAt > now) return { kind: 'api-key', id: cached.id, tenantId: cached.tenantId };
+    if (cached && cached.expiresAt > now) {
+      this.#touch(cached, now);
+      return cached.principal;
+    }
 
     const { rows } = await this.#db.tenantQuery<ApiKeyCredentialRow>(tenantId, apiKeyCredentialSql, [tenantId, keyId]);
     const row = rows[0];
     if (!row || !digestsEqual(sha256(secret), toBuffer(row.secret_hash))) return null;
     if (row.revoked_at !== null || (row.expires_at !== null && row.expires_at.getTime() <= now)) return null;
-    this.#verified.set(cacheKey, { kind: 'api-key', id: keyId, tenantId, expiresAt: row.expires_at?.getTime() ?? Number.POSITIVE_INFINITY });
-    return { kind: 'api-key', id: keyId, tenantId };
+    const principal = Object.freeze({ kind: 'api-key' as const, id: keyId, tenantId, scopes: Object.freeze([...row.scopes]) });
+    const entry = { principal, expiresAt: row.expires_at?.getTime() ?? Number.POSITIVE_INFINITY, lastUsedAt: row.last_used_at?.getTime() ?? 0 };
+    this.#verified.set(cacheKey, entry);
+    this.#touch(entry, now);
+    return principal;
+  }
+
+  /**
+   * Records the last use at most once a minute per key and instance, off the request path: a failed
+   * write costs only the timestamp's freshness, never the request.
+   */
+  #touch(entry: VerifiedKey, now: number): void {
+    if (now - entry.lastUsedAt < lastUsedResolutionMs) return;
+    entry.lastUsedAt = now;
+    const { tenantId, id } = entry.principal;
+    this.#db.tenantQuery(tenantId, touchApiKeySql, [tenantId, id, new Date(now)]).catch((error: unknown) => this.#onBackgroundError(error, 'api key last-used update failed'));
   }
 }

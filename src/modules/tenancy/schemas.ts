@@ -17,10 +17,12 @@ export const tenant = Type.Object({
 });
 export type Tenant = Static<typeof tenant>;
 
-export const createTenantBody = Type.Object(
-  { name: tenantName, region: Type.Optional(region) },
-  { additionalProperties: false },
-);
+export const createTenantBody = Type.Object({ name: tenantName, region: Type.Optional(region) }, { additionalProperties: false });
+
+export const createdTenant = Type.Object({
+  ...tenant.properties,
+  admin: Type.Optional(Type.Object({ id: Type.String(), email: Type.String() }, { description: 'The first user, when `admin` was given.' })),
+});
 
 export const updateTenantBody = Type.Object(
   {

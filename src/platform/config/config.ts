@@ -31,6 +31,7 @@ export interface Config {
   readonly loginAccountMaxFailures: number;
   readonly loginSourceMaxFailures: number;
   readonly loginLockoutSeconds: number;
+  readonly supportGrantMaxHours: number;
   readonly accessTokenTtlSeconds: number;
   readonly authCacheTtlMs: number;
   readonly shutdownTimeoutMs: number;

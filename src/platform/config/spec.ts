@@ -281,6 +281,13 @@ export const optionSpecs: readonly OptionSpec[] = [
     parse: integer(60, 86_400),
   },
   {
+    key: 'supportGrantMaxHours',
+    env: 'BULWARK_SUPPORT_GRANT_MAX_HOURS',
+    description: 'The longest support-access grant a tenant admin may give platform operators (hours).',
+    default: '72',
+    parse: integer(1, 720),
+  },
+  {
     key: 'accessTokenTtlSeconds',
     env: 'BULWARK_ACCESS_TOKEN_TTL_SECONDS',
     description: 'Lifetime of an access token (JWT), 5 to 15 minutes; refresh tokens renew it.',

@@ -11,6 +11,7 @@ export const errorCodes = {
   forbidden: { status: 403, title: 'The credentials do not allow this action.' },
   account_disabled: { status: 403, title: 'The account is disabled.' },
   password_change_required: { status: 403, title: 'The password must be changed before logging in.' },
+  support_grant_required: { status: 403, title: 'A support-access grant of the tenant is required.' },
   tenant_suspended: { status: 403, title: 'The tenant is suspended.' },
   not_found: { status: 404, title: 'The resource does not exist.' },
   route_not_found: { status: 404, title: 'No route matches this path.' },

@@ -5,7 +5,7 @@ import { isId } from '../ids.ts';
 /** Who is calling. New credential kinds (JWT sessions, services, agents) add a member here. */
 export type Principal =
   | { kind: 'operator'; id: string }
-  | { kind: 'api-key'; id: string; tenantId: string }
+  | { kind: 'api-key'; id: string; tenantId: string; scopes: readonly string[] }
   | { kind: 'user'; id: string; tenantId: string; sessionId: string };
 
 /** One credential type. The hook asks each in turn whether a bearer token has its shape. */
@@ -21,6 +21,18 @@ export interface Authenticator {
  */
 export type RouteAuth = 'public' | 'operator' | 'tenant' | 'user';
 
+/** What the caller may do in the tenant, as decided for this request. */
+export interface AccessDecision {
+  permissions: ReadonlySet<string>;
+  /** Set when an operator acts through a tenant's support-access grant. */
+  grantId?: string;
+}
+
+/** Decides whether a principal holds a route's permission in a tenant; throws 403 when it does not. */
+export interface Authorizer {
+  authorize(principal: Principal, tenantId: string, permission: string): Promise<AccessDecision>;
+}
+
 export type TenantStatus = 'active' | 'suspended' | 'offboarding' | 'deleted';
 
 export interface TenantGate {
@@ -30,9 +42,13 @@ export interface TenantGate {
 declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal | null;
+    /** The caller's permissions in the route's tenant, set on tenant routes only (see `heldPermissions`). */
+    permissions: ReadonlySet<string> | null;
   }
   interface FastifyContextConfig {
     auth?: RouteAuth;
+    /** The one permission a tenant or operator route requires (`resource:action`); checked at start-up. */
+    permission?: string;
   }
 }
 
@@ -44,8 +60,9 @@ export function tenantOf(principal: Principal): string | undefined {
  * Authentication and tenant gating for every route, before the body is even parsed.
  * A route without an explicit `auth` is treated as operator-only (fail closed).
  */
-export function registerAuth(app: FastifyInstance, authenticators: readonly Authenticator[], tenants: TenantGate): void {
+export function registerAuth(app: FastifyInstance, authenticators: readonly Authenticator[], tenants: TenantGate, authorizer: Authorizer): void {
   app.decorateRequest('principal', null);
+  app.decorateRequest('permissions', null);
 
   app.addHook('onRequest', async (request, reply) => {
     // Unknown paths answer 404/405 to everyone: the route table is public (OpenAPI) anyway.
@@ -75,16 +92,29 @@ export function registerAuth(app: FastifyInstance, authenticators: readonly Auth
       if (status !== 'active') throw new BulwarkError(status === 'suspended' || status === 'offboarding' ? 'tenant_suspended' : 'invalid_credentials');
       return;
     }
-    // Until roles exist (the access module), a user's token reaches only its own user routes: a tenant's
-    // administration stays with API keys and operators.
-    if (principal.kind === 'user') throw new BulwarkError('forbidden', { message: 'User access tokens do not reach tenant administration yet.' });
     // A malformed id is left to schema validation (400); it can match no tenant anyway.
     if (tenantId === undefined || !isId(tenantId)) return;
     if (principalTenant !== undefined && principalTenant !== tenantId) throw new BulwarkError('not_found');
     const status = await tenants.status(tenantId);
     if (status === null || status === 'deleted') throw new BulwarkError('not_found');
     if (status !== 'active') throw new BulwarkError('tenant_suspended');
+    const { permission } = request.routeOptions.config;
+    // The start-up check makes this unreachable; refusing keeps a gap from ever failing open.
+    if (permission === undefined) throw new BulwarkError('forbidden', { detail: 'route declares no permission' });
+    const decision = await authorizer.authorize(principal, tenantId, permission);
+    request.permissions = decision.permissions;
+    if (decision.grantId !== undefined) {
+      request.log = request.log.child({ supportGrantId: decision.grantId });
+      reply.log = request.log;
+      request.log.info({ permission }, 'support grant used');
+    }
   });
+}
+
+/** The caller's permissions on a tenant route, for handlers that let a caller give some away. */
+export function heldPermissions(request: FastifyRequest): ReadonlySet<string> {
+  if (request.permissions === null) throw new BulwarkError('forbidden', { detail: 'no permissions resolved for this route' });
+  return request.permissions;
 }
 
 async function authenticate(request: FastifyRequest, authenticators: readonly Authenticator[]): Promise<Principal> {

@@ -1,0 +1,106 @@
+/**
+ * The permission catalogue and the built-in roles. A permission is `resource:action`; every tenant route
+ * declares exactly one (its `config.permission`), every operator route one `platform:` permission, and the
+ * app refuses to start when a route declares none or an unknown one (`assertRouteAccess`).
+ */
+export const tenantPermissions = {
+  'records:read': 'Read records.',
+  'records:write': 'Create, replace and delete records.',
+  'users:read': 'List and read users, their roles and the legacy-hash report.',
+  'users:write': 'Create, import, update, disable and delete users; set passwords; lift lockouts.',
+  'roles:read': 'List roles and their permissions.',
+  'roles:write': 'Create, change and delete custom roles; assign roles to users.',
+  'api-keys:read': 'List API keys (never their secrets).',
+  'api-keys:write': 'Create and revoke API keys.',
+  'policies:read': 'Read the password policy.',
+  'policies:write': 'Change the password policy.',
+  'keys:read': 'Read the key ring status.',
+  'keys:rotate': 'Rotate data keys, re-encrypt, trim old versions, change the rotation policy.',
+  'keys:customer-key': 'Read, set and remove the customer-managed key (BYOK).',
+  'crypto:encrypt': 'Encrypt with the transit API.',
+  'crypto:decrypt': 'Decrypt with the transit API.',
+  'crypto:rewrap': 'Re-wrap ciphertext to the newest key version (never sees the plaintext).',
+  'support-grants:read': 'List support-access grants.',
+  'support-grants:write': 'Grant and revoke support access for platform operators.',
+  'audit:read': 'Read the audit trail.',
+} as const;
+
+export const platformPermissions = {
+  'platform:tenants:read': 'List and read tenants.',
+  'platform:tenants:write': 'Create, rename, suspend and reactivate tenants.',
+  'platform:root-key:read': 'Read the root key status.',
+  'platform:root-key:rotate': 'Rotate the root key.',
+} as const;
+
+export type TenantPermission = keyof typeof tenantPermissions;
+export type PlatformPermission = keyof typeof platformPermissions;
+export type Permission = TenantPermission | PlatformPermission;
+
+export const allTenantPermissions = Object.freeze(Object.keys(tenantPermissions) as TenantPermission[]);
+
+export function isTenantPermission(value: string): value is TenantPermission {
+  return Object.hasOwn(tenantPermissions, value);
+}
+
+export function isPlatformPermission(value: string): value is PlatformPermission {
+  return Object.hasOwn(platformPermissions, value);
+}
+
+const readOnly = allTenantPermissions.filter((permission) => permission.endsWith(':read'));
+
+export const builtInRoles = {
+  'tenant-admin': { description: 'Everything in the tenant.', permissions: allTenantPermissions },
+  member: {
+    description: 'Works with the tenant data: records and the transit API; sees the user directory.',
+    permissions: ['records:read', 'records:write', 'crypto:encrypt', 'crypto:decrypt', 'crypto:rewrap', 'users:read'] satisfies TenantPermission[],
+  },
+  viewer: { description: 'Reads records and the user directory; changes nothing.', permissions: ['records:read', 'users:read'] satisfies TenantPermission[] },
+  auditor: {
+    description: 'Reads every setting and the audit trail; no tenant data, no changes.',
+    permissions: readOnly.filter((permission) => permission !== 'records:read'),
+  },
+} as const satisfies Record<string, { description: string; permissions: readonly TenantPermission[] }>;
+
+export type BuiltInRole = keyof typeof builtInRoles;
+
+export function isBuiltInRole(name: string): name is BuiltInRole {
+  return Object.hasOwn(builtInRoles, name);
+}
+
+/**
+ * What a platform operator may do on a tenant without a support-access grant: key hygiene is the
+ * platform's duty and exposes no tenant data. Everything else needs a grant from a tenant admin.
+ */
+export const operatorStandingPermissions: ReadonlySet<TenantPermission> = new Set(['keys:read', 'keys:rotate']);
+
+/**
+ * Never in a support grant: each would let the operator mint access that outlives the grant (a key, a
+ * role, another grant) or take over the customer's key.
+ */
+export const ungrantablePermissions: ReadonlySet<TenantPermission> = new Set(['api-keys:write', 'roles:write', 'support-grants:write', 'keys:customer-key']);
+
+/**
+ * The start-up check: a tenant route names one tenant permission, an operator route one platform
+ * permission, public and user-self routes none. A route that breaks this stops the app from starting,
+ * so no route can be added without deciding who may call it.
+ */
+export function assertRouteAccess(route: string, config: { auth?: string | undefined; permission?: string | undefined }): void {
+  const { auth, permission } = config;
+  const fail = (why: string) => {
+    throw new Error(`route ${route}: ${why}`);
+  };
+  switch (auth) {
+    case 'tenant':
+      if (permission === undefined || !isTenantPermission(permission)) fail(`a tenant route needs a tenant permission (got ${String(permission)})`);
+      return;
+    case 'operator':
+      if (permission === undefined || !isPlatformPermission(permission)) fail(`an operator route needs a platform permission (got ${String(permission)})`);
+      return;
+    case 'public':
+    case 'user':
+      if (permission !== undefined) fail(`a ${auth} route takes no permission`);
+      return;
+    default:
+      fail('no auth level declared (public, user, tenant or operator)');
+  }
+}
