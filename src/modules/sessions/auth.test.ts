@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { createLocalJWKSet, jwtVerify } from 'jose';
-import type { Clock } from '../../platform/clock.ts';
+import { movableClock } from '../../testing/clock.ts';
 import { createTestApp, type TestApp } from '../../testing/app.ts';
 import { engineSkip, engines } from '../../testing/engines.ts';
 import { assertProblem } from '../../testing/security-suite.ts';
@@ -15,12 +15,6 @@ interface Tokens {
 }
 
 const password = 'a long and unusual passphrase 9!';
-
-/** A clock the test moves: lockouts and delays without waiting. */
-function movableClock(): Clock & { advance(ms: number): void } {
-  let offset = 0;
-  return { now: () => new Date(Date.now() + offset), advance: (ms: number) => void (offset += ms) };
-}
 
 for (const engine of engines) {
   describe(`login, tokens and sessions [${engine}]`, { skip: engineSkip(engine) }, () => {
