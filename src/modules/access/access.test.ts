@@ -163,7 +163,7 @@ for (const engine of engines) {
       const listed = (await as(apiKey, 'GET', '/support-grants')).json<{ items: { id: string; useCount: number; lastUsedAt: string | null }[] }>().items;
       const used = listed.find((item) => item.id === grant.id);
       assert.equal(used?.useCount, 2);
-      assert.ok(used?.lastUsedAt);
+      assert.ok(used.lastUsedAt);
 
       clock.advance(2 * 3_600_000);
       assertProblem(await readRecords(), 403, 'support_grant_required');

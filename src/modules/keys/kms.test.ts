@@ -223,8 +223,17 @@ for (const engine of engines) {
     });
     after(() => test.close());
 
+    /** A tenant whose current key version (2) has sealed nothing: version 1 already sealed the first admin. */
+    const freshTenant = async (name: string) => {
+      const tenant = await test.tenantWithKey(name);
+      const rotated = await test.call({ method: 'POST', url: `/v1/tenants/${tenant.tenantId}/keys/rotate`, token: tenant.apiKey });
+      assert.equal(rotated.json<Keyring>().currentVersion, 2);
+      return tenant;
+    };
+    const counts = (keyring: Keyring) => keyring.versions.filter((version) => version.version >= 2).map((version) => [version.version, version.encryptions]);
+
     it('rotates once the current version has made rotationEncryptions encryptions', async () => {
-      const { tenantId, apiKey } = await test.tenantWithKey('Busy');
+      const { tenantId, apiKey } = await freshTenant('Busy');
       const settings = await test.call({ method: 'PATCH', url: `/v1/tenants/${tenantId}/keys`, token: apiKey, body: { rotationEncryptions: 3 } });
       assert.equal(settings.json<Keyring>().effectiveRotationEncryptions, 3);
       assertProblem(
@@ -241,11 +250,11 @@ for (const engine of engines) {
             body: { items: Array.from({ length: count }, () => ({ plaintext: 'eA==' })) },
           })
         ).json<{ items: { keyVersion: number }[] }>().items.map((item) => item.keyVersion);
-      assert.deepEqual(await encrypt(2), [1, 1]);
-      assert.deepEqual(await encrypt(1), [1]);
-      assert.deepEqual(await encrypt(1), [2], 'the fourth encryption uses a new version');
+      assert.deepEqual(await encrypt(2), [2, 2]);
+      assert.deepEqual(await encrypt(1), [2]);
+      assert.deepEqual(await encrypt(1), [3], 'the fourth encryption uses a new version');
       const info = await test.call({ method: 'GET', url: `/v1/tenants/${tenantId}/keys`, token: apiKey });
-      assert.deepEqual(info.json<Keyring>().versions.map((version) => [version.version, version.encryptions]), [[1, 3], [2, 1]]);
+      assert.deepEqual(counts(info.json<Keyring>()), [[2, 3], [3, 1]]);
     });
 
     it('root rotation with the env provider only re-wraps, under the current version (rotated: false)', async () => {
@@ -259,13 +268,13 @@ for (const engine of engines) {
     });
 
     it('an idle tenant\'s cached keys leave memory on a timer, which stores their encryption count', async () => {
-      const { tenantId, apiKey } = await test.tenantWithKey('Idle');
+      const { tenantId, apiKey } = await freshTenant('Idle');
       const cached = new KeyringService(test.storage.db, test.rootKeys, systemClock, { cacheTtlMs: 1000, cacheMaxTenants: 10 });
       try {
         const context = { tenantId, table: 'transit', column: 'transit', rowId: '' };
         await cached.seal(tenantId, Buffer.from('x'), context);
         await cached.seal(tenantId, Buffer.from('y'), context);
-        const encryptions = async () => (await test.call({ method: 'GET', url: `/v1/tenants/${tenantId}/keys`, token: apiKey })).json<Keyring>().versions[0]?.encryptions;
+        const encryptions = async () => counts((await test.call({ method: 'GET', url: `/v1/tenants/${tenantId}/keys`, token: apiKey })).json<Keyring>())[0]?.[1];
         assert.equal(await encryptions(), 0, 'counted in memory while cached');
         const deadline = Date.now() + 5000;
         while ((await encryptions()) !== 2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
@@ -276,16 +285,16 @@ for (const engine of engines) {
     });
 
     it('with keys cached, the instance that spends the budget reloads and rotates', async () => {
-      const { tenantId, apiKey } = await test.tenantWithKey('Cached');
+      const { tenantId, apiKey } = await freshTenant('Cached');
       await test.call({ method: 'PATCH', url: `/v1/tenants/${tenantId}/keys`, token: apiKey, body: { rotationEncryptions: 5 } });
       const cached = new KeyringService(test.storage.db, test.rootKeys, systemClock, { cacheTtlMs: 60_000, cacheMaxTenants: 10 });
       const context = { tenantId, table: 'transit', column: 'transit', rowId: '' };
       const versions: number[] = [];
       for (let index = 0; index < 7; index += 1) versions.push((await cached.seal(tenantId, Buffer.from('x'), context)).keyVersion);
-      assert.deepEqual(versions, [1, 1, 1, 1, 1, 2, 2]);
+      assert.deepEqual(versions, [2, 2, 2, 2, 2, 3, 3]);
       await cached.close();
       const info = (await test.call({ method: 'GET', url: `/v1/tenants/${tenantId}/keys`, token: apiKey })).json<Keyring>();
-      assert.deepEqual(info.versions.map((version) => [version.version, version.encryptions]), [[1, 5], [2, 2]], 'close() stores the counts');
+      assert.deepEqual(counts(info), [[2, 5], [3, 2]], 'close() stores the counts');
     });
   });
 }

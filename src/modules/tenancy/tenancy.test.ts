@@ -139,8 +139,8 @@ for (const engine of engines) {
     });
 
     it('renames, suspends and reactivates; updatedAt follows the clock', async () => {
-      const created = await create({ name: 'Lifecycle' });
-      const { apiKey } = await keyFor(created.id);
+      const { tenantId, apiKey } = await test.tenantWithKey('Lifecycle');
+      const created = (await operator('GET', `/v1/tenants/${tenantId}`)).json<TenantBody>();
       const records = `/v1/tenants/${created.id}/collections/c/records`;
 
       now = new Date(now.getTime() + 60_000);
@@ -185,11 +185,5 @@ for (const engine of engines) {
         }
       }
     });
-
-    async function keyFor(tenantId: string) {
-      const response = await operator('POST', `/v1/tenants/${tenantId}/api-keys`, { name: 'lifecycle' });
-      assert.equal(response.statusCode, 201);
-      return { apiKey: response.json<{ key: string }>().key };
-    }
   });
 }
