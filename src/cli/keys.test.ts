@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { openRootKeyProvider } from '../modules/keys/root-providers.ts';
+import { PlatformKeys } from '../modules/keys/platform-keys.ts';
+import { findPlatformKey } from '../modules/keys/platform-keys-store.ts';
 import { KeyringService } from '../modules/keys/service.ts';
 import { listKeys } from '../modules/keys/store.ts';
 import { RecordsService } from '../modules/records/service.ts';
@@ -16,6 +18,9 @@ import { openDatabase } from '../platform/db/open.ts';
 import { newId } from '../platform/ids.ts';
 import { runCli as runBulwark } from '../testing/cli.ts';
 import { adminQuery, engineSkip, engines, postgresAdminUrl, testConfig } from '../testing/engines.ts';
+
+const sealedAt = { table: 'operators', column: 'pii', rowId: '0123456789ab' };
+let platformSealed: Buffer = Buffer.alloc(0);
 
 /** Every output of every run, checked at the end for key material. */
 const outputs: string[] = [];
@@ -49,7 +54,7 @@ interface StatusJson {
 /** The services over the configured storage, in this process; closed before the CLI runs (PGlite is single-process). */
 async function withServices<T>(
   config: Config,
-  work: (services: { keyring: KeyringService; tenancy: TenancyService; records: RecordsService; db: Database }) => Promise<T>,
+  work: (services: { keyring: KeyringService; tenancy: TenancyService; records: RecordsService; platformKeys: PlatformKeys; db: Database }) => Promise<T>,
 ): Promise<T> {
   const { provider } = await openRootKeyProvider(config, systemClock);
   const { db } = await openDatabase(config);
@@ -58,6 +63,7 @@ async function withServices<T>(
     return await work({
       db,
       keyring,
+      platformKeys: new PlatformKeys(db, provider, systemClock),
       tenancy: new TenancyService(db, keyring, systemClock, { regions: config.regions, statusCacheTtlMs: 0 }),
       records: new RecordsService(db, keyring, systemClock, { recordMaxBytes: config.recordMaxBytes }),
     });
@@ -124,7 +130,9 @@ for (const engine of engines) {
         env['BULWARK_DATABASE_URL'] = url.toString();
       }
       config = testConfig({ dataDir, ...(env['BULWARK_DATABASE_URL'] === undefined ? {} : { databaseUrl: env['BULWARK_DATABASE_URL'] }) });
-      await withServices(config, async ({ tenancy, records }) => {
+      await withServices(config, async ({ tenancy, records, platformKeys }) => {
+        // The operators' platform key, as the first operator creates it, with a value sealed under it.
+        platformSealed = (await platformKeys.get('operators')).seal(Buffer.from('still opens'), sealedAt);
         tenantA = (await tenancy.create({ name: 'Alpha' })).id;
         tenantB = (await tenancy.create({ name: 'Beta' })).id;
         for (const tenantId of [tenantA, tenantB]) {
@@ -175,9 +183,11 @@ for (const engine of engines) {
 
     it('rotate-root adds a root key version and re-wraps every data key; all tenants stay readable', async () => {
       const result = await runCli(['keys', 'rotate-root', '--json'], env);
-      assert.deepEqual(parseJson(result), { rootVersion: 2, rotated: true, tenants: 2, keysRewrapped: 3 });
-      await withServices(config, async ({ db, keyring, records }) => {
+      assert.deepEqual(parseJson(result), { rootVersion: 2, rotated: true, tenants: 2, keysRewrapped: 3, platformKeysRewrapped: 1 });
+      await withServices(config, async ({ db, keyring, records, platformKeys }) => {
         assert.equal((await keyring.describeRoot()).currentVersion, 2);
+        assert.match((await db.withPlatform((tx) => findPlatformKey(tx, 'operators'))) ?? '', /^bwrk:local:v2:/, 'the platform key too');
+        assert.equal((await platformKeys.get('operators')).open(platformSealed, sealedAt).toString(), 'still opens', 'the same key, re-wrapped');
         for (const tenantId of [tenantA, tenantB]) {
           const keys = await db.withTenant(tenantId, (tx) => listKeys(tx, tenantId));
           for (const key of keys) assert.match(key.wrapped_key ?? '', /^bwrk:local:v2:/, 'wrapped under the new root version');

@@ -20,12 +20,15 @@ import type { RootKeyProvider } from '../modules/keys/root/provider.ts';
 import { keysRoutes } from '../modules/keys/routes.ts';
 import { KeyringService } from '../modules/keys/service.ts';
 import { TransitService } from '../modules/keys/transit.ts';
-import { defaultThrottlePolicy, LoginService } from '../modules/identity/login.ts';
+import { defaultThrottlePolicy, LoginService, PasswordLogin } from '../modules/identity/login.ts';
 import { identityRoutes } from '../modules/identity/routes.ts';
 import { AccessTokenAuthenticator } from '../modules/sessions/access-authenticator.ts';
 import { authRoutes } from '../modules/sessions/auth-routes.ts';
 import { TokenService } from '../modules/sessions/tokens.ts';
-import { UserSessionService } from '../modules/sessions/user-sessions.ts';
+import { LoginSessionService, platformSessionRealm, tenantSessionRealm } from '../modules/sessions/login-sessions.ts';
+import { PlatformKeys } from '../modules/keys/platform-keys.ts';
+import { operatorRoutes } from '../modules/operators/routes.ts';
+import { OperatorsService } from '../modules/operators/service.ts';
 import { UsersService } from '../modules/identity/service.ts';
 import { accessRoutes } from '../modules/access/routes.ts';
 import { allTenantPermissions, assertRouteAccess } from '../modules/access/permissions.ts';
@@ -33,7 +36,7 @@ import { AccessService } from '../modules/access/service.ts';
 import { recordsRoutes } from '../modules/records/routes.ts';
 import { RecordsService } from '../modules/records/service.ts';
 import { apiKeyRoutes } from '../modules/sessions/routes.ts';
-import { ApiKeyService, OperatorBootstrap } from '../modules/sessions/service.ts';
+import { ApiKeyService } from '../modules/sessions/service.ts';
 import { type TenantOnboarding, tenancyRoutes } from '../modules/tenancy/routes.ts';
 import { createUserBody } from '../modules/identity/schemas.ts';
 import { TenancyService } from '../modules/tenancy/service.ts';
@@ -57,19 +60,28 @@ export function buildServices({
   clock = systemClock,
   onBackgroundError,
 }: Omit<AppDependencies, 'logger'> & { onBackgroundError?: (error: unknown, message: string) => void }): BulwarkServices {
+  const platformKeys = new PlatformKeys(db, rootKeys, clock);
   const keyring = new KeyringService(db, rootKeys, clock, {
     cacheTtlMs: config.keyCacheTtlMs,
     cacheMaxTenants: 10_000,
     customerKmsAllowedOrigins: config.customerKmsAllowedOrigins,
+    platformKeys,
     ...(onBackgroundError === undefined ? {} : { onBackgroundError }),
   });
   const tenancy = new TenancyService(db, keyring, clock, { regions: config.regions, statusCacheTtlMs: config.authCacheTtlMs });
   const users = new UsersService(db, keyring, clock);
-  const sessions = new UserSessionService(db, clock, {
-    refreshTtlMs: 14 * 86_400_000,
-    sessionMaxMs: 30 * 86_400_000,
-    revocationCacheTtlMs: config.authCacheTtlMs,
+  const sessionOptions = { refreshTtlMs: 14 * 86_400_000, sessionMaxMs: 30 * 86_400_000, revocationCacheTtlMs: config.authCacheTtlMs };
+  const sessions = new LoginSessionService(tenantSessionRealm(db), clock, sessionOptions);
+  const operatorSessions = new LoginSessionService(platformSessionRealm(db), clock, sessionOptions);
+  const passwordLogin = new PasswordLogin(clock, {
+    throttle: {
+      ...defaultThrottlePolicy,
+      accountMaxFailures: config.loginAccountMaxFailures,
+      sourceMaxFailures: config.loginSourceMaxFailures,
+      lockoutMs: config.loginLockoutSeconds * 1000,
+    },
   });
+  const operators = new OperatorsService(db, platformKeys, clock, passwordLogin, operatorSessions, { cacheTtlMs: config.authCacheTtlMs });
   const access = new AccessService(db, clock, { cacheTtlMs: config.authCacheTtlMs, grantMaxHours: config.supportGrantMaxHours });
   const tokens = new TokenService(db, rootKeys, clock, {
     issuer: config.tokenIssuer,
@@ -83,20 +95,13 @@ export function buildServices({
     tenancy,
     records: new RecordsService(db, keyring, clock, { recordMaxBytes: config.recordMaxBytes }),
     users,
-    login: new LoginService(db, keyring, users, clock, {
-      tenantStatus: (tenantId) => tenancy.status(tenantId),
-      throttle: {
-        ...defaultThrottlePolicy,
-        accountMaxFailures: config.loginAccountMaxFailures,
-        sourceMaxFailures: config.loginSourceMaxFailures,
-        lockoutMs: config.loginLockoutSeconds * 1000,
-      },
-    }),
+    login: new LoginService(db, keyring, users, passwordLogin, { tenantStatus: (tenantId) => tenancy.status(tenantId) }),
     sessions,
+    operators,
+    operatorSessions,
     tokens,
-    accessTokens: new AccessTokenAuthenticator(tokens, sessions),
+    accessTokens: new AccessTokenAuthenticator(tokens, { userSessions: sessions, operatorSessions, operators }),
     apiKeys: new ApiKeyService(db, clock, { cacheTtlMs: config.authCacheTtlMs, ...(onBackgroundError === undefined ? {} : { onBackgroundError }) }),
-    bootstrap: new OperatorBootstrap(db),
     access,
   };
 }
@@ -108,11 +113,12 @@ export interface BulwarkServices {
   records: RecordsService;
   users: UsersService;
   login: LoginService;
-  sessions: UserSessionService;
+  sessions: LoginSessionService;
+  operators: OperatorsService;
+  operatorSessions: LoginSessionService;
   tokens: TokenService;
   accessTokens: AccessTokenAuthenticator;
   apiKeys: ApiKeyService;
-  bootstrap: OperatorBootstrap;
   access: AccessService;
 }
 
@@ -209,8 +215,7 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   const { keyring, tenancy } = services;
   app.decorate('services', services);
   await services.tokens.init();
-  // The operator bootstrap token has no fixed shape, so it is asked last.
-  registerAuth(app, [services.apiKeys, services.accessTokens, services.bootstrap], tenancy, services.access);
+  registerAuth(app, [services.apiKeys, services.accessTokens], tenancy, services.access);
 
   const methodRouter = FindMyWay();
   const routedMethods = new Set<string>();
@@ -277,7 +282,7 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
         version: 'v1',
         description: `Secure multi-tenant core. Errors are RFC 9457 problem documents (\`${problemContentType}\`) with a stable \`code\`.`,
       },
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'Operator token or API key (`bwk_...`).' } } },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'An access token (JWT of a user or an operator) or a tenant API key (`bwk_...`).' } } },
     },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
@@ -297,7 +302,16 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   await app.register(tenancyRoutes, { tenancy, onboarding });
   await app.register(recordsRoutes, { records: services.records, recordMaxBytes: config.recordMaxBytes });
   await app.register(identityRoutes, { users: services.users, login: services.login, sessions: services.sessions, access: services.access });
-  await app.register(authRoutes, { login: services.login, users: services.users, sessions: services.sessions, tokens: services.tokens, access: services.access });
+  await app.register(authRoutes, {
+    login: services.login,
+    users: services.users,
+    sessions: services.sessions,
+    operators: services.operators,
+    operatorSessions: services.operatorSessions,
+    tokens: services.tokens,
+    access: services.access,
+  });
+  await app.register(operatorRoutes, { operators: services.operators });
   await app.register(accessRoutes, { access: services.access });
   await app.register(apiKeyRoutes, { apiKeys: services.apiKeys });
   await app.register(keysRoutes, { keyring, transit: services.transit });

@@ -42,8 +42,19 @@ describe('OpenAPI document', () => {
     }
   });
 
-  it('marks every operation except health, login and the JWKS as requiring a bearer credential', () => {
-    const publicOperations = ['GET /healthz', 'GET /readyz', 'GET /.well-known/jwks.json', 'POST /v1/auth/login', 'POST /v1/auth/refresh', 'POST /v1/auth/logout', 'POST /v1/auth/password'];
+  it('marks every operation except health, setup, login and the JWKS as requiring a bearer credential', () => {
+    const publicOperations = [
+      'GET /healthz',
+      'GET /readyz',
+      'GET /.well-known/jwks.json',
+      'POST /v1/setup',
+      'POST /v1/auth/login',
+      'POST /v1/auth/refresh',
+      'POST /v1/auth/logout',
+      'POST /v1/auth/password',
+      'POST /v1/auth/operator/login',
+      'POST /v1/auth/operator/password',
+    ];
     for (const { path, method, operation } of operations()) {
       const isPublic = publicOperations.includes(`${method.toUpperCase()} ${path}`);
       assert.equal(operation.security !== undefined, !isPublic, `${method.toUpperCase()} ${path}`);

@@ -13,6 +13,7 @@ import {
   type Operation,
   requestIdPattern,
   type RouteAuth,
+  platformState,
   storedState,
 } from '../testing/security-suite.ts';
 import { allTenantPermissions, isPlatformPermission, isTenantPermission } from '../modules/access/permissions.ts';
@@ -35,7 +36,17 @@ const changePassword = (values: Targets) => {
   values['password'] = `calm harbor ${newId()} beacon`;
   return { tenantId: values['tenantId'], email: values['email'], currentPassword, newPassword: values['password'] };
 };
-const routes: Record<string, { auth: RouteAuth; body?: unknown; bodyFor?: (values: Targets) => unknown }> = {
+/** Each change moves the target operator to a fresh password, likewise. */
+const changeOperatorPassword = (values: Targets) => {
+  const currentPassword = values['operatorPassword'];
+  values['operatorPassword'] = `still water ${newId()} compass`;
+  return { email: values['operatorEmail'], currentPassword, newPassword: values['operatorPassword'] };
+};
+/**
+ * `publicStatus`: what a public route answers the suite when its success cannot repeat (setup is done once,
+ * by the test app itself).
+ */
+const routes: Record<string, { auth: RouteAuth; body?: unknown; bodyFor?: (values: Targets) => unknown; publicStatus?: number }> = {
   'GET /healthz': { auth: 'public' },
   'GET /readyz': { auth: 'public' },
   'POST /v1/tenants': { auth: 'operator', body: { name: 'Suite tenant' } },
@@ -80,7 +91,21 @@ const routes: Record<string, { auth: RouteAuth; body?: unknown; bodyFor?: (value
   'POST /v1/auth/logout': { auth: 'public', bodyFor: (values) => ({ refreshToken: values['refreshToken'] }) },
   'POST /v1/auth/password': { auth: 'public', bodyFor: changePassword },
   'GET /.well-known/jwks.json': { auth: 'public' },
-  'GET /v1/me': { auth: 'user' },
+  'GET /v1/me': { auth: 'self' },
+  'POST /v1/setup': {
+    auth: 'public',
+    body: { setupToken: `bws_${'A'.repeat(43)}`, email: 'second-setup@operator.example', password: 'a fine long passphrase 42' },
+    publicStatus: 409,
+  },
+  'POST /v1/auth/operator/login': { auth: 'public', bodyFor: (values) => ({ email: values['operatorEmail'], password: values['operatorPassword'] }) },
+  'POST /v1/auth/operator/password': { auth: 'public', bodyFor: changeOperatorPassword },
+  'GET /v1/operators': { auth: 'operator' },
+  'POST /v1/operators': { auth: 'operator', bodyFor: () => ({ email: `suite-${newId()}@operator.example`, role: 'platform-auditor' }) },
+  'GET /v1/operators/{operatorId}': { auth: 'operator' },
+  'PATCH /v1/operators/{operatorId}': { auth: 'operator', body: { name: 'Renamed by the suite' } },
+  'DELETE /v1/operators/{operatorId}': { auth: 'operator' },
+  'PUT /v1/operators/{operatorId}/password': { auth: 'operator', bodyFor: () => ({ password: `suite operator ${newId()} passphrase` }) },
+  'DELETE /v1/operators/{operatorId}/lockout': { auth: 'operator' },
   'GET /v1/tenants/{tenantId}/roles': { auth: 'tenant' },
   'POST /v1/tenants/{tenantId}/roles': { auth: 'tenant', bodyFor: () => ({ name: `suite-${newId()}`, permissions: ['records:read'] }) },
   'GET /v1/tenants/{tenantId}/roles/{roleName}': { auth: 'tenant' },
@@ -144,6 +169,16 @@ for (const engine of engines) {
       const roleName = `target-${newId()}`;
       await as('POST', '/roles', { name: roleName, permissions: ['records:read'] }, 201);
       const grant = await as('POST', '/support-grants', { permissions: ['records:read'], reason: 'Suite target', durationHours: 1 }, 201);
+      const operatorEmail = `target-${newId()}@operator.example`;
+      const operatorPassword = `quiet forest ${newId()} anchor`;
+      const targetOperator = await test.call({
+        method: 'POST',
+        url: '/v1/operators',
+        token: test.operatorToken,
+        body: { email: operatorEmail, role: 'platform-auditor', password: operatorPassword, mustChangePassword: false },
+      });
+      assert.equal(targetOperator.statusCode, 201, targetOperator.body);
+      secrets.push(operatorPassword);
       return {
         userId: user.json<{ id: string }>().id,
         tenantId: tenant.tenantId,
@@ -157,6 +192,9 @@ for (const engine of engines) {
         refreshToken,
         roleName,
         grantId: grant.json<{ id: string }>().id,
+        operatorId: targetOperator.json<{ id: string }>().id,
+        operatorEmail,
+        operatorPassword,
       };
     }
 
@@ -186,7 +224,7 @@ for (const engine of engines) {
         if (auth === 'tenant') assert.match(operation.path, /^\/v1\/tenants\/\{tenantId\}\//, `${operation.key} is tenant-scoped`);
         assert.ok(operation.successStatuses.length > 0, `${operation.key} documents a success status`);
       }
-      assert.ok(byAuth('tenant').length > 0 && byAuth('operator').length > 0 && byAuth('user').length > 0);
+      assert.ok(byAuth('tenant').length > 0 && byAuth('operator').length > 0 && byAuth('self').length > 0);
     });
 
     it('without credentials every non-public route answers 401 unauthenticated', async () => {
@@ -194,7 +232,9 @@ for (const engine of engines) {
       for (const operation of operations) {
         const response = await send(operation, values, undefined);
         if (authOf(operation) === 'public') {
-          assert.ok(operation.successStatuses.includes(response.statusCode), `${operation.key}: ${response.statusCode} ${response.body.slice(0, 200)}`);
+          const expected = routes[operation.key]?.publicStatus;
+          if (expected === undefined) assert.ok(operation.successStatuses.includes(response.statusCode), `${operation.key}: ${response.statusCode} ${response.body.slice(0, 200)}`);
+          else assert.equal(response.statusCode, expected, `${operation.key}: ${response.body.slice(0, 200)}`);
           continue;
         }
         assertProblem(response, 401, 'unauthenticated', secrets);
@@ -232,27 +272,58 @@ for (const engine of engines) {
       const before = await storedState(test, tenantA.tenantId);
       const values = await targets(tenantA);
       const state = await storedState(test, tenantA.tenantId);
+      const platform = await platformState(test);
       for (const operation of byAuth('operator')) {
         assertProblem(await send(operation, values, tenantA.apiKey), 403, 'forbidden', secrets);
       }
       assert.deepEqual(await storedState(test, tenantA.tenantId), state);
+      assert.deepEqual(await platformState(test), platform);
       assert.notDeepEqual(state, before, 'the targets were created');
     });
 
-    it("a user without roles gets 403 forbidden on operator and tenant routes; API keys and the operator token get 403 on user routes", async () => {
+    it('a user without roles gets 403 forbidden on operator and tenant routes; API keys get 403 on self routes, user and operator tokens reach them', async () => {
       const values = await targets(tenantA);
       const state = await storedState(test, tenantA.tenantId);
+      const platform = await platformState(test);
       for (const operation of [...byAuth('operator'), ...byAuth('tenant')]) {
         assertProblem(await send(operation, values, values['accessToken']), 403, 'forbidden', secrets);
       }
-      for (const operation of byAuth('user')) {
-        for (const token of [tenantA.apiKey, test.operatorToken]) assertProblem(await send(operation, values, token), 403, 'forbidden', secrets);
-        // Control: the user's own token reaches it.
-        const response = await send(operation, values, values['accessToken']);
-        assert.ok(operation.successStatuses.includes(response.statusCode), `${operation.key}: ${response.statusCode} ${response.body.slice(0, 200)}`);
-        assertNoLeak(response.body, secrets, operation.key);
+      for (const operation of byAuth('self')) {
+        assertProblem(await send(operation, values, tenantA.apiKey), 403, 'forbidden', secrets);
+        // Control: a user's and an operator's own tokens reach it.
+        for (const token of [values['accessToken'], test.operatorToken]) {
+          const response = await send(operation, values, token);
+          assert.ok(operation.successStatuses.includes(response.statusCode), `${operation.key}: ${response.statusCode} ${response.body.slice(0, 200)}`);
+          assertNoLeak(response.body, secrets, operation.key);
+        }
       }
       assert.deepEqual(await storedState(test, tenantA.tenantId), state);
+      assert.deepEqual(await platformState(test), platform);
+    });
+
+    it("an operator whose platform role lacks an operator route's permission gets 403 forbidden and changes nothing; with it, the route works", async () => {
+      const values = await targets(tenantA);
+      const login = await test.call({ method: 'POST', url: '/v1/auth/operator/login', body: { email: values['operatorEmail'], password: values['operatorPassword'] } });
+      assert.equal(login.statusCode, 200, login.body);
+      const auditor = login.json<{ accessToken: string }>().accessToken;
+      secrets.push(auditor);
+      const [allowed, refused] = [byAuth('operator').filter((operation) => operation.permission?.endsWith(':read')), byAuth('operator').filter((operation) => !operation.permission?.endsWith(':read'))];
+      assert.ok(allowed.length >= 4 && refused.length >= 6);
+      const platform = await platformState(test);
+      for (const operation of refused) {
+        const problem = assertProblem(await send(operation, values, auditor), 403, 'forbidden', secrets);
+        assert.match(problem.detail, new RegExp(operation.permission ?? 'none'), operation.key);
+      }
+      assert.deepEqual(await platformState(test), platform);
+      for (const operation of allowed) {
+        const response = await send(operation, values, auditor);
+        assert.ok(operation.successStatuses.includes(response.statusCode), `${operation.key}: ${response.statusCode} ${response.body.slice(0, 200)}`);
+      }
+      // The platform-admin holds every platform permission.
+      for (const operation of byAuth('operator')) {
+        const response = await send(operation, await targets(tenantA), test.operatorToken);
+        assert.ok(operation.successStatuses.includes(response.statusCode), `${operation.key}: ${response.statusCode} ${response.body.slice(0, 200)}`);
+      }
     });
 
     it('every route declares its permission; an API key with every permission but that one gets 403 forbidden and changes nothing', async () => {
@@ -359,7 +430,7 @@ for (const engine of engines) {
         // Another tenant's key still learns nothing about the suspended tenant.
         assertProblem(await send(operation, values, tenantA.apiKey), 404, 'not_found', secrets);
       }
-      for (const operation of byAuth('user')) assertProblem(await send(operation, values, values['accessToken']), 403, 'tenant_suspended', secrets);
+      assertProblem(await test.call({ method: 'GET', url: '/v1/me', token: values['accessToken'] }), 403, 'tenant_suspended', secrets);
       // The operator still manages the tenant; its key still may not.
       const shown = await test.call({ method: 'GET', url: `/v1/tenants/${suspended.tenantId}`, token: test.operatorToken });
       assert.equal(shown.json<{ status: string }>().status, 'suspended');

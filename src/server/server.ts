@@ -26,7 +26,8 @@ export async function startServer(config: Config, output: { banner: (text: strin
   let app: FastifyInstance | undefined;
   try {
     app = await buildApp({ config, db, rootKeys: rootKeys.provider, logger });
-    const { generated } = await app.services.bootstrap.ensure(config.setupToken);
+    const { generated, setupDone } = await app.services.operators.ensureSetupToken(config.setupToken);
+    if (setupDone && config.setupToken !== undefined) logger.info('BULWARK_SETUP_TOKEN is set but setup is done (an operator exists); it is ignored');
     const address = await app.listen({ host: config.host, port: config.port });
     if (generated !== undefined) output.banner(setupBanner(generated));
     const listening = app;
@@ -85,11 +86,13 @@ function setupBanner(token: string): string {
   return [
     '',
     '  ============================================================================',
-    '  Bulwark first start: operator setup token (shown once, only its hash is kept)',
+    '  Bulwark first start: one-time setup token (shown once, only its hash is kept)',
     '',
     `    ${token}`,
     '',
-    '  Use it as `Authorization: Bearer <token>` on operator routes.',
+    '  Create the first operator with it: POST /v1/setup',
+    '    {"setupToken": "<token>", "email": "...", "password": "..."}',
+    '  then log in with POST /v1/auth/operator/login. The token is spent by setup.',
     '  Set BULWARK_SETUP_TOKEN to choose it yourself (automation).',
     '  ============================================================================',
     '',

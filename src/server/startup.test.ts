@@ -21,12 +21,16 @@ async function listeningPort(server: Running, timeoutMs = 60_000): Promise<numbe
   throw new Error(`server did not start:\n${server.stdout()}\n${server.stderr()}`);
 }
 
+function postJson(port: number, path: string, body: unknown): Promise<Response> {
+  return fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+}
+
 describe('start-up', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'bulwark-start-'));
   const children: Running[] = [];
   after(() => children.forEach((child) => child.child.kill('SIGKILL')));
 
-  it('comes up on an empty data folder (PGlite), is ready, prints the setup token once, stops on SIGTERM', async () => {
+  it('comes up on an empty data folder (PGlite), is ready, prints the setup token once, stops on SIGTERM; the token survives a restart and setup spends it', async () => {
     const env = { BULWARK_DATA_DIR: dataDir, BULWARK_PORT: '0' };
     const first = run(['serve'], env);
     children.push(first);
@@ -38,8 +42,9 @@ describe('start-up', () => {
     const token = /(bws_[A-Za-z0-9_-]{43})/.exec(first.stderr())?.[1];
     assert.ok(token, 'setup token printed on first start');
     assert.ok(!first.stdout().includes(token), 'the token is not in the JSON log stream');
+    // The setup token is no operator credential: it only creates the first operator.
     const tenants = await fetch(`http://127.0.0.1:${port}/v1/tenants`, { headers: { authorization: `Bearer ${token}` } });
-    assert.equal(tenants.status, 200);
+    assert.equal(tenants.status, 401);
     assert.equal((statSync(join(dataDir, 'pglite')).mode & 0o777).toString(8), '700');
 
     first.child.kill('SIGTERM');
@@ -50,10 +55,26 @@ describe('start-up', () => {
     children.push(second);
     const secondPort = await listeningPort(second);
     assert.doesNotMatch(second.stderr(), /bws_/, 'the token is shown only once');
-    const again = await fetch(`http://127.0.0.1:${secondPort}/v1/tenants`, { headers: { authorization: `Bearer ${token}` } });
-    assert.equal(again.status, 200, 'the stored token still works after a restart');
+    const operator = { email: 'first@operator.example', password: 'a long and quiet passphrase 12' };
+    const setup = await postJson(secondPort, '/v1/setup', { setupToken: token, ...operator });
+    assert.equal(setup.status, 201, 'the stored token still works after a restart');
+    assert.equal((await postJson(secondPort, '/v1/setup', { setupToken: token, email: 'second@operator.example', password: operator.password })).status, 409);
+    const login = await postJson(secondPort, '/v1/auth/operator/login', operator);
+    assert.equal(login.status, 200);
+    const { accessToken } = (await login.json()) as { accessToken: string };
+    assert.equal((await fetch(`http://127.0.0.1:${secondPort}/v1/tenants`, { headers: { authorization: `Bearer ${accessToken}` } })).status, 200);
     second.child.kill('SIGINT');
     assert.equal(await second.exited, 0);
+
+    // Set up: no token any more, also when one is configured.
+    const third = run(['serve'], { ...env, BULWARK_SETUP_TOKEN: token });
+    children.push(third);
+    const thirdPort = await listeningPort(third);
+    assert.doesNotMatch(third.stderr(), /bws_/);
+    assert.match(third.stdout(), /BULWARK_SETUP_TOKEN is set but setup is done/);
+    assert.equal((await postJson(thirdPort, '/v1/setup', { setupToken: token, ...operator })).status, 409);
+    third.child.kill('SIGTERM');
+    assert.equal(await third.exited, 0);
   });
 
   it('`bulwark migrate` reports an up-to-date database', async () => {
@@ -75,17 +96,14 @@ describe('start-up', () => {
     try {
       const url = new URL(postgresAdminUrl);
       url.pathname = `/${name}`;
-      const server = run(['serve'], {
-        BULWARK_DATA_DIR: dataDir,
-        BULWARK_PORT: '0',
-        BULWARK_DATABASE_URL: url.toString(),
-        BULWARK_SETUP_TOKEN: randomBytes(24).toString('base64url'),
-      });
+      const setupToken = randomBytes(24).toString('base64url');
+      const server = run(['serve'], { BULWARK_DATA_DIR: dataDir, BULWARK_PORT: '0', BULWARK_DATABASE_URL: url.toString(), BULWARK_SETUP_TOKEN: setupToken });
       children.push(server);
       const port = await listeningPort(server);
       assert.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200);
       assert.match(server.stdout(), /"engine":"postgres"/);
       assert.doesNotMatch(server.stderr(), /bws_/, 'a preset token is not printed');
+      assert.equal((await postJson(port, '/v1/setup', { setupToken, email: 'pg@operator.example', password: 'a long and quiet passphrase 12' })).status, 201);
       server.child.kill('SIGTERM');
       assert.equal(await server.exited, 0);
     } finally {

@@ -7,52 +7,102 @@ import { EnvRootKey } from '../modules/keys/root/env.ts';
 import type { RootKeyProvider } from '../modules/keys/root/provider.ts';
 import { type EngineName, openTestDatabase, type TestDatabase } from './engines.ts';
 
-export interface TestApp {
+/** An app over a throwaway database that has not been through setup: no operator yet. */
+export interface BareTestApp {
   app: FastifyInstance;
   storage: TestDatabase;
   rootKeys: RootKeyProvider;
-  operatorToken: string;
   /** inject() with JSON encoding and an optional bearer token. */
-  call(request: { method: InjectOptions['method']; url: string; token?: string | undefined; body?: unknown; headers?: Record<string, string> }): Promise<LightMyRequestResponse>;
+  call: (request: { method: InjectOptions['method']; url: string; token?: string | undefined; body?: unknown; headers?: Record<string, string> }) => Promise<LightMyRequestResponse>;
+  close(): Promise<void>;
+}
+
+export interface TestOptions {
+  config?: Partial<Record<keyof Config, string>>;
+  clock?: Clock;
+  rootKeys?: RootKeyProvider;
+  pgliteDir?: string;
+}
+
+export async function createBareTestApp(engine: EngineName, options: TestOptions = {}): Promise<BareTestApp> {
+  const storage = await openTestDatabase(engine, options.config, options.pgliteDir === undefined ? {} : { pgliteDir: options.pgliteDir });
+  const rootKeys = options.rootKeys ?? new EnvRootKey(randomBytes(32).toString('base64'));
+  const app = await buildApp({ config: storage.config, db: storage.db, rootKeys, ...(options.clock ? { clock: options.clock } : {}) });
+  return {
+    app,
+    storage,
+    rootKeys,
+    call: async ({ method, url, token, body, headers = {} }) =>
+      app.inject({
+        method,
+        url,
+        headers: {
+          ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          ...headers,
+        },
+        ...(body === undefined ? {} : { payload: typeof body === 'string' ? body : JSON.stringify(body) }),
+      }),
+    async close() {
+      await app.close();
+      await storage.close();
+    },
+  };
+}
+
+export interface TestApp extends BareTestApp {
+  /** An access token of the platform-admin that setup created (valid for the access-token lifetime). */
+  operatorToken: string;
+  /** The platform-admin's credentials, e.g. to log in again after moving a test clock past the token's expiry. */
+  operator: { id: string; email: string; password: string };
+  /** Logs the platform-admin in again and makes the new access token `operatorToken`. */
+  relogOperator(): Promise<string>;
   /**
    * Creates a tenant with a tenant-admin user, logs the admin in and makes an API key with every
    * permission; returns the ids, the key and the admin's access token.
    */
   tenantWithKey(name?: string): Promise<{ tenantId: string; apiKey: string; apiKeyId: string; adminToken: string }>;
-  close(): Promise<void>;
 }
 
 export async function createTestApp(
   engine: EngineName,
-  options: { config?: Partial<Record<keyof Config, string>>; clock?: Clock; rootKeys?: RootKeyProvider; pgliteDir?: string } = {},
+  options: TestOptions & {
+    /** Reopening a database that already went through setup: log this operator in instead. */
+    operator?: TestApp['operator'];
+  } = {},
 ): Promise<TestApp> {
-  const storage = await openTestDatabase(engine, options.config, options.pgliteDir === undefined ? {} : { pgliteDir: options.pgliteDir });
-  const rootKeys = options.rootKeys ?? new EnvRootKey(randomBytes(32).toString('base64'));
-  const app = await buildApp({ config: storage.config, db: storage.db, rootKeys, ...(options.clock ? { clock: options.clock } : {}) });
-  const operatorToken = `bws_${randomBytes(32).toString('base64url')}`;
-  await app.services.bootstrap.ensure(operatorToken);
+  const bare = await createBareTestApp(engine, options);
+  const { app, call } = bare;
 
-  const call: TestApp['call'] = async ({ method, url, token, body, headers = {} }) =>
-    app.inject({
-      method,
-      url,
-      headers: {
-        ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        ...headers,
-      },
-      ...(body === undefined ? {} : { payload: typeof body === 'string' ? body : JSON.stringify(body) }),
-    });
+  // First run, as an operator would do it: the setup token creates the platform-admin, who logs in.
+  let operator = options.operator;
+  if (operator === undefined) {
+    const setupToken = `bws_${randomBytes(32).toString('base64url')}`;
+    await app.services.operators.ensureSetupToken(setupToken);
+    const credentials = { email: 'platform-admin@operator.example', password: `steady beacon ${randomBytes(6).toString('hex')} harbour` };
+    const setup = await call({ method: 'POST', url: '/v1/setup', body: { setupToken, ...credentials } });
+    if (setup.statusCode !== 201) throw new Error(`setup failed: ${setup.body}`);
+    operator = { id: setup.json<{ id: string }>().id, ...credentials };
+  }
+  const { email, password } = operator;
+  const operatorLogin = async () => {
+    const login = await call({ method: 'POST', url: '/v1/auth/operator/login', body: { email, password } });
+    if (login.statusCode !== 200) throw new Error(`operator login failed: ${login.body}`);
+    return login.json<{ accessToken: string }>().accessToken;
+  };
 
-  return {
-    app,
-    storage,
-    rootKeys,
-    operatorToken,
+  const test: TestApp = {
+    ...bare,
+    operatorToken: await operatorLogin(),
+    operator,
+    async relogOperator() {
+      test.operatorToken = await operatorLogin();
+      return test.operatorToken;
+    },
     call,
     async tenantWithKey(name = 'Tenant') {
       const admin = { email: `owner-${randomBytes(6).toString('hex')}@example.org`, password: `quiet meadow ${randomBytes(6).toString('hex')} compass` };
-      const tenant = await call({ method: 'POST', url: '/v1/tenants', token: operatorToken, body: { name, admin } });
+      const tenant = await call({ method: 'POST', url: '/v1/tenants', token: test.operatorToken, body: { name, admin } });
       if (tenant.statusCode !== 201) throw new Error(`tenant creation failed: ${tenant.body}`);
       const tenantId = tenant.json<{ id: string }>().id;
       const login = await call({ method: 'POST', url: '/v1/auth/login', body: { tenantId, ...admin } });
@@ -62,9 +112,6 @@ export async function createTestApp(
       const { key: apiKey, id: apiKeyId } = key.json<{ key: string; id: string }>();
       return { tenantId, apiKey, apiKeyId, adminToken };
     },
-    async close() {
-      await app.close();
-      await storage.close();
-    },
   };
+  return test;
 }

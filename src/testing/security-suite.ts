@@ -60,7 +60,7 @@ export function assertNoLeak(body: string, secrets: readonly string[], where = '
   for (const secret of secrets) assert.ok(!body.includes(secret), `${where}: a secret appears in the body`);
 }
 
-export type RouteAuth = 'public' | 'operator' | 'tenant' | 'user';
+export type RouteAuth = 'public' | 'operator' | 'tenant' | 'self';
 
 export interface Operation {
   method: string;
@@ -126,6 +126,20 @@ export async function storedState(test: TestApp, tenantId: string): Promise<unkn
     const policy = await tx.query('SELECT policy, updated_at FROM password_policies WHERE tenant_id = $1', [tenantId]);
     const sessions = await tx.query('SELECT id, user_id, revoked_at, revoked_reason FROM user_sessions WHERE tenant_id = $1 ORDER BY id', [tenantId]);
     return { tenant: tenant.rows, records: records.rows, keys: keys.rows, users: users.rows, policy: policy.rows, sessions: sessions.rows };
+  });
+}
+
+/** The platform realm as stored: tenants, operators (with their hashes) and operator sessions. */
+export async function platformState(test: Pick<TestApp, 'storage'>): Promise<unknown> {
+  return test.storage.db.withPlatform(async (tx) => {
+    const tenants = await tx.query('SELECT id, name, region, status, updated_at FROM tenants ORDER BY id');
+    const operators = await tx.query(
+      `SELECT id, encode(email_hmac, 'hex') AS email_hmac, encode(pii, 'hex') AS pii, role, status, password_hash, must_change_password, updated_at
+         FROM operators ORDER BY id`,
+    );
+    const sessions = await tx.query('SELECT id, operator_id, revoked_at, revoked_reason FROM operator_sessions ORDER BY id');
+    const throttles = await tx.query('SELECT subject, failures, blocked_until FROM operator_login_throttles ORDER BY subject');
+    return { tenants: tenants.rows, operators: operators.rows, sessions: sessions.rows, throttles: throttles.rows };
   });
 }
 

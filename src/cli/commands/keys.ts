@@ -137,7 +137,7 @@ async function rotateRoot({ keyring }: Session, { json }: Invocation): Promise<v
   const what = result.rotated
     ? `Root key rotated to version ${result.rootVersion}`
     : `This root key provider cannot add versions itself (add one to BULWARK_ROOT_KEY and restart); kept version ${result.rootVersion}`;
-  process.stdout.write(`${what}; re-wrapped ${result.keysRewrapped} data key(s) of ${result.tenants} tenant(s) under it.\n`);
+  process.stdout.write(`${what}; re-wrapped ${result.keysRewrapped} data key(s) of ${result.tenants} tenant(s) and ${result.platformKeysRewrapped} platform key(s) under it.\n`);
 }
 
 async function rotateTenant({ db, keyring }: Session, { json, tenantId }: Invocation): Promise<void> {

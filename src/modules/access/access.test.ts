@@ -8,11 +8,11 @@ import { assertProblem } from '../../testing/security-suite.ts';
 import { assertRouteAccess, builtInRoles } from './permissions.ts';
 
 describe('route access declarations (start-up check)', () => {
-  it('accepts a tenant route with a tenant permission, an operator route with a platform one, public and user routes with none', () => {
+  it('accepts a tenant route with a tenant permission, an operator route with a platform one, public and self routes with none', () => {
     assertRouteAccess('GET /t', { auth: 'tenant', permission: 'records:read' });
     assertRouteAccess('GET /o', { auth: 'operator', permission: 'platform:tenants:read' });
     assertRouteAccess('GET /p', { auth: 'public' });
-    assertRouteAccess('GET /u', { auth: 'user' });
+    assertRouteAccess('GET /u', { auth: 'self' });
   });
 
   it('refuses a route without auth, without a permission, with an unknown one or one of the wrong realm', () => {
@@ -24,7 +24,8 @@ describe('route access declarations (start-up check)', () => {
       { auth: 'operator' },
       { auth: 'operator', permission: 'records:read' },
       { auth: 'public', permission: 'records:read' },
-      { auth: 'user', permission: 'users:read' },
+      { auth: 'self', permission: 'users:read' },
+      { auth: 'user' },
       { auth: 'tenant', permission: '__proto__' },
       { auth: 'nobody' },
     ];
@@ -147,7 +148,7 @@ for (const engine of engines) {
     });
 
     it('support grants: scoped, counted, refused after expiry or revocation, and never for credentials', async () => {
-      const operator = test.operatorToken;
+      let operator = test.operatorToken;
       const readRecords = () => as(operator, 'GET', '/collections/notes/records');
       assertProblem(await readRecords(), 403, 'support_grant_required');
       assert.equal((await as(operator, 'GET', '/keys')).statusCode, 200, 'key hygiene is a standing permission');
@@ -166,6 +167,9 @@ for (const engine of engines) {
       assert.ok(used.lastUsedAt);
 
       clock.advance(2 * 3_600_000);
+      // The access token expired with the clock too: a fresh login, and the grant has run out.
+      assertProblem(await readRecords(), 401, 'invalid_credentials');
+      operator = await test.relogOperator();
       assertProblem(await readRecords(), 403, 'support_grant_required');
 
       const another = await as(apiKey, 'POST', '/support-grants', { permissions: ['records:read'], reason: 'Ticket 4712', durationHours: 1 });
@@ -175,8 +179,13 @@ for (const engine of engines) {
       assertProblem(await readRecords(), 403, 'support_grant_required');
 
       // For another operator only.
-      assert.equal((await as(apiKey, 'POST', '/support-grants', { permissions: ['records:read'], reason: 'Other', durationHours: 1, operatorId: newId() })).statusCode, 201);
+      const forOther = await as(apiKey, 'POST', '/support-grants', { permissions: ['records:read'], reason: 'Other', durationHours: 1, operatorId: newId() });
+      assert.equal(forOther.statusCode, 201);
       assertProblem(await readRecords(), 403, 'support_grant_required');
+      // For this operator by its id.
+      const forMe = await as(apiKey, 'POST', '/support-grants', { permissions: ['records:read'], reason: 'Mine', durationHours: 1, operatorId: test.operator.id });
+      assert.equal((await readRecords()).statusCode, 200);
+      await as(apiKey, 'DELETE', `/support-grants/${forMe.json<{ id: string }>().id}`);
 
       for (const permission of ['api-keys:write', 'roles:write', 'support-grants:write', 'keys:customer-key']) {
         assertProblem(await as(apiKey, 'POST', '/support-grants', { permissions: [permission], reason: 'No', durationHours: 1 }), 400, 'validation_failed');

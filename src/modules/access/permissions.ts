@@ -30,6 +30,8 @@ export const platformPermissions = {
   'platform:tenants:write': 'Create, rename, suspend and reactivate tenants.',
   'platform:root-key:read': 'Read the root key status.',
   'platform:root-key:rotate': 'Rotate the root key.',
+  'platform:operators:read': 'List and read operator accounts.',
+  'platform:operators:write': 'Create, change, disable and delete operator accounts; set their passwords; lift lockouts.',
 } as const;
 
 export type TenantPermission = keyof typeof tenantPermissions;
@@ -68,10 +70,35 @@ export function isBuiltInRole(name: string): name is BuiltInRole {
 }
 
 /**
- * What a platform operator may do on a tenant without a support-access grant: key hygiene is the
- * platform's duty and exposes no tenant data. Everything else needs a grant from a tenant admin.
+ * The roles of platform operators (one per operator). An operator's platform permissions come from it, and
+ * so do its standing tenant permissions: what it may do on a tenant without a support-access grant. Key
+ * hygiene is the platform's duty and exposes no tenant data; everything else needs a grant from a tenant admin.
  */
-export const operatorStandingPermissions: ReadonlySet<TenantPermission> = new Set(['keys:read', 'keys:rotate']);
+export const platformRoles = {
+  'platform-admin': {
+    description: 'Runs the platform: tenants, operators, the root key; rotates tenant keys.',
+    permissions: Object.keys(platformPermissions) as PlatformPermission[],
+    standingTenantPermissions: ['keys:read', 'keys:rotate'] satisfies TenantPermission[],
+  },
+  'platform-auditor': {
+    description: 'Reads tenants, operators and the key status; changes nothing.',
+    permissions: ['platform:tenants:read', 'platform:root-key:read', 'platform:operators:read'] satisfies PlatformPermission[],
+    standingTenantPermissions: ['keys:read'] satisfies TenantPermission[],
+  },
+} as const satisfies Record<string, { description: string; permissions: readonly PlatformPermission[]; standingTenantPermissions: readonly TenantPermission[] }>;
+
+export type PlatformRole = keyof typeof platformRoles;
+
+export function isPlatformRole(name: string): name is PlatformRole {
+  return Object.hasOwn(platformRoles, name);
+}
+
+/** What a platform role may do: its platform permissions, and its standing permissions on every tenant. */
+export function platformRoleGrants(role: string): { platform: ReadonlySet<string>; standing: ReadonlySet<TenantPermission> } {
+  if (!isPlatformRole(role)) return { platform: new Set(), standing: new Set() };
+  const { permissions, standingTenantPermissions } = platformRoles[role];
+  return { platform: new Set(permissions), standing: new Set(standingTenantPermissions) };
+}
 
 /**
  * Never in a support grant: each would let the operator mint access that outlives the grant (a key, a
@@ -81,7 +108,7 @@ export const ungrantablePermissions: ReadonlySet<TenantPermission> = new Set(['a
 
 /**
  * The start-up check: a tenant route names one tenant permission, an operator route one platform
- * permission, public and user-self routes none. A route that breaks this stops the app from starting,
+ * permission, public and self routes none. A route that breaks this stops the app from starting,
  * so no route can be added without deciding who may call it.
  */
 export function assertRouteAccess(route: string, config: { auth?: string | undefined; permission?: string | undefined }): void {
@@ -97,10 +124,10 @@ export function assertRouteAccess(route: string, config: { auth?: string | undef
       if (permission === undefined || !isPlatformPermission(permission)) fail(`an operator route needs a platform permission (got ${String(permission)})`);
       return;
     case 'public':
-    case 'user':
+    case 'self':
       if (permission !== undefined) fail(`a ${auth} route takes no permission`);
       return;
     default:
-      fail('no auth level declared (public, user, tenant or operator)');
+      fail('no auth level declared (public, self, tenant or operator)');
   }
 }

@@ -9,7 +9,7 @@ import {
   builtInRoles,
   isBuiltInRole,
   isTenantPermission,
-  operatorStandingPermissions,
+  platformRoleGrants,
   type TenantPermission,
   ungrantablePermissions,
 } from './permissions.ts';
@@ -102,16 +102,25 @@ export class AccessService implements Authorizer {
         return { permissions };
       }
       case 'operator': {
-        if (operatorStandingPermissions.has(permission)) return { permissions: operatorStandingPermissions };
+        const { standing } = platformRoleGrants(principal.role);
+        if (standing.has(permission)) return { permissions: standing };
         const grant = await this.#db.withTenant(tenantId, (tx) => useGrant(tx, tenantId, principal.id, permission, this.#clock.now()));
         if (grant === undefined) {
           throw new BulwarkError('support_grant_required', {
             message: `Operators need a live support-access grant of this tenant with ${permission}.`,
           });
         }
-        const permissions = new Set([...operatorStandingPermissions, ...grant.permissions.filter(isTenantPermission)]);
+        const permissions = new Set([...standing, ...grant.permissions.filter(isTenantPermission)]);
         return { permissions, grantId: grant.id };
       }
+    }
+  }
+
+  /** An operator route: the operator's platform role must hold the route's platform permission. */
+  authorizePlatform(principal: Principal, permission: string): void {
+    if (principal.kind !== 'operator') throw new BulwarkError('forbidden');
+    if (!platformRoleGrants(principal.role).platform.has(permission)) {
+      throw new BulwarkError('forbidden', { message: `Your platform role does not give the permission ${permission}.` });
     }
   }
 

@@ -1,6 +1,7 @@
 import { ZxcvbnFactory } from '@zxcvbn-ts/core';
 import { adjacencyGraphs, dictionary as commonDictionary } from '@zxcvbn-ts/language-common';
 import { dictionary as englishDictionary, translations } from '@zxcvbn-ts/language-en';
+import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { verifyPassword } from './passwords.ts';
 
 /**
@@ -200,6 +201,16 @@ export async function checkPassword(
 }
 
 /** Whether a password set at `changedAt` has expired under the policy at `now`. An invalid date counts as expired. */
+/** `checkPassword` for a write: throws 422 password_policy_violation naming each failed rule. */
+export async function assertPasswordAcceptable(password: string, policy: PasswordPolicy, context: PasswordCheckContext): Promise<void> {
+  const result = await checkPassword(password, policy, context);
+  if (result.ok) return;
+  throw new BulwarkError('password_policy_violation', {
+    message: result.failures.map((failure) => failure.message).join(' '),
+    extensions: { rules: result.failures.map((failure) => ({ rule: failure.rule, message: failure.message })) },
+  });
+}
+
 export function passwordExpired(policy: PasswordPolicy, changedAt: Date, now: Date): boolean {
   if (policy.expiryDays === null) return false;
   const age = now.getTime() - changedAt.getTime();

@@ -18,7 +18,7 @@ import {
 import type { FastifyRequest } from 'fastify';
 import { heldPermissions } from '../../platform/http/auth.ts';
 import type { AccessService } from '../access/service.ts';
-import type { UserSessionService } from '../sessions/user-sessions.ts';
+import type { LoginSessionService } from '../sessions/login-sessions.ts';
 import type { LoginService } from './login.ts';
 import type { UsersService } from './service.ts';
 
@@ -26,7 +26,7 @@ const tags = ['users'];
 const users = '/v1/tenants/:tenantId/users';
 
 /** A tenant's users and its password policy. Login, sessions and tokens build on these. */
-export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginService; sessions: UserSessionService; access: AccessService }> = async (
+export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginService; sessions: LoginSessionService; access: AccessService }> = async (
   app,
   { users: service, login, sessions, access },
 ) => {
@@ -153,7 +153,7 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
       const { tenantId, userId } = request.params;
       await mayManage(request);
       await service.setPassword(tenantId, userId, request.body.password, request.body.mustChangePassword ?? true);
-      await sessions.revokeAllOfUser(tenantId, userId, 'password_changed');
+      await sessions.revokeAllOf(tenantId, userId, 'password_changed');
       return reply.code(204).send(null);
     },
   );

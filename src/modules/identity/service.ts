@@ -5,7 +5,7 @@ import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
 import { newId } from '../../platform/ids.ts';
 import type { EnvelopeContext } from '../keys/envelope.ts';
 import type { KeyringService, Reencryptor, TenantKeys } from '../keys/service.ts';
-import { checkPassword, defaultPasswordPolicy, type PasswordPolicy, policyProblems } from './password-policy.ts';
+import { assertPasswordAcceptable, defaultPasswordPolicy, type PasswordPolicy, policyProblems } from './password-policy.ts';
 import { type Argon2Params, defaultArgon2Params, hashPassword, importedHash, ImportedHashError } from './passwords.ts';
 import type { CreateUserBody, ImportUsersBody, UpdateUserBody, User } from './schemas.ts';
 import {
@@ -267,12 +267,7 @@ export class UsersService implements Reencryptor {
 
   async #assertAcceptable(password: string, policy: PasswordPolicy, pii: UserPii, history: string[]): Promise<void> {
     const userInputs = [pii.email, pii.firstName, pii.lastName].filter((value): value is string => value !== null);
-    const result = await checkPassword(password, policy, { userInputs, history });
-    if (result.ok) return;
-    throw new BulwarkError('password_policy_violation', {
-      message: result.failures.map((failure) => failure.message).join(' '),
-      extensions: { rules: result.failures.map((failure) => ({ rule: failure.rule, message: failure.message })) },
-    });
+    await assertPasswordAcceptable(password, policy, { userInputs, history });
   }
 
   /** Inserts users in one transaction, each with a fresh id; a taken e-mail refuses the lot. */

@@ -172,56 +172,18 @@ export async function upsertPasswordPolicy(tx: Queryable, tenantId: string, poli
   );
 }
 
-/**
- * Reserves one password check for a throttled subject, in its own short transaction before the check
- * runs, so parallel guesses each need an increment first. Returns the count including this one, or
- * `blockedUntil` when the subject is in a delay or lockout (nothing is counted then). A window older
- * than `windowMs` starts again at 1.
- */
-export async function reserveLoginAttempt(
-  tx: Queryable,
-  tenantId: string,
-  subject: string,
-  now: Date,
-  windowMs: number,
-): Promise<{ attempts: number } | { blockedUntil: Date }> {
-  const { rows } = await tx.query<{ failures: number }>(
-    `INSERT INTO login_throttles (tenant_id, subject, failures, window_started_at) VALUES ($1, $2, 1, $3)
-     ON CONFLICT (tenant_id, subject) DO UPDATE SET
-       failures = CASE WHEN login_throttles.window_started_at <= $3::timestamptz - make_interval(secs => $4::double precision / 1000)
-                       THEN 1 ELSE login_throttles.failures + 1 END,
-       window_started_at = CASE WHEN login_throttles.window_started_at <= $3::timestamptz - make_interval(secs => $4::double precision / 1000)
-                       THEN $3 ELSE login_throttles.window_started_at END,
-       blocked_until = NULL
-     WHERE login_throttles.blocked_until IS NULL OR login_throttles.blocked_until <= $3
-     RETURNING failures`,
-    [tenantId, subject, now, windowMs],
-  );
-  if (rows[0] !== undefined) return { attempts: rows[0].failures };
-  const blocked = await tx.query<{ blocked_until: Date }>('SELECT blocked_until FROM login_throttles WHERE tenant_id = $1 AND subject = $2', [tenantId, subject]);
-  return { blockedUntil: blocked.rows[0]?.blocked_until ?? now };
-}
-
-export async function blockLoginSubject(tx: Queryable, tenantId: string, subject: string, until: Date): Promise<void> {
-  await tx.query('UPDATE login_throttles SET blocked_until = $3 WHERE tenant_id = $1 AND subject = $2', [tenantId, subject, until]);
-}
-
-/** After a correct password: the account starts clean, the source gives back the check it reserved. */
-export async function clearLoginSubject(tx: Queryable, tenantId: string, subject: string): Promise<void> {
-  await tx.query('DELETE FROM login_throttles WHERE tenant_id = $1 AND subject = $2', [tenantId, subject]);
-}
-
-export async function releaseLoginAttempt(tx: Queryable, tenantId: string, subject: string): Promise<void> {
-  await tx.query('UPDATE login_throttles SET failures = greatest(failures - 1, 0) WHERE tenant_id = $1 AND subject = $2', [tenantId, subject]);
+/** What login needs of an account (a user here, an operator in the operators store). */
+export interface LoginAccount {
+  id: string;
+  status: 'active' | 'disabled';
+  password_hash: string | null;
+  password_changed_at: Date | null;
+  must_change_password: boolean;
 }
 
 /** What login needs of a user, by e-mail hash: never selected with anything else. */
-export async function findLoginUser(
-  tx: Queryable,
-  tenantId: string,
-  emailHmac: Buffer,
-): Promise<{ id: string; status: 'active' | 'disabled'; password_hash: string | null; password_changed_at: Date | null; must_change_password: boolean } | undefined> {
-  const { rows } = await tx.query<{ id: string; status: 'active' | 'disabled'; password_hash: string | null; password_changed_at: Date | null; must_change_password: boolean }>(
+export async function findLoginUser(tx: Queryable, tenantId: string, emailHmac: Buffer): Promise<LoginAccount | undefined> {
+  const { rows } = await tx.query<LoginAccount>(
     'SELECT id, status, password_hash, password_changed_at, must_change_password FROM users WHERE tenant_id = $1 AND email_hmac = $2',
     [tenantId, emailHmac],
   );

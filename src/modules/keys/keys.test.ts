@@ -85,6 +85,7 @@ for (const engine of engines) {
           rootKeys: await openLocalFileRootKey(join(pgliteDir, 'root', 'root-key.json')),
           pgliteDir: dir,
           config: { keyCacheTtlMs: '0' },
+          operator: test.operator,
         });
       }
     });

@@ -87,7 +87,8 @@ export const rootRotationResult = Type.Object({
     description: 'false for a provider that cannot add a version itself (env): the keys were only re-wrapped under its current version.',
   }),
   tenants: Type.Integer(),
-  keysRewrapped: Type.Integer(),
+  keysRewrapped: Type.Integer({ description: 'Tenant data keys re-wrapped.' }),
+  platformKeysRewrapped: Type.Integer({ description: 'Platform keys (e.g. the one sealing operator PII) re-wrapped.' }),
 });
 
 const vaultPath = (description: string) => Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$', description });

@@ -211,6 +211,8 @@ export interface KeyringOptions {
   customerKmsAllowedOrigins?: readonly string[];
   /** Failures of background work (re-encryption jobs, encryption counts); the default drops them. */
   onBackgroundError?: (error: unknown, message: string) => void;
+  /** Platform keys, re-wrapped with the tenant keys by a root rotation. */
+  platformKeys?: { rewrapUnderRoot(): Promise<number> };
 }
 
 /**
@@ -227,6 +229,7 @@ export class KeyringService {
   readonly #caching: boolean;
   readonly #loading = new Map<string, Promise<LoadedKeyring>>();
   readonly #reencryptors: Reencryptor[] = [];
+  readonly #platformKeys: KeyringOptions['platformKeys'];
   readonly #jobs = new Map<string, Promise<number>>();
   /** Encryption counts on their way to the database, per tenant; a load waits for its tenant's. */
   readonly #countWrites = new Map<string, Promise<void>>();
@@ -242,6 +245,7 @@ export class KeyringService {
     this.#cache = new TtlCache(options.cacheTtlMs, options.cacheMaxTenants, clock, (keyring) => keyring.evicted());
     this.#allowedOrigins = options.customerKmsAllowedOrigins ?? [];
     this.#onBackgroundError = options.onBackgroundError ?? (() => undefined);
+    this.#platformKeys = options.platformKeys;
     // Expired entries are dropped on a timer too, not only when next looked up: an idle tenant's keys
     // leave memory (and its encryption count is stored) within about one TTL.
     if (this.#caching) {
@@ -308,6 +312,8 @@ export class KeyringService {
   }
 
   async describe(tenantId: string): Promise<KeyringInfo> {
+    // This instance's seal counts on their way to the database are part of the answer.
+    await this.#countWrites.get(tenantId);
     const { keyring, keys, counts } = await this.#db.withTenant(tenantId, async (tx) => ({
       keyring: await this.#requireKeyring(tx, tenantId),
       keys: await listKeys(tx, tenantId),
@@ -416,7 +422,7 @@ export class KeyringService {
    * the operator adds one to the variable and restarts) is not rotated, but the re-wrap still moves every
    * key to its current version, which is how such a rotation completes.
    */
-  async rotateRoot(): Promise<{ rootVersion: number; rotated: boolean; tenants: number; keysRewrapped: number }> {
+  async rotateRoot(): Promise<{ rootVersion: number; rotated: boolean; tenants: number; keysRewrapped: number; platformKeysRewrapped: number }> {
     let rotated = true;
     const description = await this.#provider.rotate().catch((error: unknown) => {
       if (!(error instanceof RootKeyError && error.reason === 'unsupported')) throw rootKeyProblem(error);
@@ -446,7 +452,8 @@ export class KeyringService {
         return count;
       });
     }
-    return { rootVersion: description.currentVersion, rotated, tenants: tenants.length, keysRewrapped };
+    const platformKeysRewrapped = (await this.#platformKeys?.rewrapUnderRoot()) ?? 0;
+    return { rootVersion: description.currentVersion, rotated, tenants: tenants.length, keysRewrapped, platformKeysRewrapped };
   }
 
   /**

@@ -3,25 +3,45 @@ import type { RoutePlugin } from '../../platform/http/route-kit.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import type { AccessService } from '../access/service.ts';
 import type { LoginService } from '../identity/login.ts';
-import { user } from '../identity/schemas.ts';
 import type { UsersService } from '../identity/service.ts';
-import { changePasswordBody, jwksDocument, loginBody, refreshBody, tokenResponse } from './auth-schemas.ts';
+import { operatorLoginBody, operatorPasswordChangeBody } from '../operators/schemas.ts';
+import type { OperatorsService } from '../operators/service.ts';
+import { changePasswordBody, jwksDocument, loginBody, meResponse, refreshBody, tokenResponse } from './auth-schemas.ts';
+import { type IssuedRefresh, type LoginSessionService, platformScope } from './login-sessions.ts';
 import type { TokenService } from './tokens.ts';
-import type { IssuedRefresh, UserSessionService } from './user-sessions.ts';
 
 const tags = ['auth'];
 // Credentials and tokens only: nothing here needs more than a few KiB.
 const bodyLimit = 8 * 1024;
 
-/** Login, refresh, logout, self-service password change, the JWKS, and the logged-in user. */
-export const authRoutes: RoutePlugin<{ login: LoginService; users: UsersService; sessions: UserSessionService; tokens: TokenService; access: AccessService }> = async (
-  app,
-  { login, users, sessions, tokens, access: roles },
-) => {
-  const tokensFor = async (issued: IssuedRefresh) => {
-    // `roles` informs the client; each request re-checks the roles (cached for BULWARK_AUTH_CACHE_TTL_MS).
-    const roleNames = await roles.roleNamesOf(issued.tenantId, issued.userId);
-    const access = await tokens.issueAccessToken({ sub: issued.userId, tenantId: issued.tenantId, sid: issued.sessionId, roles: roleNames, ver: 1, kind: 'user' });
+export interface AuthRouteServices {
+  login: LoginService;
+  users: UsersService;
+  sessions: LoginSessionService;
+  operators: OperatorsService;
+  operatorSessions: LoginSessionService;
+  tokens: TokenService;
+  access: AccessService;
+}
+
+/**
+ * Login (tenant users and platform operators, each in its own realm), refresh, logout, self-service password
+ * change, the JWKS, and the logged-in person.
+ */
+export const authRoutes: RoutePlugin<AuthRouteServices> = async (app, { login, users, sessions, operators, operatorSessions, tokens, access: roles }) => {
+  const tokensFor = async (issued: IssuedRefresh, realm: 'user' | 'operator') => {
+    // `roles` informs the client; each request re-checks them (cached for BULWARK_AUTH_CACHE_TTL_MS).
+    const access =
+      realm === 'user'
+        ? await tokens.issueAccessToken({
+            sub: issued.principalId,
+            tenantId: issued.scope,
+            sid: issued.sessionId,
+            roles: await roles.roleNamesOf(issued.scope, issued.principalId),
+            ver: 1,
+            kind: 'user',
+          })
+        : await tokens.issueAccessToken({ sub: issued.principalId, tenantId: null, sid: issued.sessionId, roles: await operatorRoles(issued.principalId), ver: 1, kind: 'operator' });
     return {
       tokenType: 'Bearer' as const,
       accessToken: access.token,
@@ -31,6 +51,14 @@ export const authRoutes: RoutePlugin<{ login: LoginService; users: UsersService;
       sessionId: issued.sessionId,
     };
   };
+
+  const operatorRoles = async (operatorId: string) => {
+    const standing = await operators.standing(operatorId);
+    if (standing?.status !== 'active') throw new BulwarkError('invalid_credentials');
+    return [standing.role];
+  };
+  // A refresh token names its realm by its prefix.
+  const realmOf = (refreshToken: string) => (operatorSessions.accepts(refreshToken) ? ({ sessions: operatorSessions, kind: 'operator' } as const) : ({ sessions, kind: 'user' } as const));
 
   app.post(
     '/v1/auth/login',
@@ -48,7 +76,7 @@ export const authRoutes: RoutePlugin<{ login: LoginService; users: UsersService;
     },
     async (request) => {
       const { userId } = await login.authenticate({ ...request.body, source: request.ip });
-      return tokensFor(await sessions.start(request.body.tenantId, userId));
+      return tokensFor(await sessions.start(request.body.tenantId, userId), 'user');
     },
   );
 
@@ -65,7 +93,10 @@ export const authRoutes: RoutePlugin<{ login: LoginService; users: UsersService;
         response: { 200: tokenResponse },
       },
     },
-    async (request) => tokensFor(await sessions.refresh(request.body.refreshToken)),
+    async (request) => {
+      const realm = realmOf(request.body.refreshToken);
+      return tokensFor(await realm.sessions.refresh(request.body.refreshToken), realm.kind);
+    },
   );
 
   app.post(
@@ -82,7 +113,7 @@ export const authRoutes: RoutePlugin<{ login: LoginService; users: UsersService;
       },
     },
     async (request, reply) => {
-      await sessions.logout(request.body.refreshToken);
+      await realmOf(request.body.refreshToken).sessions.logout(request.body.refreshToken);
       return reply.code(204).send(null);
     },
   );
@@ -104,7 +135,48 @@ export const authRoutes: RoutePlugin<{ login: LoginService; users: UsersService;
     async (request, reply) => {
       const { tenantId, email, currentPassword, newPassword } = request.body;
       const { userId } = await login.changePassword({ tenantId, email, password: currentPassword, newPassword, source: request.ip });
-      await sessions.revokeAllOfUser(tenantId, userId, 'password_changed');
+      await sessions.revokeAllOf(tenantId, userId, 'password_changed');
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.post(
+    '/v1/auth/operator/login',
+    {
+      config: { auth: 'public' },
+      bodyLimit,
+      schema: {
+        tags,
+        summary: 'Log in as a platform operator',
+        description:
+          "Operators are their own realm: no tenant id. Same answers and brute-force protection as a user's login (401 invalid_credentials, 429 too_many_attempts, 403 password_change_required: change it with POST /v1/auth/operator/password first).",
+        body: operatorLoginBody,
+        response: { 200: tokenResponse },
+      },
+    },
+    async (request) => {
+      const { operatorId } = await operators.authenticate({ ...request.body, source: request.ip });
+      return tokensFor(await operatorSessions.start(platformScope, operatorId), 'operator');
+    },
+  );
+
+  app.post(
+    '/v1/auth/operator/password',
+    {
+      config: { auth: 'public' },
+      bodyLimit,
+      schema: {
+        tags,
+        summary: 'Change your operator password',
+        description:
+          'With the current password (throttled like a login), also when it expired or a platform-admin set it. The new one must meet the default password policy (422 password_policy_violation). Every session of the operator ends.',
+        body: operatorPasswordChangeBody,
+        response: { 204: Type.Null({ description: 'Changed.' }) },
+      },
+    },
+    async (request, reply) => {
+      const { email, currentPassword, newPassword } = request.body;
+      await operators.changePassword({ email, password: currentPassword, newPassword, source: request.ip });
       return reply.code(204).send(null);
     },
   );
@@ -123,11 +195,20 @@ export const authRoutes: RoutePlugin<{ login: LoginService; users: UsersService;
 
   app.get(
     '/v1/me',
-    { config: { auth: 'user' }, schema: { tags, summary: 'The logged-in user', description: 'The user of the access token.', response: { 200: user } } },
+    {
+      config: { auth: 'self' },
+      schema: {
+        tags,
+        summary: 'The logged-in user or operator',
+        description: 'Who the access token belongs to: `kind` is `user` (with its tenant) or `operator`. API keys have no person behind them (403).',
+        response: { 200: meResponse },
+      },
+    },
     async (request) => {
       const principal = request.principal;
-      if (principal?.kind !== 'user') throw new BulwarkError('forbidden');
-      return users.get(principal.tenantId, principal.id);
+      if (principal?.kind === 'user') return { kind: 'user' as const, tenantId: principal.tenantId, ...(await users.get(principal.tenantId, principal.id)) };
+      if (principal?.kind === 'operator') return { kind: 'operator' as const, ...(await operators.get(principal.id)) };
+      throw new BulwarkError('forbidden');
     },
   );
 };

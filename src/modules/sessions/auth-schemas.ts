@@ -1,9 +1,11 @@
 import { Type } from 'typebox';
+import { user } from '../identity/schemas.ts';
+import { operator } from '../operators/schemas.ts';
 import { tenantId } from '../tenancy/schemas.ts';
 
 const email = Type.String({ minLength: 3, maxLength: 254, description: 'The e-mail address of the user.' });
 const password = Type.String({ minLength: 1, maxLength: 1024 });
-const refreshToken = Type.String({ minLength: 1, maxLength: 128, description: 'The refresh token of the last login or refresh (`bwr_...`).' });
+const refreshToken = Type.String({ minLength: 1, maxLength: 128, description: 'The refresh token of the last login or refresh (`bwr_...` for users, `bwrp_...` for operators).' });
 
 export const loginBody = Type.Object({ tenantId, email, password }, { additionalProperties: false });
 
@@ -24,3 +26,9 @@ export const tokenResponse = Type.Object({
 });
 
 export const jwksDocument = Type.Object({ keys: Type.Array(Type.Record(Type.String(), Type.Unknown())) });
+
+/** `/v1/me`: who the access token belongs to, a tenant's user or a platform operator (`kind` tells). */
+export const meResponse = Type.Union([
+  Type.Object({ kind: Type.Literal('user'), tenantId: Type.String(), ...user.properties }),
+  Type.Object({ kind: Type.Literal('operator'), ...operator.properties }),
+]);

@@ -16,59 +16,12 @@ import {
   type ApiKeyCredentialRow,
   insertApiKey,
   listApiKeysSql,
-  readBootstrapHash,
   revokeApiKey,
   toApiKeys,
   touchApiKeySql,
-  writeBootstrapHash,
 } from './store.ts';
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest();
-
-/**
- * The operator bootstrap token: the temporary operator credential until operator accounts exist.
- * Only its SHA-256 is stored (it is 256 random bits, or an operator-chosen value of at least 32 characters,
- * so a slow hash would add nothing but latency).
- */
-export class OperatorBootstrap implements Authenticator {
-  readonly #db: Database;
-  #hash: Buffer | undefined;
-
-  constructor(db: Database) {
-    this.#db = db;
-  }
-
-  /** Stores the configured token, or generates one on first start. Returns a generated token once. */
-  async ensure(configured: string | undefined): Promise<{ generated?: string }> {
-    return this.#db.withPlatform(async (tx) => {
-      if (configured !== undefined) {
-        this.#hash = sha256(configured);
-        await writeBootstrapHash(tx, this.#hash);
-        return {};
-      }
-      const existing = await readBootstrapHash(tx);
-      if (existing) {
-        this.#hash = existing;
-        return {};
-      }
-      const generated = `bws_${randomBytes(32).toString('base64url')}`;
-      this.#hash = sha256(generated);
-      await writeBootstrapHash(tx, this.#hash);
-      return { generated };
-    });
-  }
-
-  accepts(token: string): boolean {
-    return !token.startsWith('bwk_');
-  }
-
-  async authenticate(token: string): Promise<Principal | null> {
-    this.#hash ??= await this.#db.withPlatform(readBootstrapHash);
-    if (!this.#hash || !digestsEqual(sha256(token), this.#hash)) return null;
-    // A stable, non-reversible id for the log lines of this credential.
-    return { kind: 'operator', id: createHash('sha256').update(this.#hash).digest('hex').slice(0, 12) };
-  }
-}
 
 type ApiKeyPrincipal = Principal & { kind: 'api-key' };
 /** A verified key; `lastUsedAt` is the one mutable field (when this instance last recorded a use). */

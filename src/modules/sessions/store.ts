@@ -1,21 +1,6 @@
-import { toBuffer, type Queryable } from '../../platform/db/database.ts';
+import type { Queryable } from '../../platform/db/database.ts';
 import { retryWithNewId } from '../../platform/ids.ts';
 import type { ApiKey } from './schemas.ts';
-
-// --- operator bootstrap token (platform table) ---
-
-export async function readBootstrapHash(tx: Queryable): Promise<Buffer | undefined> {
-  const { rows } = await tx.query<{ token_hash: Uint8Array }>('SELECT token_hash FROM operator_bootstrap');
-  return rows[0] ? toBuffer(rows[0].token_hash) : undefined;
-}
-
-export async function writeBootstrapHash(tx: Queryable, hash: Buffer): Promise<void> {
-  await tx.query(
-    `INSERT INTO operator_bootstrap (singleton, token_hash) VALUES (true, $1)
-     ON CONFLICT (singleton) DO UPDATE SET token_hash = excluded.token_hash, created_at = now()`,
-    [hash],
-  );
-}
 
 // --- API keys (tenant table) ---
 

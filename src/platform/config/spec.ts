@@ -129,7 +129,7 @@ export const optionSpecs: readonly OptionSpec[] = [
     key: 'setupToken',
     env: 'BULWARK_SETUP_TOKEN',
     description:
-      'Presets the one-time setup token (at least 32 characters) for automation. Unset: one is generated on first start and printed once. Only its hash is stored.',
+      'Presets the one-time setup token (at least 32 characters) for automation. Unset: one is generated on first start and printed once. Only its hash is stored. `POST /v1/setup` spends it on the first operator; once an operator exists it is ignored.',
     secret: true,
     parse: text(32, 512),
   },

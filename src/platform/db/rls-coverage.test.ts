@@ -9,11 +9,24 @@ import { engineSkip, engines, openTestDatabase, type TestDatabase } from '../../
 const platformTables: Record<string, string> = {
   // Owned and used only by the migration runner; the app role has no grant on it at all.
   schema_migrations: 'migration bookkeeping, no app access',
-  // One row: the SHA-256 of the operator bootstrap token. Holds no tenant data.
-  operator_bootstrap: 'operator credential hash, no tenant data',
+  // One row: the SHA-256 of the one-time setup token, deleted when setup spends it. Holds no tenant data.
+  operator_bootstrap: 'setup token hash, no tenant data',
   // Access-token signing keys: one keyring for the whole platform; private keys sealed, public keys are public.
   signing_keys: 'platform token-signing keys, no tenant data',
+  // The operators realm (0008): platform principals, not tenant data; see platformOnlyTables.
+  platform_keys: 'root-wrapped keys of the platform itself',
+  operators: 'platform operator accounts (PII sealed)',
+  operator_password_history: 'earlier operator password hashes',
+  operator_login_throttles: 'operator brute-force counters',
+  operator_sessions: 'operator login sessions',
+  operator_refresh_tokens: 'operator refresh token hashes',
 };
+
+/**
+ * Platform tables that hold credentials or platform keys: FORCE RLS with a policy that admits the explicit
+ * platform scope only, so a statement under a tenant context (or none) reaches nothing in them.
+ */
+const platformOnlyTables = ['platform_keys', 'operators', 'operator_password_history', 'operator_login_throttles', 'operator_sessions', 'operator_refresh_tokens'];
 
 interface TableInfo {
   table: string;
@@ -71,6 +84,34 @@ for (const engine of engines) {
         if (key[0] !== tenantColumn) uncovered.push(`${table}: primary key does not lead with ${tenantColumn} (${key.join(', ')})`);
       }
       assert.deepEqual(uncovered, []);
+    });
+
+    it('credential-holding platform tables admit the platform scope only: a tenant context or none sees and writes nothing', async () => {
+      const policies = await storage.db.withPlatform((tx) =>
+        tx.query<{ tablename: string; qual: string | null; with_check: string | null }>("SELECT tablename, qual, with_check FROM pg_policies WHERE schemaname = 'public'"),
+      );
+      for (const table of platformOnlyTables) {
+        const info = tables.find((candidate) => candidate.table === table);
+        assert.ok(info?.rls === true && info.forced, `${table}: FORCE RLS`);
+        const own = policies.rows.filter((policy) => policy.tablename === table);
+        assert.ok(own.length > 0, `${table}: has a policy`);
+        for (const policy of own) {
+          assert.match(policy.qual ?? '', /current_setting\('app\.scope'::text, true\) = 'platform'::text/, `${table}: USING`);
+          assert.match(policy.with_check ?? '', /current_setting\('app\.scope'::text, true\) = 'platform'::text/, `${table}: WITH CHECK`);
+        }
+      }
+      // A platform row is invisible under a tenant context and cannot be written from one.
+      await storage.db.withPlatform((tx) =>
+        tx.query("INSERT INTO platform_keys (name, wrapped_key, created_at) VALUES ('coverage-probe', 'x', now())"),
+      );
+      const seen = await storage.db.withTenant('0123456789ab', (tx) => tx.query('SELECT name FROM platform_keys'));
+      assert.deepEqual(seen.rows, []);
+      await assert.rejects(
+        storage.db.withTenant('0123456789ab', (tx) => tx.query("INSERT INTO platform_keys (name, wrapped_key, created_at) VALUES ('tenant-probe', 'x', now())")),
+        /row-level security/,
+      );
+      const updated = await storage.db.withTenant('0123456789ab', (tx) => tx.query("UPDATE platform_keys SET wrapped_key = 'y'"));
+      assert.equal(updated.rowCount, 0);
     });
 
     it('unique constraints and foreign keys of tenant tables include tenant_id', async () => {

@@ -17,6 +17,7 @@ export const errorCodes = {
   route_not_found: { status: 404, title: 'No route matches this path.' },
   method_not_allowed: { status: 405, title: 'The method is not allowed on this path.' },
   conflict: { status: 409, title: 'The resource already exists or changed concurrently.' },
+  setup_completed: { status: 409, title: 'Setup is done; the setup token is spent.' },
   precondition_failed: { status: 412, title: 'The resource does not match the precondition.' },
   payload_too_large: { status: 413, title: 'The request body is too large.' },
   unsupported_media_type: { status: 415, title: 'The request body must be application/json.' },

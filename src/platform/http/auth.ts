@@ -4,7 +4,8 @@ import { isId } from '../ids.ts';
 
 /** Who is calling. New credential kinds (JWT sessions, services, agents) add a member here. */
 export type Principal =
-  | { kind: 'operator'; id: string }
+  /** A platform operator logged in with an access token; `role` is its platform role as of this request. */
+  | { kind: 'operator'; id: string; sessionId: string; role: string }
   | { kind: 'api-key'; id: string; tenantId: string; scopes: readonly string[] }
   | { kind: 'user'; id: string; tenantId: string; sessionId: string };
 
@@ -17,9 +18,10 @@ export interface Authenticator {
 
 /**
  * Who may call a route. `tenant` routes carry `:tenantId`: operators reach any tenant, a tenant-bound
- * principal only its own (another tenant's path answers 404, as if it did not exist).
+ * principal only its own (another tenant's path answers 404, as if it did not exist). `self` routes are a
+ * logged-in person's own (a tenant user or an operator, with an access token; never an API key).
  */
-export type RouteAuth = 'public' | 'operator' | 'tenant' | 'user';
+export type RouteAuth = 'public' | 'operator' | 'tenant' | 'self';
 
 /** What the caller may do in the tenant, as decided for this request. */
 export interface AccessDecision {
@@ -28,9 +30,12 @@ export interface AccessDecision {
   grantId?: string;
 }
 
-/** Decides whether a principal holds a route's permission in a tenant; throws 403 when it does not. */
+/** Decides whether a principal holds a route's permission; throws 403 when it does not. */
 export interface Authorizer {
+  /** A tenant route: the permission in that tenant. */
   authorize(principal: Principal, tenantId: string, permission: string): Promise<AccessDecision>;
+  /** An operator route: a platform permission. */
+  authorizePlatform(principal: Principal, permission: string): void;
 }
 
 export type TenantStatus = 'active' | 'suspended' | 'offboarding' | 'deleted';
@@ -77,17 +82,20 @@ export function registerAuth(app: FastifyInstance, authenticators: readonly Auth
     // One child logger per request; Fastify writes "request completed" through reply.log, so it shares it.
     request.log = request.log.child({
       principal: `${principal.kind}:${principal.id}`,
-      ...(principal.kind === 'user' ? { sessionId: principal.sessionId } : {}),
+      ...(principal.kind === 'user' || principal.kind === 'operator' ? { sessionId: principal.sessionId } : {}),
       ...(principalTenant !== undefined ? { tenantId: principalTenant } : auth === 'tenant' && tenantId !== undefined && isId(tenantId) ? { tenantId } : {}),
     });
     reply.log = request.log;
 
     if (auth === 'operator') {
-      if (principal.kind !== 'operator') throw new BulwarkError('forbidden');
+      const { permission } = request.routeOptions.config;
+      if (permission === undefined) throw new BulwarkError('forbidden', { detail: 'route declares no permission' });
+      authorizer.authorizePlatform(principal, permission);
       return;
     }
-    if (auth === 'user') {
-      if (principal.kind !== 'user') throw new BulwarkError('forbidden', { message: 'This route is for a logged-in user (an access token).' });
+    if (auth === 'self') {
+      if (principal.kind === 'operator') return;
+      if (principal.kind !== 'user') throw new BulwarkError('forbidden', { message: 'This route is for a logged-in user or operator (an access token).' });
       const status = await tenants.status(principal.tenantId);
       if (status !== 'active') throw new BulwarkError(status === 'suspended' || status === 'offboarding' ? 'tenant_suspended' : 'invalid_credentials');
       return;

@@ -14,6 +14,7 @@ const domainLabels: Record<WrapPurpose, Buffer> = {
   'customer-kms-credentials': Buffer.from('bulwark/root-key-wrap/customer-kms-credentials/v1', 'utf8'),
   'lookup-key': Buffer.from('bulwark/root-key-wrap/lookup-key/v1', 'utf8'),
   'signing-key': Buffer.from('bulwark/root-key-wrap/signing-key/v1', 'utf8'),
+  'platform-key': Buffer.from('bulwark/root-key-wrap/platform-key/v1', 'utf8'),
 };
 
 /**

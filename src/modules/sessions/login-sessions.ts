@@ -1,0 +1,178 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Clock } from '../../platform/clock.ts';
+import type { Database, Queryable } from '../../platform/db/database.ts';
+import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
+import { newId } from '../../platform/ids.ts';
+import { TtlCache } from '../../platform/ttl-cache.ts';
+import {
+  findSession,
+  insertRefreshToken,
+  insertSession,
+  lockRefreshToken,
+  markRefreshTokenUsed,
+  operatorSessionTables,
+  type RevokedReason,
+  revokePrincipalSessions,
+  revokeSession,
+  type SessionTables,
+  userSessionTables,
+} from './login-sessions-store.ts';
+
+export interface LoginSessionOptions {
+  /** One refresh token's lifetime; each refresh issues a new one. */
+  refreshTtlMs: number;
+  /** The absolute end of a session, however often it refreshes. */
+  sessionMaxMs: number;
+  /** How long "this session is live" is cached; a revocation reaches every instance within it. */
+  revocationCacheTtlMs: number;
+}
+
+/**
+ * Where one realm keeps its sessions: a tenant's users (scope = the tenant id, under its RLS context) or
+ * the platform's operators (scope = 'platform', in the platform scope).
+ */
+export interface SessionRealm {
+  readonly tables: SessionTables;
+  /** The scope a refresh token of this realm names; undefined when the token is not of this realm. */
+  scopeOf(refreshToken: string): string | undefined;
+  /** The token text for 256 random bits (base64url) in a scope. */
+  refreshToken(scope: string, secret: string): string;
+  transaction<T>(scope: string, work: (tx: Queryable) => Promise<T>): Promise<T>;
+}
+
+/** `bwr_<tenantId><43 base64url chars>`: the tenant routes the lookup (RLS), the rest is 256 random bits. */
+export function tenantSessionRealm(db: Database): SessionRealm {
+  return {
+    tables: userSessionTables,
+    scopeOf: (token) => /^bwr_([0-9a-f]{12})[A-Za-z0-9_-]{43}$/.exec(token)?.[1],
+    refreshToken: (tenantId, secret) => `bwr_${tenantId}${secret}`,
+    transaction: (tenantId, work) => db.withTenant(tenantId, work),
+  };
+}
+
+/** `bwrp_<43 base64url chars>`: an operator's refresh token, looked up in the platform scope. */
+export function platformSessionRealm(db: Database): SessionRealm {
+  return {
+    tables: operatorSessionTables,
+    scopeOf: (token) => (/^bwrp_[A-Za-z0-9_-]{43}$/.test(token) ? platformScope : undefined),
+    refreshToken: (_scope, secret) => `bwrp_${secret}`,
+    transaction: (_scope, work) => db.withPlatform(work),
+  };
+}
+
+export const platformScope = 'platform';
+
+const sha256 = (value: string) => createHash('sha256').update(value).digest();
+const invalidRefresh = () => new BulwarkError('invalid_credentials', { message: 'The refresh token is invalid, expired or revoked.' });
+
+export interface IssuedRefresh {
+  /** The tenant id, or 'platform' for an operator. */
+  scope: string;
+  /** The user or operator. */
+  principalId: string;
+  sessionId: string;
+  refreshToken: string;
+  refreshExpiresAt: Date;
+}
+
+/**
+ * Login sessions and their refresh tokens, for one realm. A refresh token is opaque, stored as a SHA-256
+ * hash and good for one use: each refresh marks it used and issues the next. Presenting a used token again
+ * means it was copied (the thief or the owner raced the other), so the whole session is revoked. Access
+ * tokens carry the session id; `isLive` answers the auth hook, cached briefly.
+ */
+export class LoginSessionService {
+  readonly #realm: SessionRealm;
+  readonly #clock: Clock;
+  readonly #options: LoginSessionOptions;
+  readonly #live: TtlCache<boolean>;
+
+  constructor(realm: SessionRealm, clock: Clock, options: LoginSessionOptions) {
+    this.#realm = realm;
+    this.#clock = clock;
+    this.#options = options;
+    this.#live = new TtlCache(options.revocationCacheTtlMs, 100_000, clock);
+  }
+
+  /** Whether a refresh token is of this realm (by its shape; nothing is looked up). */
+  accepts(refreshToken: string): boolean {
+    return this.#realm.scopeOf(refreshToken) !== undefined;
+  }
+
+  async start(scope: string, principalId: string): Promise<IssuedRefresh> {
+    const now = this.#clock.now();
+    const expiresAt = new Date(now.getTime() + this.#options.sessionMaxMs);
+    return this.#realm.transaction(scope, async (tx) => {
+      let sessionId = newId();
+      while (!(await insertSession(tx, this.#realm.tables, scope, { id: sessionId, principalId, now, expiresAt }))) sessionId = newId();
+      const { token, refreshExpiresAt } = await this.#issueRefresh(tx, scope, sessionId, now, expiresAt);
+      return { scope, principalId, sessionId, refreshToken: token, refreshExpiresAt };
+    });
+  }
+
+  /** Rotates a refresh token. Reuse of a rotated one revokes the session (and is reported as invalid). */
+  async refresh(refreshToken: string): Promise<IssuedRefresh> {
+    const scope = this.#realm.scopeOf(refreshToken);
+    if (scope === undefined) throw invalidRefresh();
+    const hash = sha256(refreshToken);
+    const now = this.#clock.now();
+    const tables = this.#realm.tables;
+    const outcome = await this.#realm.transaction(scope, async (tx) => {
+      const row = await lockRefreshToken(tx, tables, scope, hash);
+      if (row === undefined) return { kind: 'invalid' as const };
+      const { session } = row;
+      if (row.used_at !== null) {
+        await revokeSession(tx, tables, scope, session.id, 'refresh_token_reuse', now);
+        return { kind: 'reused' as const, sessionId: session.id };
+      }
+      if (session.revoked_at !== null || row.expires_at <= now || session.expires_at <= now) return { kind: 'invalid' as const };
+      await markRefreshTokenUsed(tx, tables, scope, hash, now);
+      const { token, refreshExpiresAt } = await this.#issueRefresh(tx, scope, session.id, now, session.expires_at);
+      return { kind: 'rotated' as const, issued: { scope, principalId: session.principal_id, sessionId: session.id, refreshToken: token, refreshExpiresAt } };
+    });
+    if (outcome.kind === 'rotated') return outcome.issued;
+    if (outcome.kind === 'reused') this.#live.delete(`${scope}/${outcome.sessionId}`);
+    throw invalidRefresh();
+  }
+
+  /** Logout with the refresh token: its session ends. Unknown or already revoked: nothing to do. */
+  async logout(refreshToken: string): Promise<void> {
+    const scope = this.#realm.scopeOf(refreshToken);
+    if (scope === undefined) return;
+    const sessionId = await this.#realm.transaction(scope, async (tx) => {
+      const row = await lockRefreshToken(tx, this.#realm.tables, scope, sha256(refreshToken));
+      if (row === undefined) return undefined;
+      await revokeSession(tx, this.#realm.tables, scope, row.session.id, 'logout', this.#clock.now());
+      return row.session.id;
+    });
+    if (sessionId !== undefined) this.#live.delete(`${scope}/${sessionId}`);
+  }
+
+  async revoke(scope: string, sessionId: string, reason: RevokedReason): Promise<void> {
+    await this.#realm.transaction(scope, (tx) => revokeSession(tx, this.#realm.tables, scope, sessionId, reason, this.#clock.now()));
+    this.#live.delete(`${scope}/${sessionId}`);
+  }
+
+  async revokeAllOf(scope: string, principalId: string, reason: RevokedReason): Promise<void> {
+    const ids = await this.#realm.transaction(scope, (tx) => revokePrincipalSessions(tx, this.#realm.tables, scope, principalId, reason, this.#clock.now()));
+    for (const id of ids) this.#live.delete(`${scope}/${id}`);
+  }
+
+  /** Whether a session may still be used (not revoked, not past its end). Cached per instance. */
+  async isLive(scope: string, sessionId: string): Promise<boolean> {
+    const key = `${scope}/${sessionId}`;
+    const cached = this.#live.get(key);
+    if (cached !== undefined) return cached;
+    const session = await this.#realm.transaction(scope, (tx) => findSession(tx, this.#realm.tables, scope, sessionId));
+    const live = session !== undefined && session.revoked_at === null && session.expires_at > this.#clock.now();
+    this.#live.set(key, live);
+    return live;
+  }
+
+  async #issueRefresh(tx: Queryable, scope: string, sessionId: string, now: Date, sessionEnd: Date): Promise<{ token: string; refreshExpiresAt: Date }> {
+    const token = this.#realm.refreshToken(scope, randomBytes(32).toString('base64url'));
+    const refreshExpiresAt = new Date(Math.min(now.getTime() + this.#options.refreshTtlMs, sessionEnd.getTime()));
+    await insertRefreshToken(tx, this.#realm.tables, scope, { hash: sha256(token), sessionId, now, expiresAt: refreshExpiresAt });
+    return { token, refreshExpiresAt };
+  }
+}
