@@ -10,7 +10,9 @@
  * process in .bench/profiles/<scenario>-<engine>.cpuprofile, for chrome://inspect or speedscope).
  *
  * The run starts with the envelope encryption benchmark (bench/envelope.ts, in this process, before any
- * server starts). BENCH_ONLY=envelope or BENCH_ONLY=http runs one part; BENCH_ENVELOPE_DURATION (measured
+ * server starts) and ends with the authentication benchmark (bench/auth.ts: login, token and API-key
+ * verification, the session check against Better Auth; its own settings are described there).
+ * BENCH_ONLY=envelope, BENCH_ONLY=http or BENCH_ONLY=auth runs one part; BENCH_ENVELOPE_DURATION (measured
  * seconds per envelope scenario, default 3).
  */
 import { type ChildProcess, fork } from 'node:child_process';
@@ -23,6 +25,7 @@ import autocannon from 'autocannon';
 import pg from 'pg';
 import { loadConfig } from '../src/platform/config/config.ts';
 import { migratePostgres } from '../src/platform/db/open.ts';
+import { runAuthBench } from './auth.ts';
 import { envelopeBenchDefaults, printEnvelopeReport, runEnvelopeBench } from './envelope.ts';
 import { type BaselineSpec, type BulwarkSpec, type ChildMessage, type DatabaseUrls, type Engine, type ParentMessage, recordPath, type Scenario, type Seed } from './protocol.ts';
 
@@ -96,11 +99,14 @@ interface RunningChild {
 /** Cleanups still owed if the run is interrupted (Ctrl-C): running servers, the throwaway database. */
 const pendingCleanups = new Set<() => Promise<void>>();
 
+/** BENCH_CPU_PROF=1: a V8 CPU profile of a server process, named after what it serves. */
+function profileArgv(name: string): string[] {
+  return settings.cpuProfile ? ['--cpu-prof', `--cpu-prof-dir=${join(outputDir, 'profiles')}`, `--cpu-prof-name=${name}.cpuprofile`] : [];
+}
+
 function startChild(script: string, spec: BulwarkSpec | BaselineSpec): Promise<RunningChild> {
   const scenario = 'scenario' in spec ? spec.scenario : 'bulwark';
-  const execArgv = settings.cpuProfile
-    ? ['--cpu-prof', `--cpu-prof-dir=${join(outputDir, 'profiles')}`, `--cpu-prof-name=${scenario}-${spec.engine}.cpuprofile`]
-    : [];
+  const execArgv = profileArgv(`${scenario}-${spec.engine}`);
   const child = fork(join(benchDir, script), [JSON.stringify(spec)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
   const stop = () => stopChild(child);
   pendingCleanups.add(stop);
@@ -435,10 +441,15 @@ async function cpuBusy(ms: number): Promise<number> {
 
 // ---------------------------------------------------------------------------------------------------
 
-/** The record read over HTTP: its part of results.json, and whether a scenario failed. */
-async function runHttp(): Promise<{ results: Record<string, unknown>; failed: boolean }> {
+function selectedEngines(): Engine[] {
   const engines = settings.engines.filter((name): name is Engine => name === 'postgres' || name === 'pglite');
   if (engines.length !== settings.engines.length) throw new Error(`BENCH_ENGINES accepts postgres and pglite (got ${settings.engines.join(',')})`);
+  return engines;
+}
+
+/** The record read over HTTP: its part of results.json, and whether a scenario failed. */
+async function runHttp(): Promise<{ results: Record<string, unknown>; failed: boolean }> {
+  const engines = selectedEngines();
   console.log(
     `Bulwark record read benchmark: ${settings.connections} connections, ${settings.warmupSeconds} s warm-up + ` +
       `${settings.durationSeconds} s measured per scenario in ${settings.rounds} rounds; pool max ${settings.poolMax}; Node ${process.version}; ${cpus().length} CPUs`,
@@ -485,10 +496,10 @@ async function runHttp(): Promise<{ results: Record<string, unknown>; failed: bo
 }
 
 async function main(): Promise<number> {
-  if (only !== '' && only !== 'envelope' && only !== 'http') throw new Error(`BENCH_ONLY accepts envelope or http (got ${JSON.stringify(only)})`);
+  if (only !== '' && only !== 'envelope' && only !== 'http' && only !== 'auth') throw new Error(`BENCH_ONLY accepts envelope, http or auth (got ${JSON.stringify(only)})`);
   const results: Record<string, unknown> = { generatedAt: new Date().toISOString(), node: process.version, cpus: cpus().length };
   let failed = false;
-  if (only !== 'http') {
+  if (only === '' || only === 'envelope') {
     const envelopeSettings = { ...envelopeBenchDefaults, durationSeconds: positiveNumber('BENCH_ENVELOPE_DURATION', envelopeBenchDefaults.durationSeconds) };
     console.log(
       `Envelope encryption benchmark: ${envelopeSettings.payloadBytes}-byte payloads, ${envelopeSettings.warmupSeconds} s warm-up + ` +
@@ -497,12 +508,26 @@ async function main(): Promise<number> {
     const envelope = await runEnvelopeBench(envelopeSettings);
     printEnvelopeReport(envelope);
     results['envelope'] = envelope;
-    if (only !== 'envelope') console.log('');
+    if (only === '') console.log('');
   }
-  if (only !== 'envelope') {
+  if (only === '' || only === 'http') {
     const http = await runHttp();
     Object.assign(results, http.results);
     failed = http.failed;
+    if (only === '') console.log('');
+  }
+  if (only === '' || only === 'auth') {
+    const auth = await runAuthBench({
+      engines: selectedEngines(),
+      adminUrl,
+      poolMax: settings.poolMax,
+      createBulwarkDatabase: createBenchDatabase,
+      pendingCleanups,
+      profileArgv,
+      cpuBusy,
+    });
+    results['auth'] = auth.results;
+    failed ||= auth.failed;
   }
 
   mkdirSync(outputDir, { recursive: true });
