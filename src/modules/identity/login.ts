@@ -1,12 +1,12 @@
 import type { Clock } from '../../platform/clock.ts';
 import type { Database, Queryable } from '../../platform/db/database.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
-import type { KeyringService } from '../keys/service.ts';
-import { blockLoginSubject, clearLoginSubject, releaseLoginAttempt, reserveLoginAttempt, type ThrottleTable, userThrottles } from './login-throttles-store.ts';
-import { type PasswordPolicy, passwordExpired } from './password-policy.ts';
+import type { KeyringService, TenantKeys } from '../keys/service.ts';
+import { blockLoginSubject, clearLoginSubject, reserveLoginAttempts, settleLoginAttempt, type ThrottleTable, userThrottles } from './login-throttles-store.ts';
+import { type PasswordPolicy, passwordExpired, withPolicyDefaults } from './password-policy.ts';
 import { type Argon2Params, defaultArgon2Params, dummyVerify, hashPassword, verifyPassword } from './passwords.ts';
-import { normalizeEmail, type UsersService } from './service.ts';
-import { findLoginUser, type LoginAccount, upgradePasswordHash } from './store.ts';
+import { normalizeEmail, stampLogin, type UsersService } from './service.ts';
+import { findLoginUser, findPasswordPolicy, type LoginAccount, upgradePasswordHash } from './store.ts';
 
 /**
  * Brute-force limits. Per account: after `delayAfter` failures each further check waits twice as long as
@@ -44,7 +44,8 @@ export interface LoginAttempt extends PasswordAttempt {
 
 /**
  * What one realm gives the password login: a tenant's users, or the platform's operators. Each keeps its
- * own accounts and throttle rows; the login flow, the limits and the answers are the same for both.
+ * own accounts and throttle rows; the login flow, the limits and the answers are the same for both. A
+ * realm is made for one attempt, with its keys in hand (no key is loaded inside a transaction).
  */
 export interface LoginRealm {
   readonly throttles: ThrottleTable;
@@ -53,15 +54,20 @@ export interface LoginRealm {
   /** Where this realm's accounts change an expired or admin-set password (named in the 403). */
   readonly passwordChangeRoute: string;
   transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
-  /**
-   * Keyed hashes of the e-mail (the account's lookup) and of the source address; undefined when the realm
-   * logs nobody in (an unknown, inactive or shredded tenant), which then looks like a wrong password.
-   */
-  lookupHashes(email: string, source: string): Promise<{ account: Buffer; source: Buffer } | undefined>;
+  /** Keyed hashes of the (normalised) e-mail, the account's lookup, and of the source address. */
+  lookupHashes(email: string, source: string): { account: Buffer; source: Buffer };
   findAccount(tx: Queryable, emailHash: Buffer): Promise<LoginAccount | undefined>;
+  passwordPolicy(tx: Queryable): Promise<PasswordPolicy>;
   upgradeHash(tx: Queryable, id: string, previous: string, next: string): Promise<void>;
-  passwordPolicy(): Promise<PasswordPolicy>;
-  recordLogin(id: string, at: Date): Promise<void>;
+  /** Stamps the login time into the account's sealed PII, unless the row changed since it was read. */
+  recordLogin(tx: Queryable, account: LoginAccount, at: Date): Promise<void>;
+}
+
+export interface LoginOptions<T> {
+  /** Lets the change-password flow through when the password expired or must be changed. */
+  allowPasswordChange?: boolean;
+  /** Runs in the transaction that records the successful login (e.g. starts the session). */
+  onSuccess: (tx: Queryable, accountId: string) => Promise<T>;
 }
 
 // Unknown tenant, unknown user, no password set, wrong password: one answer, so none of them is revealed.
@@ -96,74 +102,76 @@ export class PasswordLogin {
   }
 
   /**
-   * Verifies the password and returns the account id. A legacy or weaker hash is replaced by an Argon2id
-   * hash with the current parameters, and the login time is recorded. `allowPasswordChange` lets the
-   * change-password flow through when the password expired or must be changed.
+   * Verifies the password; on success runs `onSuccess` in the transaction that records the login and
+   * returns its result. The login costs two transactions besides the hash: one reserves the check (both
+   * throttle counters) and reads the account and the policy, committed before the hash is checked; one
+   * clears the counters, upgrades a legacy or weaker hash to Argon2id with the current parameters, stamps the
+   * login time and runs `onSuccess`. Independent statements are issued together (pipelined on PostgreSQL).
    */
-  async authenticate(realm: LoginRealm, attempt: PasswordAttempt, options: { allowPasswordChange?: boolean } = {}): Promise<{ id: string }> {
-    const hashes = await realm.lookupHashes(normalizeEmail(attempt.email), attempt.source);
-    if (hashes === undefined) {
-      await dummyVerify(attempt.password, this.#argon2);
-      throw invalidCredentials();
-    }
+  async authenticate<T>(realm: LoginRealm, attempt: PasswordAttempt, options: LoginOptions<T>): Promise<T> {
     const { throttles, scope } = realm;
+    const hashes = realm.lookupHashes(normalizeEmail(attempt.email), attempt.source);
     const account = accountSubject(hashes.account);
     const source = `source:${hashes.source.toString('hex')}`;
     const now = this.#clock.now();
-    const reserved = await realm.transaction(async (tx) => ({
-      account: await reserveLoginAttempt(tx, throttles, scope, account, now, this.#policy.windowMs),
-      source: await reserveLoginAttempt(tx, throttles, scope, source, now, this.#policy.windowMs),
-    }));
-    const blockedUntil = [reserved.account, reserved.source].flatMap((entry) => ('blockedUntil' in entry ? [entry.blockedUntil] : []));
-    if (blockedUntil.length > 0 || !('attempts' in reserved.account) || !('attempts' in reserved.source)) {
-      const latest = new Date(Math.max(...blockedUntil.map((date) => date.getTime()), now.getTime()));
-      throw tooManyAttempts(latest, now);
-    }
-    const attempts = { account: reserved.account.attempts, source: reserved.source.attempts };
-    if (attempts.account > this.#policy.accountMaxFailures || attempts.source > this.#policy.sourceMaxFailures) {
-      const until = new Date(now.getTime() + this.#policy.lockoutMs);
-      await realm.transaction(async (tx) => {
-        if (attempts.account > this.#policy.accountMaxFailures) await blockLoginSubject(tx, throttles, scope, account, until);
-        if (attempts.source > this.#policy.sourceMaxFailures) await blockLoginSubject(tx, throttles, scope, source, until);
-      });
-      throw tooManyAttempts(until, now);
-    }
+    const { accountMaxFailures, sourceMaxFailures, windowMs, lockoutMs } = this.#policy;
 
-    const found = await realm.transaction((tx) => realm.findAccount(tx, hashes.account));
+    const reserved = await realm.transaction(async (tx) => {
+      const [forAccount, forSource] = await reserveLoginAttempts(tx, throttles, scope, [account, source], now, windowMs);
+      if (forAccount === undefined || forSource === undefined || !('attempts' in forAccount) || !('attempts' in forSource)) {
+        const blockedUntil = [forAccount, forSource].flatMap((entry) => (entry !== undefined && 'blockedUntil' in entry ? [entry.blockedUntil.getTime()] : []));
+        return { kind: 'blocked' as const, until: new Date(Math.max(...blockedUntil, now.getTime())) };
+      }
+      const attempts = { account: forAccount.attempts, source: forSource.attempts };
+      if (attempts.account > accountMaxFailures || attempts.source > sourceMaxFailures) {
+        const until = new Date(now.getTime() + lockoutMs);
+        await Promise.all([
+          attempts.account > accountMaxFailures ? blockLoginSubject(tx, throttles, scope, account, until) : undefined,
+          attempts.source > sourceMaxFailures ? blockLoginSubject(tx, throttles, scope, source, until) : undefined,
+        ]);
+        return { kind: 'blocked' as const, until };
+      }
+      const [found, policy] = await Promise.all([realm.findAccount(tx, hashes.account), realm.passwordPolicy(tx)]);
+      return { kind: 'reserved' as const, attempts, found, policy };
+    });
+    if (reserved.kind === 'blocked') throw tooManyAttempts(reserved.until, now);
+
+    const { attempts, found, policy } = reserved;
     let verified = { ok: false, needsRehash: false };
     if (found?.password_hash == null) await dummyVerify(attempt.password, this.#argon2);
     else verified = await verifyPassword(found.password_hash, attempt.password, this.#argon2);
-
     if (!verified.ok || found === undefined || found.password_hash === null) {
       await this.#recordFailure(realm, { account, source }, attempts);
       throw invalidCredentials();
     }
-    await realm.transaction(async (tx) => {
-      await clearLoginSubject(tx, throttles, scope, account);
-      await releaseLoginAttempt(tx, throttles, scope, source);
-    });
+
     // The password is right from here on: telling the caller more reveals nothing they do not know.
-    if (found.status === 'disabled') throw new BulwarkError('account_disabled');
-    if (verified.needsRehash) {
-      const upgraded = await hashPassword(attempt.password, this.#argon2);
-      await realm.transaction((tx) => realm.upgradeHash(tx, found.id, found.password_hash ?? '', upgraded));
-    }
-    if (options.allowPasswordChange !== true) {
-      const policy = await realm.passwordPolicy();
-      const expired = found.password_changed_at !== null && passwordExpired(policy, found.password_changed_at, now);
-      if (found.must_change_password || expired) {
-        throw new BulwarkError('password_change_required', { message: `The password must be changed (${realm.passwordChangeRoute}) before logging in.` });
-      }
-    }
-    await realm.recordLogin(found.id, now);
-    return { id: found.id };
+    const expired = found.password_changed_at !== null && passwordExpired(policy, found.password_changed_at, now);
+    const refusal =
+      found.status === 'disabled'
+        ? new BulwarkError('account_disabled')
+        : options.allowPasswordChange !== true && (found.must_change_password || expired)
+          ? new BulwarkError('password_change_required', { message: `The password must be changed (${realm.passwordChangeRoute}) before logging in.` })
+          : undefined;
+    const upgraded = verified.needsRehash ? await hashPassword(attempt.password, this.#argon2) : undefined;
+    const previousHash = found.password_hash;
+    const result = await realm.transaction(async (tx) => {
+      const [, , , succeeded] = await Promise.all([
+        settleLoginAttempt(tx, throttles, scope, { account, source }),
+        upgraded === undefined ? undefined : realm.upgradeHash(tx, found.id, previousHash, upgraded),
+        refusal === undefined ? realm.recordLogin(tx, found, now) : undefined,
+        refusal === undefined ? options.onSuccess(tx, found.id) : undefined,
+      ]);
+      return succeeded;
+    });
+    if (refusal !== undefined || result === undefined) throw refusal ?? new BulwarkError('internal_error', { detail: 'login succeeded without a result' });
+    return result;
   }
 
   /** An admin lifts an account's lockout before it runs out (the source throttles stay). */
   async unlock(realm: LoginRealm, email: string): Promise<void> {
-    const hashes = await realm.lookupHashes(normalizeEmail(email), '');
-    if (hashes === undefined) return;
-    await realm.transaction((tx) => clearLoginSubject(tx, realm.throttles, realm.scope, accountSubject(hashes.account)));
+    const { account } = realm.lookupHashes(normalizeEmail(email), '');
+    await realm.transaction((tx) => clearLoginSubject(tx, realm.throttles, realm.scope, accountSubject(account)));
   }
 
   async #recordFailure(realm: LoginRealm, subjects: { account: string; source: string }, attempts: { account: number; source: number }): Promise<void> {
@@ -190,6 +198,7 @@ export class LoginService {
   readonly #keyring: KeyringService;
   readonly #users: UsersService;
   readonly #login: PasswordLogin;
+  readonly #argon2: Argon2Params;
   readonly #tenantStatus: (tenantId: string) => Promise<string | null>;
 
   constructor(
@@ -197,56 +206,59 @@ export class LoginService {
     keyring: KeyringService,
     users: UsersService,
     login: PasswordLogin,
-    options: { tenantStatus: (tenantId: string) => Promise<string | null> },
+    options: { tenantStatus: (tenantId: string) => Promise<string | null>; argon2?: Argon2Params },
   ) {
     this.#db = db;
     this.#keyring = keyring;
     this.#users = users;
     this.#login = login;
+    this.#argon2 = options.argon2 ?? defaultArgon2Params;
     this.#tenantStatus = options.tenantStatus;
   }
 
-  async authenticate(attempt: LoginAttempt, options: { allowPasswordChange?: boolean } = {}): Promise<{ userId: string }> {
-    const { id } = await this.#login.authenticate(this.#realm(attempt.tenantId), attempt, options);
-    return { userId: id };
+  /**
+   * Logs a user in; `onSuccess` runs in the transaction that records the login. An unknown, inactive or
+   * shredded tenant answers like a wrong password, after the same dummy verification.
+   */
+  async authenticate<T>(attempt: LoginAttempt, options: LoginOptions<T>): Promise<T> {
+    const { tenantId } = attempt;
+    if ((await this.#tenantStatus(tenantId)) === 'active') {
+      try {
+        return await this.#keyring.withKeys(tenantId, (keys) => this.#login.authenticate(this.#realm(tenantId, keys), attempt, options));
+      } catch (error) {
+        // A shredded tenant looks like a wrong password; a KMS outage or refusal does not.
+        if (!(error instanceof BulwarkError && error.code === 'keys_destroyed')) throw error;
+      }
+    }
+    await dummyVerify(attempt.password, this.#argon2);
+    throw invalidCredentials();
   }
 
   /** Self-service change with the current password; also the way out of an expired or admin-set password. */
   async changePassword(attempt: LoginAttempt & { newPassword: string }): Promise<{ userId: string }> {
-    const { userId } = await this.authenticate(attempt, { allowPasswordChange: true });
+    const userId = await this.authenticate(attempt, { allowPasswordChange: true, onSuccess: async (_tx, id) => id });
     await this.#users.setPassword(attempt.tenantId, userId, attempt.newPassword, false);
     return { userId };
   }
 
   /** An admin lifts a user's lockout before it runs out. */
   async unlock(tenantId: string, userId: string): Promise<void> {
-    await this.#login.unlock(this.#realm(tenantId), await this.#users.emailOf(tenantId, userId));
+    const email = await this.#users.emailOf(tenantId, userId);
+    await this.#keyring.withKeys(tenantId, (keys) => this.#login.unlock(this.#realm(tenantId, keys), email));
   }
 
-  #realm(tenantId: string): LoginRealm {
+  #realm(tenantId: string, keys: TenantKeys): LoginRealm {
     const db = this.#db;
-    const keyring = this.#keyring;
-    const users = this.#users;
-    const tenantStatus = this.#tenantStatus;
     return {
       throttles: userThrottles,
       scope: tenantId,
       passwordChangeRoute: 'POST /v1/auth/password',
       transaction: (work) => db.withTenant(tenantId, work),
-      async lookupHashes(email, source) {
-        if ((await tenantStatus(tenantId)) !== 'active') return undefined;
-        try {
-          return await keyring.withKeys(tenantId, (keys) => ({ account: keys.lookupHash(email), source: keys.lookupHash(`source:${source}`) }));
-        } catch (error) {
-          // A shredded tenant looks like a wrong password; a KMS outage or refusal does not.
-          if (error instanceof BulwarkError && error.code === 'keys_destroyed') return undefined;
-          throw error;
-        }
-      },
+      lookupHashes: (email, source) => ({ account: keys.lookupHash(email), source: keys.lookupHash(`source:${source}`) }),
       findAccount: (tx, emailHash) => findLoginUser(tx, tenantId, emailHash),
+      passwordPolicy: async (tx) => withPolicyDefaults(await findPasswordPolicy(tx, tenantId)),
       upgradeHash: (tx, id, previous, next) => upgradePasswordHash(tx, tenantId, id, previous, next),
-      passwordPolicy: () => users.passwordPolicy(tenantId),
-      recordLogin: (id, at) => users.recordLogin(tenantId, id, at),
+      recordLogin: (tx, account, at) => stampLogin(tx, keys, tenantId, account, at),
     };
   }
 }

@@ -201,6 +201,11 @@ export async function checkPassword(
 }
 
 /** Whether a password set at `changedAt` has expired under the policy at `now`. An invalid date counts as expired. */
+/** A stored policy (validated when written) with the defaults for fields added since; none stored: the defaults. */
+export function withPolicyDefaults(stored: unknown): PasswordPolicy {
+  return { ...defaultPasswordPolicy, ...(typeof stored === 'object' && stored !== null ? (stored as Partial<PasswordPolicy>) : {}) };
+}
+
 /** `checkPassword` for a write: throws 422 password_policy_violation naming each failed rule. */
 export async function assertPasswordAcceptable(password: string, policy: PasswordPolicy, context: PasswordCheckContext): Promise<void> {
   const result = await checkPassword(password, policy, context);

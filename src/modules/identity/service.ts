@@ -5,7 +5,7 @@ import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
 import { newId } from '../../platform/ids.ts';
 import type { EnvelopeContext } from '../keys/envelope.ts';
 import type { KeyringService, Reencryptor, TenantKeys } from '../keys/service.ts';
-import { assertPasswordAcceptable, defaultPasswordPolicy, type PasswordPolicy, policyProblems } from './password-policy.ts';
+import { assertPasswordAcceptable, defaultPasswordPolicy, type PasswordPolicy, policyProblems, withPolicyDefaults } from './password-policy.ts';
 import { type Argon2Params, defaultArgon2Params, hashPassword, importedHash, ImportedHashError } from './passwords.ts';
 import type { CreateUserBody, ImportUsersBody, UpdateUserBody, User } from './schemas.ts';
 import {
@@ -22,8 +22,10 @@ import {
   passwordHistory,
   replacePassword,
   resealUser,
+  resealUserIfUnchanged,
   updateUser,
   upsertPasswordPolicy,
+  type LoginAccount,
   type UserRow,
 } from './store.ts';
 
@@ -53,6 +55,16 @@ function sealPii(keys: TenantKeys, tenantId: string, id: string, pii: UserPii): 
 
 function openPii(keys: TenantKeys, tenantId: string, row: UserRow): UserPii {
   return JSON.parse(keys.open(row.pii, piiContext(tenantId, row.id), 'data_integrity_failed').toString('utf8')) as UserPii;
+}
+
+/**
+ * The login's stamp: the last login time into the sealed PII (re-sealed under the current key version), in
+ * the login's transaction, only if the PII is still what the login read.
+ */
+export async function stampLogin(tx: Queryable, keys: TenantKeys, tenantId: string, account: LoginAccount, at: Date): Promise<void> {
+  const context = piiContext(tenantId, account.id);
+  const pii = JSON.parse(keys.open(account.pii, context, 'data_integrity_failed').toString('utf8')) as UserPii;
+  await resealUserIfUnchanged(tx, tenantId, account.id, account.pii, sealPii(keys, tenantId, account.id, { ...pii, lastLoginAt: at.toISOString() }));
 }
 
 function toUser(row: UserRow, pii: UserPii): User {
@@ -180,18 +192,6 @@ export class UsersService implements Reencryptor {
     );
   }
 
-  /** Stamps the last login into the sealed PII (re-sealed under the current key version). */
-  async recordLogin(tenantId: string, id: string, at: Date): Promise<void> {
-    await this.#keyring.withKeys(tenantId, (keys) =>
-      this.#db.withTenant(tenantId, async (tx) => {
-        const row = await findUser(tx, tenantId, id, { forUpdate: true });
-        if (row === undefined) return;
-        const sealed = sealPii(keys, tenantId, id, { ...openPii(keys, tenantId, row), lastLoginAt: at.toISOString() });
-        await resealUser(tx, tenantId, id, sealed.pii, sealed.keyVersion);
-      }),
-    );
-  }
-
   async emailOf(tenantId: string, id: string): Promise<string> {
     return (await this.get(tenantId, id)).email;
   }
@@ -233,9 +233,7 @@ export class UsersService implements Reencryptor {
   }
 
   async passwordPolicy(tenantId: string): Promise<PasswordPolicy> {
-    const stored = await this.#db.withTenant(tenantId, (tx) => findPasswordPolicy(tx, tenantId));
-    // Stored policies were validated when written; fields added since then take their defaults.
-    return { ...defaultPasswordPolicy, ...(typeof stored === 'object' && stored !== null ? (stored as Partial<PasswordPolicy>) : {}) };
+    return withPolicyDefaults(await this.#db.withTenant(tenantId, (tx) => findPasswordPolicy(tx, tenantId)));
   }
 
   async setPasswordPolicy(tenantId: string, policy: PasswordPolicy): Promise<PasswordPolicy> {

@@ -179,15 +179,25 @@ export interface LoginAccount {
   password_hash: string | null;
   password_changed_at: Date | null;
   must_change_password: boolean;
+  /** The sealed PII as read: the login stamps its time into it (compare-and-set on these bytes). */
+  pii: Buffer;
 }
 
 /** What login needs of a user, by e-mail hash: never selected with anything else. */
 export async function findLoginUser(tx: Queryable, tenantId: string, emailHmac: Buffer): Promise<LoginAccount | undefined> {
   const { rows } = await tx.query<LoginAccount>(
-    'SELECT id, status, password_hash, password_changed_at, must_change_password FROM users WHERE tenant_id = $1 AND email_hmac = $2',
+    'SELECT id, status, password_hash, password_changed_at, must_change_password, pii FROM users WHERE tenant_id = $1 AND email_hmac = $2',
     [tenantId, emailHmac],
   );
-  return rows[0];
+  return rows[0] === undefined ? undefined : { ...rows[0], pii: toBuffer(rows[0].pii) };
+}
+
+/**
+ * Replaces the sealed PII only if it is still `previous`: the login stamp never overwrites a change made
+ * since the login read the row (that change wins; the stamp is dropped). Not a change of the user.
+ */
+export async function resealUserIfUnchanged(tx: Queryable, tenantId: string, id: string, previous: Buffer, next: { pii: Buffer; keyVersion: number }): Promise<void> {
+  await tx.query('UPDATE users SET pii = $4, key_version = $5 WHERE tenant_id = $1 AND id = $2 AND pii = $3', [tenantId, id, previous, next.pii, next.keyVersion]);
 }
 
 /** A transparent upgrade after login (legacy or weaker hash): not a password change, history untouched. */

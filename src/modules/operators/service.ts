@@ -29,7 +29,7 @@ import {
   operatorPasswordHashes,
   readSetupTokenHash,
   replaceOperatorPassword,
-  resealOperator,
+  resealOperatorIfUnchanged,
   upgradeOperatorHash,
   updateOperator,
   writeSetupTokenHash,
@@ -244,20 +244,22 @@ export class OperatorsService {
 
   // --- login ---
 
-  async authenticate(attempt: PasswordAttempt): Promise<{ operatorId: string }> {
-    const { id } = await this.#login.authenticate(this.#realm(), attempt);
-    return { operatorId: id };
+  /** Logs an operator in; `onSuccess` runs in the transaction that records the login (it starts the session). */
+  async authenticate<T>(attempt: PasswordAttempt, onSuccess: (tx: Queryable, operatorId: string) => Promise<T>): Promise<T> {
+    return this.#login.authenticate(this.#realm(await this.#keys.get('operators')), attempt, { onSuccess });
   }
 
   /** Self-service change with the current password; also the way out of an expired or admin-set password. */
   async changePassword(attempt: PasswordAttempt & { newPassword: string }): Promise<{ operatorId: string }> {
-    const { id } = await this.#login.authenticate(this.#realm(), attempt, { allowPasswordChange: true });
+    const realm = this.#realm(await this.#keys.get('operators'));
+    const id = await this.#login.authenticate(realm, attempt, { allowPasswordChange: true, onSuccess: async (_tx, operatorId) => operatorId });
     await this.setPassword(id, attempt.newPassword, false);
     return { operatorId: id };
   }
 
   async unlock(id: string): Promise<void> {
-    await this.#login.unlock(this.#realm(), (await this.get(id)).email);
+    const email = (await this.get(id)).email;
+    await this.#login.unlock(this.#realm(await this.#keys.get('operators')), email);
   }
 
   /** The operator's role and status for the auth hook; null once it is gone. Cached for `cacheTtlMs`. */
@@ -268,29 +270,19 @@ export class OperatorsService {
     });
   }
 
-  #realm(): LoginRealm {
-    const db = this.#db;
-    const keys = this.#keys;
+  #realm(key: PlatformKey): LoginRealm {
     return {
       throttles: operatorThrottles,
       scope: 'platform',
       passwordChangeRoute: 'POST /v1/auth/operator/password',
-      transaction: (work) => db.withPlatform(work),
-      async lookupHashes(email, source) {
-        const key = await keys.get('operators');
-        return { account: key.lookupHash(email), source: key.lookupHash(`source:${source}`) };
-      },
+      transaction: (work) => this.#db.withPlatform(work),
+      lookupHashes: (email, source) => ({ account: key.lookupHash(email), source: key.lookupHash(`source:${source}`) }),
       findAccount: (tx, emailHash) => findLoginOperator(tx, emailHash),
-      upgradeHash: (tx, id, previous, next) => upgradeOperatorHash(tx, id, previous, next),
       passwordPolicy: async () => defaultPasswordPolicy,
-      recordLogin: async (id, at) => {
-        const key = await keys.get('operators');
-        await db.withPlatform(async (tx) => {
-          const row = await findOperator(tx, id, { forUpdate: true });
-          if (row === undefined) return;
-          const pii: OperatorPii = { ...openPii(key, row), lastLoginAt: at.toISOString() };
-          await resealOperator(tx, id, key.seal(Buffer.from(JSON.stringify(pii), 'utf8'), piiContext(id)));
-        });
+      upgradeHash: (tx, id, previous, next) => upgradeOperatorHash(tx, id, previous, next),
+      recordLogin: async (tx, account, at) => {
+        const pii: OperatorPii = { ...(JSON.parse(key.open(account.pii, piiContext(account.id)).toString('utf8')) as OperatorPii), lastLoginAt: at.toISOString() };
+        await resealOperatorIfUnchanged(tx, account.id, account.pii, key.seal(Buffer.from(JSON.stringify(pii), 'utf8'), piiContext(account.id)));
       },
     };
   }

@@ -93,11 +93,6 @@ export async function updateOperator(
   return normalize(rows[0] as OperatorRow);
 }
 
-/** Re-sealed PII only (the last login): not a change of the operator, so updated_at stays. */
-export async function resealOperator(tx: Queryable, id: string, pii: Buffer): Promise<void> {
-  await tx.query('UPDATE operators SET pii = $2 WHERE id = $1', [id, pii]);
-}
-
 export async function deleteOperator(tx: Queryable, id: string): Promise<boolean> {
   const { rowCount } = await tx.query('DELETE FROM operators WHERE id = $1', [id]);
   return rowCount > 0;
@@ -106,10 +101,15 @@ export async function deleteOperator(tx: Queryable, id: string): Promise<boolean
 /** What login needs of an operator, by e-mail hash: never selected with anything else. */
 export async function findLoginOperator(tx: Queryable, emailHmac: Buffer): Promise<LoginAccount | undefined> {
   const { rows } = await tx.query<LoginAccount>(
-    'SELECT id, status, password_hash, password_changed_at, must_change_password FROM operators WHERE email_hmac = $1',
+    'SELECT id, status, password_hash, password_changed_at, must_change_password, pii FROM operators WHERE email_hmac = $1',
     [emailHmac],
   );
-  return rows[0];
+  return rows[0] === undefined ? undefined : { ...rows[0], pii: toBuffer(rows[0].pii) };
+}
+
+/** The login stamp: re-seals the PII only if it is still `previous` (a concurrent change wins). */
+export async function resealOperatorIfUnchanged(tx: Queryable, id: string, previous: Buffer, pii: Buffer): Promise<void> {
+  await tx.query('UPDATE operators SET pii = $3 WHERE id = $1 AND pii = $2', [id, previous, pii]);
 }
 
 export async function upgradeOperatorHash(tx: Queryable, id: string, previous: string, hash: string): Promise<void> {

@@ -75,8 +75,8 @@ export const authRoutes: RoutePlugin<AuthRouteServices> = async (app, { login, u
       },
     },
     async (request) => {
-      const { userId } = await login.authenticate({ ...request.body, source: request.ip });
-      return tokensFor(await sessions.start(request.body.tenantId, userId), 'user');
+      const issued = await login.authenticate({ ...request.body, source: request.ip }, { onSuccess: (tx, userId) => sessions.startIn(tx, request.body.tenantId, userId) });
+      return tokensFor(issued, 'user');
     },
   );
 
@@ -155,8 +155,8 @@ export const authRoutes: RoutePlugin<AuthRouteServices> = async (app, { login, u
       },
     },
     async (request) => {
-      const { operatorId } = await operators.authenticate({ ...request.body, source: request.ip });
-      return tokensFor(await operatorSessions.start(platformScope, operatorId), 'operator');
+      const issued = await operators.authenticate({ ...request.body, source: request.ip }, (tx, operatorId) => operatorSessions.startIn(tx, platformScope, operatorId));
+      return tokensFor(issued, 'operator');
     },
   );
 

@@ -6,6 +6,7 @@ import { movableClock } from '../../testing/clock.ts';
 import { createTestApp, type TestApp } from '../../testing/app.ts';
 import { engineSkip, engines } from '../../testing/engines.ts';
 import { assertProblem } from '../../testing/security-suite.ts';
+import { insertSessionWithRefresh, userSessionTables } from './login-sessions-store.ts';
 
 interface Tokens {
   accessToken: string;
@@ -188,6 +189,31 @@ for (const engine of engines) {
       }
       assertProblem(await test.call({ method: 'POST', url: '/v1/auth/refresh', body: { refreshToken: 'x'.repeat(500) } }), 400, 'validation_failed');
       assertProblem(await me('eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.'), 401, 'invalid_credentials');
+    });
+  });
+}
+
+for (const engine of engines) {
+  describe(`session store [${engine}]`, { skip: engineSkip(engine) }, () => {
+    it('a session id that is taken (a 48-bit collision) writes neither the session nor its refresh token', async () => {
+      const test = await createTestApp(engine);
+      try {
+        const { tenantId } = await test.tenantWithKey('Collision');
+        const [{ id: userId } = { id: '' }] = (
+          await test.storage.db.withTenant(tenantId, (tx) => tx.query<{ id: string }>('SELECT id FROM users WHERE tenant_id = $1', [tenantId]))
+        ).rows;
+        const now = new Date();
+        const session = (refreshHash: Buffer) => ({ id: 'c0111de0c0de', principalId: userId, now, expiresAt: new Date(now.getTime() + 60_000), refreshHash, refreshExpiresAt: new Date(now.getTime() + 60_000) });
+        const first = await test.storage.db.withTenant(tenantId, (tx) => insertSessionWithRefresh(tx, userSessionTables, tenantId, session(Buffer.alloc(32, 1))));
+        const second = await test.storage.db.withTenant(tenantId, (tx) => insertSessionWithRefresh(tx, userSessionTables, tenantId, session(Buffer.alloc(32, 2))));
+        assert.deepEqual([first, second], [true, false]);
+        const refresh = await test.storage.db.withTenant(tenantId, (tx) =>
+          tx.query<{ n: number }>("SELECT count(*)::int AS n FROM refresh_tokens WHERE tenant_id = $1 AND session_id = 'c0111de0c0de'", [tenantId]),
+        );
+        assert.equal(refresh.rows[0]?.n, 1, 'only the first session got a refresh token');
+      } finally {
+        await test.close();
+      }
     });
   });
 }

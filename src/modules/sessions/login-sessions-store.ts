@@ -34,15 +34,21 @@ export interface RefreshRow {
   used_at: Date | null;
 }
 
-export async function insertSession(
+/**
+ * A new session and its first refresh token, in one statement. False when the session id is taken (a
+ * 48-bit collision): then neither row is written and the caller draws another id.
+ */
+export async function insertSessionWithRefresh(
   tx: Queryable,
   t: SessionTables,
   scope: string,
-  session: { id: string; principalId: string; now: Date; expiresAt: Date },
+  session: { id: string; principalId: string; now: Date; expiresAt: Date; refreshHash: Buffer; refreshExpiresAt: Date },
 ): Promise<boolean> {
   const { rowCount } = await tx.query(
-    `INSERT INTO ${t.sessions} (${t.scope}, id, ${t.principal}, created_at, expires_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
-    [scope, session.id, session.principalId, session.now, session.expiresAt],
+    `WITH session AS (
+       INSERT INTO ${t.sessions} (${t.scope}, id, ${t.principal}, created_at, expires_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id)
+     INSERT INTO ${t.refreshTokens} (${t.scope}, token_hash, session_id, created_at, expires_at) SELECT $1, $6, id, $4, $7 FROM session`,
+    [scope, session.id, session.principalId, session.now, session.expiresAt, session.refreshHash, session.refreshExpiresAt],
   );
   return rowCount > 0;
 }

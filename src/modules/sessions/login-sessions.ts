@@ -7,7 +7,7 @@ import { TtlCache } from '../../platform/ttl-cache.ts';
 import {
   findSession,
   insertRefreshToken,
-  insertSession,
+  insertSessionWithRefresh,
   lockRefreshToken,
   markRefreshTokenUsed,
   operatorSessionTables,
@@ -99,15 +99,16 @@ export class LoginSessionService {
     return this.#realm.scopeOf(refreshToken) !== undefined;
   }
 
-  async start(scope: string, principalId: string): Promise<IssuedRefresh> {
+  /** Starts a session in the caller's transaction (the login's), which must be of this realm and scope. */
+  async startIn(tx: Queryable, scope: string, principalId: string): Promise<IssuedRefresh> {
     const now = this.#clock.now();
     const expiresAt = new Date(now.getTime() + this.#options.sessionMaxMs);
-    return this.#realm.transaction(scope, async (tx) => {
-      let sessionId = newId();
-      while (!(await insertSession(tx, this.#realm.tables, scope, { id: sessionId, principalId, now, expiresAt }))) sessionId = newId();
-      const { token, refreshExpiresAt } = await this.#issueRefresh(tx, scope, sessionId, now, expiresAt);
-      return { scope, principalId, sessionId, refreshToken: token, refreshExpiresAt };
-    });
+    const refreshToken = this.#realm.refreshToken(scope, randomBytes(32).toString('base64url'));
+    const refreshExpiresAt = this.#refreshEnd(now, expiresAt);
+    const refreshHash = sha256(refreshToken);
+    let sessionId = newId();
+    while (!(await insertSessionWithRefresh(tx, this.#realm.tables, scope, { id: sessionId, principalId, now, expiresAt, refreshHash, refreshExpiresAt }))) sessionId = newId();
+    return { scope, principalId, sessionId, refreshToken, refreshExpiresAt };
   }
 
   /** Rotates a refresh token. Reuse of a rotated one revokes the session (and is reported as invalid). */
@@ -171,8 +172,12 @@ export class LoginSessionService {
 
   async #issueRefresh(tx: Queryable, scope: string, sessionId: string, now: Date, sessionEnd: Date): Promise<{ token: string; refreshExpiresAt: Date }> {
     const token = this.#realm.refreshToken(scope, randomBytes(32).toString('base64url'));
-    const refreshExpiresAt = new Date(Math.min(now.getTime() + this.#options.refreshTtlMs, sessionEnd.getTime()));
+    const refreshExpiresAt = this.#refreshEnd(now, sessionEnd);
     await insertRefreshToken(tx, this.#realm.tables, scope, { hash: sha256(token), sessionId, now, expiresAt: refreshExpiresAt });
     return { token, refreshExpiresAt };
+  }
+
+  #refreshEnd(now: Date, sessionEnd: Date): Date {
+    return new Date(Math.min(now.getTime() + this.#options.refreshTtlMs, sessionEnd.getTime()));
   }
 }

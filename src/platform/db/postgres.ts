@@ -31,10 +31,12 @@ export function openPostgres(options: PostgresOptions): Database {
     const client = await pool.connect();
     let connectionLost = false;
     try {
-      const opened = corked(client, () => Promise.all([client.query('BEGIN'), client.query(prepared(setContextSql, contextParams(context)))]));
+      // BEGIN and the context go out with the work's first statements, in one write.
+      const tx = queryable(client);
+      const opened = Promise.all([tx.query('BEGIN'), tx.query(setContextSql, contextParams(context))]);
       opened.catch(() => undefined);
       try {
-        const result = await work(queryable(client));
+        const result = await work(tx);
         await opened;
         await client.query('COMMIT');
         return result;
@@ -85,11 +87,27 @@ export function openPostgres(options: PostgresOptions): Database {
   };
 }
 
+/**
+ * A transaction's statements. Statements issued in the same tick (`Promise.all` of independent ones) go
+ * out in one socket write: the socket is corked at the first and uncorked once the tick's synchronous code
+ * is done. Measured on a login (two transactions of three to four statements each): one writev per batch
+ * instead of one per statement took a quarter of the main thread's time in socket writes away.
+ */
 function queryable(client: pg.PoolClient): Queryable {
+  const socket = socketOf(client);
+  let batching = false;
   return {
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- implements the generic Queryable.query
     async query<Row>(sql: string, params: readonly unknown[] = []) {
-      const result = await corked(client, () => client.query(params.length > 0 ? prepared(sql, params) : sql));
+      if (socket !== undefined && !batching) {
+        batching = true;
+        socket.cork();
+        queueMicrotask(() => {
+          batching = false;
+          socket.uncork();
+        });
+      }
+      const result = await client.query(params.length > 0 ? prepared(sql, params) : sql);
       return { rows: result.rows as Row[], rowCount: result.rowCount ?? result.rows.length };
     },
   };
@@ -116,14 +134,18 @@ function prepared(text: string, values: readonly unknown[]): pg.QueryConfig {
  * `connection.stream`: if a pg release moves it, this degrades to uncorked writes, never to wrong results.
  */
 function corked<T>(client: pg.PoolClient, issue: () => T): T {
-  const stream = (client as unknown as { connection?: { stream?: { cork?: unknown; uncork?: unknown } } }).connection?.stream;
-  const socket = typeof stream?.cork === 'function' && typeof stream.uncork === 'function' ? (stream as { cork(): void; uncork(): void }) : undefined;
+  const socket = socketOf(client);
   socket?.cork();
   try {
     return issue();
   } finally {
     socket?.uncork();
   }
+}
+
+function socketOf(client: pg.PoolClient): { cork(): void; uncork(): void } | undefined {
+  const stream = (client as unknown as { connection?: { stream?: { cork?: unknown; uncork?: unknown } } }).connection?.stream;
+  return typeof stream?.cork === 'function' && typeof stream.uncork === 'function' ? (stream as { cork(): void; uncork(): void }) : undefined;
 }
 
 /**
