@@ -11,7 +11,8 @@ import { getMigrations } from 'better-auth/db/migration';
 import { fromNodeHeaders } from 'better-auth/node';
 import Fastify from 'fastify';
 import pg from 'pg';
-import { type AuthBetterAuthSpec, authSpecArgument, runAuthChild } from './auth-child.ts';
+import { runChild, specArgument } from './child.ts';
+import type { AuthBetterAuthSpec } from './protocol.ts';
 
 /** `name=value` of every Set-Cookie, as a browser would send them back. */
 function cookieOf(response: Response): string {
@@ -20,8 +21,8 @@ function cookieOf(response: Response): string {
   return cookies.join('; ');
 }
 
-runAuthChild(async () => {
-  const spec = authSpecArgument() as AuthBetterAuthSpec;
+runChild(async () => {
+  const spec = specArgument() as AuthBetterAuthSpec;
   const pool = new pg.Pool({ connectionString: spec.databaseUrl, max: spec.poolMax });
   try {
     const options = {
@@ -52,7 +53,7 @@ runAuthChild(async () => {
       if (session === null) return reply.code(401).send({ error: 'unauthenticated' });
       return session.user;
     });
-    return { app, target: { path: '/v1/me', headers: { cookie }, email }, close: () => pool.end() };
+    return { app, report: { target: { path: '/v1/me', headers: { cookie }, email } }, close: () => pool.end() };
   } catch (error) {
     await pool.end();
     throw error;

@@ -22,28 +22,21 @@
  * default 4 here), BENCH_ROUNDS (default 2), BENCH_WARMUP (seconds, default 1), BENCH_CONNECTIONS (default 10);
  * BENCH_ENGINES as for the record bench (Bulwark on each; Better Auth on PostgreSQL only).
  */
-import { type ChildProcess, fork } from 'node:child_process';
 import { createPublicKey, type JsonWebKey, type KeyObject, randomBytes, verify } from 'node:crypto';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { hash as argon2Hash, verify as argon2Verify } from '@node-rs/argon2';
-import autocannon from 'autocannon';
 import type { FastifyInstance } from 'fastify';
-import pg from 'pg';
 import { defaultArgon2Params } from '../src/modules/identity/passwords.ts';
-import { EnvRootKey } from '../src/modules/keys/root/env.ts';
 import { TokenService } from '../src/modules/sessions/tokens.ts';
 import { systemClock } from '../src/platform/clock.ts';
-import { loadConfig } from '../src/platform/config/config.ts';
-import { openDatabase } from '../src/platform/db/open.ts';
-import { buildApp } from '../src/server/app.ts';
-import type { AuthBetterAuthSpec, AuthBulwarkSpec, AuthChildMessage, AuthServerName, AuthTarget } from './auth-child.ts';
 import { createApiKey, createTenantAdmin, jwks, login, loginBody, loginTokens, operatorToken, type TenantAdmin } from './auth-seed.ts';
-import type { DatabaseUrls, Engine, ParentMessage } from './protocol.ts';
+import { type BenchApp, openBenchApp } from './bulwark-app.ts';
+import { busyNote, cpuBusy, createThrowawayDatabase, errorText, positiveNumber, printTable, withDatabase } from './common.ts';
+import { measureRounds, type Rates, ratesOf, subject as scenario, type Subject } from './measure.ts';
+import type { AuthBetterAuthSpec, AuthServerName, AuthTarget, BulwarkSpec, DatabaseUrls, Engine } from './protocol.ts';
+import { type LoadStats, loadInRounds, loadStats, type LoadTarget, noLoadStats, prepareTarget, type RunningServer, startServer } from './servers.ts';
 
 export const authTargets = { loginOutsideHashingMax: 0.1, tokenVsRaw: 0.8, cachedTokenPerSecond: 100_000, apiKeyPerSecond: 50_000 } as const;
-
-const benchDir = import.meta.dirname;
 
 /** What bench/run.ts shares with this part: where PostgreSQL is, how it makes a migrated throwaway database, and its Ctrl-C cleanups. */
 export interface AuthBenchContext {
@@ -54,8 +47,6 @@ export interface AuthBenchContext {
   pendingCleanups: Set<() => Promise<void>>;
   /** `--cpu-prof` arguments for a server process (BENCH_CPU_PROF=1), or none. */
   profileArgv: (name: string) => string[];
-  /** The fraction of all CPU time spent busy over the next `ms` milliseconds. */
-  cpuBusy: (ms: number) => Promise<number>;
 }
 
 export interface AuthBenchSettings {
@@ -67,14 +58,6 @@ export interface AuthBenchSettings {
   httpRounds: number;
   httpWarmupSeconds: number;
   connections: number;
-}
-
-function positiveNumber(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number (got ${JSON.stringify(raw)})`);
-  return value;
 }
 
 export function authBenchSettings(): AuthBenchSettings {
@@ -95,100 +78,23 @@ export function authBenchSettings(): AuthBenchSettings {
   };
 }
 
-const errorText = (error: unknown) => (error instanceof Error ? error.message : String(error));
-
 // ---------------------------------------------------------------------------------------------------
 // In-process measurement
 
-export interface AuthMeasurement {
+export interface AuthMeasurement extends Rates {
   engine: Engine;
   scenario: string;
   /** Operations in flight at once. */
   concurrency: number;
-  opsPerSecond: number;
-  roundsOpsPerSecond: number[];
-  /** Wall-clock time of one operation (with `concurrency` in flight). */
-  microsPerOp: number;
-  /** This process's CPU time per operation, all threads (Argon2id runs on the libuv pool); the database server's is not in it. */
-  cpuMicrosPerOp: number;
-  operations: number;
-  seconds: number;
-}
-
-interface Scenario {
-  name: string;
-  concurrency: number;
-  /** A sync operation runs in batches, so clock reads stay out of the measurement. */
-  sync: boolean;
-  /** One operation by `worker` (0 .. concurrency - 1); throws when the answer is wrong. */
-  run: (worker: number) => void | Promise<void>;
-  /** Warm-up operations, not measured; counters such as cache hits include them. */
-  warmupOperations: number;
-  operations: number;
-  milliseconds: number;
-  cpuMicros: number;
-  rounds: number[];
-}
-
-function scenario(name: string, parts: Pick<Scenario, 'sync' | 'run'> & { concurrency?: number }): Scenario {
-  return { name, concurrency: parts.concurrency ?? 1, sync: parts.sync, run: parts.run, warmupOperations: 0, operations: 0, milliseconds: 0, cpuMicros: 0, rounds: [] };
-}
-
-async function runFor(subject: Scenario, milliseconds: number): Promise<{ operations: number; milliseconds: number; cpuMicros: number }> {
-  const cpuBefore = process.cpuUsage();
-  const start = performance.now();
-  const deadline = start + milliseconds;
-  let operations = 0;
-  if (subject.sync) {
-    do {
-      for (let index = 0; index < 32; index += 1) void subject.run(0);
-      operations += 32;
-    } while (performance.now() < deadline);
-  } else {
-    const worker = async (id: number) => {
-      do {
-        await subject.run(id);
-        operations += 1;
-      } while (performance.now() < deadline);
-    };
-    await Promise.all(Array.from({ length: subject.concurrency }, (_, id) => worker(id)));
-  }
-  const elapsed = performance.now() - start;
-  const cpu = process.cpuUsage(cpuBefore);
-  return { operations, milliseconds: elapsed, cpuMicros: cpu.user + cpu.system };
 }
 
 /** Warm-up, then the scenarios in alternating rounds (in a rotating order). */
-async function measureGroup(label: string, scenarios: readonly Scenario[], settings: AuthBenchSettings): Promise<void> {
-  process.stdout.write(`    ${label}: warming up`);
-  for (const subject of scenarios) subject.warmupOperations += (await runFor(subject, settings.inProcessWarmupSeconds * 1000)).operations;
-  const roundMilliseconds = (settings.inProcessSeconds * 1000) / settings.inProcessRounds;
-  for (let round = 0; round < settings.inProcessRounds; round += 1) {
-    process.stdout.write(`, ${round + 1}`);
-    const order = [...scenarios.slice(round % scenarios.length), ...scenarios.slice(0, round % scenarios.length)];
-    for (const subject of order) {
-      const done = await runFor(subject, roundMilliseconds);
-      subject.operations += done.operations;
-      subject.milliseconds += done.milliseconds;
-      subject.cpuMicros += done.cpuMicros;
-      subject.rounds.push((done.operations * 1000) / done.milliseconds);
-    }
-  }
-  console.log('');
+async function measureGroup(label: string, scenarios: readonly Subject[], settings: AuthBenchSettings): Promise<void> {
+  await measureRounds(`    ${label}`, scenarios, { warmupSeconds: settings.inProcessWarmupSeconds, seconds: settings.inProcessSeconds, rounds: settings.inProcessRounds });
 }
 
-function summarize(engine: Engine, subject: Scenario): AuthMeasurement {
-  return {
-    engine,
-    scenario: subject.name,
-    concurrency: subject.concurrency,
-    opsPerSecond: (subject.operations * 1000) / subject.milliseconds,
-    roundsOpsPerSecond: subject.rounds,
-    microsPerOp: (subject.milliseconds * 1000 * subject.concurrency) / subject.operations,
-    cpuMicrosPerOp: subject.cpuMicros / subject.operations,
-    operations: subject.operations,
-    seconds: subject.milliseconds / 1000,
-  };
+function summarize(engine: Engine, subject: Subject): AuthMeasurement {
+  return { engine, scenario: subject.name, concurrency: subject.concurrency, ...ratesOf(subject) };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -400,22 +306,11 @@ interface InProcessResult {
 
 async function runInProcess(engine: Engine, database: DatabaseUrls | undefined, poolMax: number, settings: AuthBenchSettings): Promise<InProcessResult> {
   console.log(`  ${engine}, in-process:`);
-  const config = loadConfig(
-    {},
-    {
-      env: 'production',
-      logLevel: 'silent',
-      databasePoolMax: String(poolMax),
-      ...(database === undefined ? {} : { databaseUrl: database.login, databaseAdminUrl: database.owner }),
-    },
-  );
   const measurements: AuthMeasurement[] = [];
-  let app: FastifyInstance | undefined;
-  let db: Awaited<ReturnType<typeof openDatabase>>['db'] | undefined;
+  let bench: BenchApp | undefined;
   try {
-    ({ db } = await openDatabase(config, { pgliteDataDir: 'memory://' }));
-    const rootKeys = new EnvRootKey(randomBytes(32).toString('base64'));
-    app = await buildApp({ config, db, rootKeys });
+    bench = await openBenchApp({ engine, poolMax, database });
+    const { config, db, rootKeys, app } = bench;
     const operator = await operatorToken(app);
     const admins: TenantAdmin[] = [];
     for (let index = 0; index < Math.max(...settings.loginConcurrency); index += 1) admins.push(await createTenantAdmin(app, operator, `Bench tenant ${index + 1}`));
@@ -442,178 +337,46 @@ async function runInProcess(engine: Engine, database: DatabaseUrls | undefined, 
     console.log('');
     return { engine, measurements, failure: errorText(error) };
   } finally {
-    await app?.close();
-    await db?.close();
+    await bench?.app.close();
+    await bench?.db.close();
   }
 }
 
 // ---------------------------------------------------------------------------------------------------
 // 4. The session check over HTTP, one server process each
 
-interface RunningServer {
-  name: AuthServerName;
-  engine: Engine;
-  port: number;
-  target: AuthTarget;
-  cpuMicros(): Promise<number>;
-  stop(): Promise<void>;
-}
-
-function startServer(context: AuthBenchContext, name: AuthServerName, engine: Engine, spec: AuthBulwarkSpec | AuthBetterAuthSpec): Promise<RunningServer> {
-  const script = name === 'bulwark' ? 'auth-bulwark-server.ts' : 'auth-better-auth-server.ts';
-  const child = fork(join(benchDir, script), [JSON.stringify(spec)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: context.profileArgv(`auth-${name}-${engine}`) });
-  const stop = () => stopChild(child);
-  context.pendingCleanups.add(stop);
-  return new Promise((resolvePromise, reject) => {
-    const fail = (error: Error) => {
-      clearTimeout(timer);
-      child.off('exit', onExit);
-      context.pendingCleanups.delete(stop);
-      child.kill('SIGKILL');
-      reject(error);
-    };
-    const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
-      fail(new Error(`${script} exited before it was ready (${signal ?? `code ${code ?? '?'}`})`));
-    };
-    const timer = setTimeout(() => {
-      fail(new Error(`${script} was not ready within 60 s`));
-    }, 60_000);
-    child.once('exit', onExit);
-    child.once('message', (raw) => {
-      const message = raw as AuthChildMessage;
-      if (message.type !== 'ready') {
-        fail(new Error(`${script}: ${message.type === 'failed' ? message.error : 'unexpected message before ready'}`));
-        return;
-      }
-      clearTimeout(timer);
-      child.off('exit', onExit);
-      resolvePromise({
-        name,
-        engine,
-        port: message.port,
-        target: message.target,
-        cpuMicros: () => askCpu(child),
-        stop: async () => {
-          context.pendingCleanups.delete(stop);
-          await stop();
-        },
-      });
-    });
-  });
-}
-
-function askCpu(child: ChildProcess): Promise<number> {
-  return new Promise((resolvePromise, reject) => {
-    const onExit = () => {
-      reject(new Error('the server exited'));
-    };
-    child.once('exit', onExit);
-    child.once('message', (raw) => {
-      child.off('exit', onExit);
-      const message = raw as AuthChildMessage;
-      if (message.type === 'cpu') resolvePromise(message.micros);
-      else reject(new Error(`unexpected message ${message.type}`));
-    });
-    const ask: ParentMessage = { type: 'cpu' };
-    child.send(ask);
-  });
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolvePromise) => child.once('exit', () => resolvePromise()));
-  const stop: ParentMessage = { type: 'stop' };
-  // On Ctrl-C the terminal signals the children too and their IPC channel may already be gone.
-  if (child.connected) child.send(stop, (error) => error && child.kill('SIGTERM'));
-  else child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  await exited;
-  clearTimeout(timer);
-}
-
-export interface HttpMeasurement {
+export interface HttpMeasurement extends LoadStats {
   server: AuthServerName;
   engine: Engine;
-  requestsPerSecond: number;
-  roundsRequestsPerSecond: number[];
-  /** CPU time of the server process per successful response (the database server's is not in it). */
-  serverCpuMicrosPerRequest: number;
-  /** Medians over the rounds. */
-  latencyP50Ms: number;
-  latencyP99Ms: number;
-  responses2xx: number;
-  non2xx: number;
-  errors: number;
   failure?: string;
 }
 
-interface Loaded {
-  server: RunningServer;
-  url: string;
-  rounds: autocannon.Result[];
-  cpuMicros: number;
-  failure?: string;
+interface Loaded extends LoadTarget<{ target: AuthTarget }> {
+  name: AuthServerName;
+  engine: Engine;
 }
-
-/** One request before the load: 200 and the seeded user, or the numbers would mean nothing. */
-async function checkAnswer(url: string, target: AuthTarget): Promise<void> {
-  const response = await fetch(url, { headers: target.headers });
-  const text = await response.text();
-  if (response.status !== 200) throw new Error(`expected 200, got ${response.status}: ${text.slice(0, 300)}`);
-  const body = JSON.parse(text) as { email?: unknown };
-  if (body.email !== target.email) throw new Error(`expected the user ${target.email}, got ${text.slice(0, 300)}`);
-}
-
-async function loadInto(loaded: Loaded, seconds: number, connections: number, keep: boolean): Promise<void> {
-  if (loaded.failure !== undefined) return;
-  try {
-    const cpuBefore = await loaded.server.cpuMicros();
-    const result = await autocannon({ url: loaded.url, headers: loaded.server.target.headers, connections, duration: seconds });
-    const cpuAfter = await loaded.server.cpuMicros();
-    if (result.non2xx > 0 || result.errors > 0 || result['2xx'] === 0) {
-      loaded.failure = `${result.non2xx} non-2xx responses, ${result.errors} errors (${result.timeouts} timeouts), ${result['2xx']} 2xx`;
-    }
-    if (keep) {
-      loaded.rounds.push(result);
-      loaded.cpuMicros += cpuAfter - cpuBefore;
-    }
-  } catch (error) {
-    loaded.failure = errorText(error);
-  }
-}
-
-const median = (values: readonly number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[middle] ?? 0) : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
-};
-const sum = (values: readonly number[]) => values.reduce((total, value) => total + value, 0);
 
 function failedHttp(server: AuthServerName, engine: Engine, failure: string): HttpMeasurement {
-  return { server, engine, requestsPerSecond: 0, roundsRequestsPerSecond: [], serverCpuMicrosPerRequest: 0, latencyP50Ms: 0, latencyP99Ms: 0, responses2xx: 0, non2xx: 0, errors: 0, failure };
+  return { server, engine, ...noLoadStats(), failure };
 }
 
 function summarizeHttp(loaded: Loaded): HttpMeasurement {
-  const { rounds } = loaded;
-  const responses2xx = sum(rounds.map((round) => round['2xx']));
-  const seconds = sum(rounds.map((round) => round.duration));
-  return {
-    server: loaded.server.name,
-    engine: loaded.server.engine,
-    // Successful responses over measured time: errors and non-2xx never count as throughput.
-    requestsPerSecond: seconds > 0 ? responses2xx / seconds : 0,
-    roundsRequestsPerSecond: rounds.map((round) => (round.duration > 0 ? round['2xx'] / round.duration : 0)),
-    serverCpuMicrosPerRequest: responses2xx > 0 ? loaded.cpuMicros / responses2xx : 0,
-    latencyP50Ms: median(rounds.map((round) => round.latency.p50)),
-    latencyP99Ms: median(rounds.map((round) => round.latency.p99)),
-    responses2xx,
-    non2xx: sum(rounds.map((round) => round.non2xx)),
-    errors: sum(rounds.map((round) => round.errors)),
-    ...(loaded.failure === undefined ? {} : { failure: loaded.failure }),
-  };
+  return { server: loaded.name, engine: loaded.engine, ...loadStats(loaded), ...(loaded.failure === undefined ? {} : { failure: loaded.failure }) };
 }
 
-type ServerPlan = { name: AuthServerName; engine: Engine; spec: AuthBulwarkSpec | AuthBetterAuthSpec } | { name: AuthServerName; engine: Engine; unavailable: string };
+type ServerPlan = { name: AuthServerName; engine: Engine; spec: BulwarkSpec | AuthBetterAuthSpec } | { name: AuthServerName; engine: Engine; unavailable: string };
+
+/** Starts a server and checks one request: 200 and the seeded user, or the numbers would mean nothing. */
+function prepareServer(context: AuthBenchContext, plan: Extract<ServerPlan, { spec: unknown }>) {
+  const script = plan.name === 'bulwark' ? 'auth-bulwark-server.ts' : 'auth-better-auth-server.ts';
+  return prepareTarget(
+    () => startServer<{ target: AuthTarget }>(script, plan.spec, { execArgv: context.profileArgv(`auth-${plan.name}-${plan.engine}`), pendingCleanups: context.pendingCleanups }),
+    (server: RunningServer<{ target: AuthTarget }>) => ({ url: `http://127.0.0.1:${server.port}${server.target.path}`, headers: server.target.headers }),
+    (server, body, text) => {
+      if ((body as { email?: unknown }).email !== server.target.email) throw new Error(`expected the user ${server.target.email}, got ${text.slice(0, 300)}`);
+    },
+  );
+}
 
 /** All servers stay up; the load alternates between them in rounds (rotating order), one server under load at a time. */
 async function runHttp(context: AuthBenchContext, plans: readonly ServerPlan[], settings: AuthBenchSettings): Promise<HttpMeasurement[]> {
@@ -626,26 +389,12 @@ async function runHttp(context: AuthBenchContext, plans: readonly ServerPlan[], 
         measurements.push(failedHttp(plan.name, plan.engine, plan.unavailable));
         continue;
       }
-      let server: RunningServer | undefined;
-      try {
-        server = await startServer(context, plan.name, plan.engine, plan.spec);
-        const url = `http://127.0.0.1:${server.port}${server.target.path}`;
-        await checkAnswer(url, server.target);
-        loaded.push({ server, url, rounds: [], cpuMicros: 0 });
-      } catch (error) {
-        await server?.stop();
-        measurements.push(failedHttp(plan.name, plan.engine, errorText(error)));
-      }
+      const prepared = await prepareServer(context, plan);
+      if ('failure' in prepared) measurements.push(failedHttp(plan.name, plan.engine, prepared.failure));
+      else loaded.push({ ...prepared.target, name: plan.name, engine: plan.engine });
     }
-    process.stdout.write(', warming up');
     // Warm-up: JIT, connection pools, Bulwark's token, session, role and tenant caches, PostgreSQL's caches.
-    for (const target of loaded) await loadInto(target, settings.httpWarmupSeconds, settings.connections, false);
-    const roundSeconds = settings.httpSeconds / settings.httpRounds;
-    for (let round = 0; round < settings.httpRounds; round += 1) {
-      process.stdout.write(`, round ${round + 1}/${settings.httpRounds}`);
-      const order = [...loaded.slice(round % loaded.length), ...loaded.slice(0, round % loaded.length)];
-      for (const target of order) await loadInto(target, roundSeconds, settings.connections, true);
-    }
+    await loadInRounds(loaded, { warmupSeconds: settings.httpWarmupSeconds, seconds: settings.httpSeconds, rounds: settings.httpRounds, connections: settings.connections });
     measurements.push(...loaded.map(summarizeHttp));
     return measurements;
   } finally {
@@ -654,31 +403,8 @@ async function runHttp(context: AuthBenchContext, plans: readonly ServerPlan[], 
   }
 }
 
-// ---------------------------------------------------------------------------------------------------
-// PostgreSQL: Better Auth's throwaway database
-
-async function adminQuery(adminUrl: string, sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 3_000 });
-  try {
-    await client.connect();
-    await client.query(sql);
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
 /** An empty database on the same server as Bulwark's; Better Auth creates its own tables in it and owns it. */
-async function createBetterAuthDatabase(adminUrl: string): Promise<{ url: string; drop: () => Promise<void> } | { unavailable: string }> {
-  const name = `better_auth_bench_${randomBytes(6).toString('hex')}`;
-  try {
-    await adminQuery(adminUrl, `CREATE DATABASE ${name}`);
-  } catch (error) {
-    return { unavailable: `PostgreSQL unreachable at ${new URL(adminUrl).host} (${errorText(error)})` };
-  }
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  return { url: url.toString(), drop: () => adminQuery(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
-}
+const createBetterAuthDatabase = (adminUrl: string) => createThrowawayDatabase(adminUrl, 'better_auth_bench');
 
 // ---------------------------------------------------------------------------------------------------
 // Verdicts and report
@@ -742,16 +468,6 @@ function verdictsOf(results: readonly InProcessResult[]): AuthVerdict[] {
   return verdicts;
 }
 
-function printTable(rows: readonly (readonly string[])[], leftColumns: number): void {
-  const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? '').length))) ?? [];
-  const line = (row: readonly string[]) => row.map((cell, column) => (column < leftColumns ? cell.padEnd(widths[column] ?? 0) : cell.padStart(widths[column] ?? 0))).join('  ');
-  console.log('');
-  for (const [index, row] of rows.entries()) {
-    console.log(`  ${line(row)}`);
-    if (index === 0) console.log(`  ${widths.map((width) => '-'.repeat(width)).join('  ')}`);
-  }
-}
-
 const rate = (value: number) => (value >= 10_000 ? `${(value / 1000).toFixed(0)}k` : value >= 100 ? value.toFixed(0) : value.toFixed(1));
 const count = (value: number) => (value >= 100 ? value.toFixed(0) : value.toFixed(1));
 const spread = (values: readonly number[]) => (values.length === 0 ? '-' : `${count(Math.min(...values))}-${count(Math.max(...values))}`);
@@ -764,7 +480,7 @@ function printReport(result: AuthBenchResult): void {
         r.measurements.map((m) => [m.scenario, m.engine, String(m.concurrency), count(m.opsPerSecond), spread(m.roundsOpsPerSecond), m.microsPerOp.toFixed(1), m.cpuMicrosPerOp.toFixed(1)]),
       ),
     ],
-    2,
+    (column) => column >= 2,
   );
   printTable(
     [
@@ -775,7 +491,7 @@ function printReport(result: AuthBenchResult): void {
           : [m.server, m.engine, '-', '-', '-', '-', '-', 'FAILED'],
       ),
     ],
-    2,
+    (column) => column >= 2,
   );
   console.log('');
   console.log('  Authentication (DESIGN.md targets; login time outside hashing = 1 - logins/s / Argon2id verifies/s at the same concurrency):');
@@ -822,22 +538,6 @@ export interface AuthBenchResult {
   notes: string[];
 }
 
-/** Runs the throwaway-database lifecycle around `use`, with the Ctrl-C cleanup registered meanwhile. */
-async function withDatabase<Made extends { drop: () => Promise<void> }, Result>(
-  context: AuthBenchContext,
-  made: Made | { unavailable: string },
-  use: (database: Made | { unavailable: string }) => Promise<Result>,
-): Promise<Result> {
-  if ('unavailable' in made) return use(made);
-  context.pendingCleanups.add(made.drop);
-  try {
-    return await use(made);
-  } finally {
-    context.pendingCleanups.delete(made.drop);
-    await made.drop();
-  }
-}
-
 /** The authentication part of `npm run bench`: its part of results.json, and whether a scenario failed. */
 export async function runAuthBench(context: AuthBenchContext, settings: AuthBenchSettings = authBenchSettings()): Promise<{ results: AuthBenchResult; failed: boolean }> {
   const { memoryCost, timeCost, parallelism } = defaultArgon2Params;
@@ -848,8 +548,8 @@ export async function runAuthBench(context: AuthBenchContext, settings: AuthBenc
   );
   const notes: string[] = [];
   // The app, PostgreSQL and the load generator already share the cores; anything else running skews the numbers.
-  const busyBefore = await context.cpuBusy(1_000);
-  if (busyBefore > 0.2) notes.push(`other processes kept the CPUs ${(busyBefore * 100).toFixed(0)}% busy just before the run: numbers are noisy.`);
+  const busyBefore = await cpuBusy(1_000);
+  notes.push(...busyNote(busyBefore));
   const inProcess: InProcessResult[] = [];
   for (const engine of context.engines) {
     if (engine === 'pglite') {
@@ -857,7 +557,7 @@ export async function runAuthBench(context: AuthBenchContext, settings: AuthBenc
       continue;
     }
     inProcess.push(
-      await withDatabase(context, await context.createBulwarkDatabase(), async (database) =>
+      await withDatabase(context.pendingCleanups, await context.createBulwarkDatabase(), async (database) =>
         'unavailable' in database ? { engine, measurements: [], failure: database.unavailable } : runInProcess('postgres', database.urls, context.poolMax, settings),
       ),
     );
@@ -872,12 +572,12 @@ export async function runAuthBench(context: AuthBenchContext, settings: AuthBenc
     }
     if (betterAuth === undefined) notes.push('Better Auth runs on PostgreSQL only and BENCH_ENGINES has no postgres: its session check was not measured.');
     else if ('unavailable' in betterAuth) plans.push({ name: 'better-auth', engine: 'postgres', unavailable: betterAuth.unavailable });
-    else plans.push({ name: 'better-auth', engine: 'postgres', spec: { databaseUrl: betterAuth.url, poolMax: context.poolMax } });
+    else plans.push({ name: 'better-auth', engine: 'postgres', spec: { databaseUrl: betterAuth.url.toString(), poolMax: context.poolMax } });
     return runHttp(context, plans, settings);
   };
   const http = context.engines.includes('postgres')
-    ? await withDatabase(context, await context.createBulwarkDatabase(), async (bulwark) =>
-        withDatabase(context, await createBetterAuthDatabase(context.adminUrl), async (betterAuth) => serve(bulwark, betterAuth)),
+    ? await withDatabase(context.pendingCleanups, await context.createBulwarkDatabase(), async (bulwark) =>
+        withDatabase(context.pendingCleanups, await createBetterAuthDatabase(context.adminUrl), async (betterAuth) => serve(bulwark, betterAuth)),
       )
     : await serve(undefined, undefined);
 

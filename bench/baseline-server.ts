@@ -135,5 +135,5 @@ runChild(async () => {
       };
     },
   );
-  return { app, seed: spec.seed, close: () => reader.close() };
+  return { app, report: { seed: spec.seed }, close: () => reader.close() };
 });

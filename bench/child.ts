@@ -1,9 +1,15 @@
+/**
+ * The server process's side of bench/servers.ts, for every server the benches fork: the record bench's
+ * (bench/bulwark-server.ts, bench/baseline-server.ts) and the authentication bench's
+ * (bench/auth-bulwark-server.ts, bench/auth-better-auth-server.ts). Messages in bench/protocol.ts.
+ */
 import type { FastifyInstance } from 'fastify';
-import type { ChildMessage, ParentMessage, Seed } from './protocol.ts';
+import type { ChildMessage, ParentMessage } from './protocol.ts';
 
-export interface Served {
+export interface Served<Report extends object> {
   app: FastifyInstance;
-  seed: Seed;
+  /** Sent with `ready`: the record bench's `{ seed }`, the authentication bench's `{ target }`. */
+  report: Report;
   /** Releases the database after the HTTP server has closed. */
   close: () => Promise<void>;
 }
@@ -25,9 +31,9 @@ function send(message: ChildMessage): void {
  * Starts a server process: listens on a free loopback port, reports it, and shuts down cleanly on
  * `stop` or when the orchestrator goes away (a clean exit also lets --cpu-prof write its profile).
  */
-export function runChild(start: () => Promise<Served>): void {
-  start().then(
-    async ({ app, seed, close }) => {
+export function runChild<Report extends object>(start: () => Promise<Served<Report>>): void {
+  start()
+    .then(async ({ app, report, close }) => {
       await app.listen({ host: '127.0.0.1', port: 0 });
       const address = app.server.address();
       if (address === null || typeof address === 'string') throw new Error('expected a TCP address');
@@ -49,14 +55,10 @@ export function runChild(start: () => Promise<Served>): void {
       });
       process.on('disconnect', () => void stop());
       process.on('SIGINT', () => void stop());
-      send({ type: 'ready', port: address.port, seed });
-    },
-    (error: unknown) => {
+      send({ type: 'ready', port: address.port, ...report });
+    })
+    .catch((error: unknown) => {
       send({ type: 'failed', error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
       process.exit(1);
-    },
-  ).catch((error: unknown) => {
-    send({ type: 'failed', error: String(error) });
-    process.exit(1);
-  });
+    });
 }

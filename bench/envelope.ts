@@ -11,9 +11,10 @@
  * in short rounds (in a rotating order), so a burst of background load hits both alike.
  */
 import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, randomFillSync } from 'node:crypto';
-import { performance } from 'node:perf_hooks';
 import { AlgorithmSuiteIdentifier, buildClient, CommitmentPolicy, RawAesKeyringNode, RawAesWrappingSuiteIdentifier } from '@aws-crypto/client-node';
 import { type EnvelopeContext, type EnvelopeKey, open, seal } from '../src/modules/keys/envelope.ts';
+import { printTable } from './common.ts';
+import { measureRounds, type Rates, ratesOf, type Subject, subject } from './measure.ts';
 
 export const envelopeTargets = { vsRaw: 0.8, vsAws: 20 } as const;
 
@@ -30,20 +31,9 @@ export const envelopeBenchDefaults: EnvelopeBenchOptions = { durationSeconds: 3,
 
 export type EnvelopeScenario = 'raw-aes-256-gcm' | 'envelope' | 'raw-aes-256-gcm-buffer-key' | 'envelope-buffer-key' | 'aws-encryption-sdk';
 
-export interface EnvelopeMeasurement {
+/** Rates of encrypt + decrypt pairs. */
+export interface EnvelopeMeasurement extends Rates {
   scenario: EnvelopeScenario;
-  /** Encrypt + decrypt pairs per second. */
-  opsPerSecond: number;
-  roundsOpsPerSecond: number[];
-  /** Wall-clock time per operation. */
-  microsPerOp: number;
-  /**
-   * This process's CPU time per operation. Unlike throughput it barely moves when other processes compete
-   * for the cores, so it shows whether a low ratio is the code or the machine.
-   */
-  cpuMicrosPerOp: number;
-  operations: number;
-  seconds: number;
 }
 
 export interface EnvelopeRatio {
@@ -63,19 +53,10 @@ export interface EnvelopeBenchResult {
   ratios: EnvelopeRatio[];
 }
 
-/** One encrypt + decrypt; throws if the round trip does not return the payload's length. */
-type Operation = () => void | Promise<void>;
-
-interface Scenario {
-  name: EnvelopeScenario;
-  sync: boolean;
-  run: Operation;
+/** `run` is one encrypt + decrypt; it throws if the round trip does not return the payload's length. */
+interface Scenario extends Subject<EnvelopeScenario> {
   /** Full equality check of one round trip, before anything is measured. */
   verify: () => Promise<void>;
-  operations: number;
-  milliseconds: number;
-  cpuMicros: number;
-  rounds: number[];
 }
 
 function lengthCheck(actual: number, expected: number): void {
@@ -150,52 +131,15 @@ function awsScenario(payload: Buffer): Pick<Scenario, 'run' | 'verify'> {
   };
 }
 
-/** Runs the scenario for about `milliseconds`; returns the operations done and the time they took. */
-async function runFor(scenario: Scenario, milliseconds: number): Promise<{ operations: number; milliseconds: number; cpuMicros: number }> {
-  const cpuBefore = process.cpuUsage();
-  const start = performance.now();
-  const deadline = start + milliseconds;
-  let operations = 0;
-  if (scenario.sync) {
-    // Batches keep the clock reads out of the measurement; a batch of 4 KiB round trips takes ~1 ms.
-    do {
-      for (let index = 0; index < 32; index += 1) void scenario.run();
-      operations += 32;
-    } while (performance.now() < deadline);
-  } else {
-    do {
-      await scenario.run();
-      operations += 1;
-    } while (performance.now() < deadline);
-  }
-  const elapsed = performance.now() - start;
-  const cpu = process.cpuUsage(cpuBefore);
-  return { operations, milliseconds: elapsed, cpuMicros: cpu.user + cpu.system };
-}
-
-/** Warm-up, then the scenarios in alternating rounds (in a rotating order). */
+/** Each round trip checked in full, then warm-up and the scenarios in alternating rounds (in a rotating order). */
 async function measureGroup(label: string, scenarios: readonly Scenario[], options: EnvelopeBenchOptions): Promise<void> {
   for (const scenario of scenarios) await scenario.verify();
-  process.stdout.write(`  ${label}: warming up`);
-  for (const scenario of scenarios) await runFor(scenario, options.warmupSeconds * 1000);
-  const roundMilliseconds = (options.durationSeconds * 1000) / options.rounds;
-  for (let round = 0; round < options.rounds; round += 1) {
-    process.stdout.write(`, ${round + 1}`);
-    const order = [...scenarios.slice(round % scenarios.length), ...scenarios.slice(0, round % scenarios.length)];
-    for (const scenario of order) {
-      const done = await runFor(scenario, roundMilliseconds);
-      scenario.operations += done.operations;
-      scenario.milliseconds += done.milliseconds;
-      scenario.cpuMicros += done.cpuMicros;
-      scenario.rounds.push((done.operations * 1000) / done.milliseconds);
-    }
-  }
-  console.log('');
+  await measureRounds(`  ${label}`, scenarios, { warmupSeconds: options.warmupSeconds, seconds: options.durationSeconds, rounds: options.rounds });
 }
 
 export async function runEnvelopeBench(options: EnvelopeBenchOptions = envelopeBenchDefaults): Promise<EnvelopeBenchResult> {
   const payload = randomBytes(options.payloadBytes);
-  const make = (name: EnvelopeScenario, sync: boolean, parts: Pick<Scenario, 'run' | 'verify'>): Scenario => ({ name, sync, ...parts, operations: 0, milliseconds: 0, cpuMicros: 0, rounds: [] });
+  const make = (name: EnvelopeScenario, sync: boolean, parts: Pick<Scenario, 'run' | 'verify'>): Scenario => ({ ...subject(name, { sync, run: parts.run }), verify: parts.verify });
   const headline = [
     make('raw-aes-256-gcm', true, rawScenario(payload, createSecretKey(randomBytes(32)))),
     make('envelope', true, envelopeScenario(payload, createSecretKey(randomBytes(32)))),
@@ -216,17 +160,7 @@ export async function runEnvelopeBench(options: EnvelopeBenchOptions = envelopeB
   await measureGroup('AWS Encryption SDK, rounds', aws, options);
   const scenarios = [...headline, ...aws, ...bufferKeys];
 
-  const measurements = scenarios.map(
-    (scenario): EnvelopeMeasurement => ({
-      scenario: scenario.name,
-      opsPerSecond: (scenario.operations * 1000) / scenario.milliseconds,
-      roundsOpsPerSecond: scenario.rounds,
-      microsPerOp: (scenario.milliseconds * 1000) / scenario.operations,
-      cpuMicrosPerOp: scenario.cpuMicros / scenario.operations,
-      operations: scenario.operations,
-      seconds: scenario.milliseconds / 1000,
-    }),
-  );
+  const measurements = scenarios.map((scenario): EnvelopeMeasurement => ({ scenario: scenario.name, ...ratesOf(scenario) }));
   const find = (name: EnvelopeScenario) => measurements.find((m) => m.scenario === name);
   const ratio = (name: EnvelopeRatio['name'], subject: EnvelopeScenario, baseline: EnvelopeScenario, target: number, informational = false): EnvelopeRatio => {
     const envelope = find(subject);
@@ -259,13 +193,7 @@ export function printEnvelopeReport(result: EnvelopeBenchResult): void {
       (m.opsPerSecond / (rawOf(m.scenario)?.opsPerSecond ?? Number.NaN)).toFixed(3),
     ]),
   ];
-  const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? '').length))) ?? [];
-  const line = (row: readonly string[]) => row.map((cell, column) => (column === 0 ? cell.padEnd(widths[column] ?? 0) : cell.padStart(widths[column] ?? 0))).join('  ');
-  console.log('');
-  for (const [index, row] of rows.entries()) {
-    console.log(`  ${line(row)}`);
-    if (index === 0) console.log(`  ${widths.map((width) => '-'.repeat(width)).join('  ')}`);
-  }
+  printTable(rows, (column) => column !== 0);
   console.log('');
   console.log(`  Envelope encryption of ${result.settings.payloadBytes}-byte payloads, encrypt + decrypt (DESIGN.md targets):`);
   for (const r of result.ratios) {

@@ -1,4 +1,7 @@
-/** Messages and specs shared by the orchestrator (bench/run.ts) and the server processes it forks. */
+/**
+ * Messages and specs shared by the orchestrators (bench/run.ts, bench/auth.ts) and the server processes they
+ * fork (bench/child.ts on their side, bench/servers.ts on the orchestrator's).
+ */
 
 export type Engine = 'postgres' | 'pglite';
 
@@ -19,9 +22,10 @@ export interface DatabaseUrls {
   login: string;
 }
 
+/** Bulwark's server processes, for both the record read and the session check (bench/bulwark-app.ts). */
 export interface BulwarkSpec {
   engine: Engine;
-  /** Bulwark migrates as the owner and serves as the login, like a production deployment. */
+  /** PostgreSQL only: Bulwark migrates as the owner and serves as the login, like a production deployment. */
   database?: DatabaseUrls;
   poolMax: number;
 }
@@ -37,8 +41,12 @@ export interface BaselineSpec {
   seed: Seed;
 }
 
-export type ChildMessage =
-  | { type: 'ready'; port: number; seed: Seed }
+/**
+ * What a server process tells the orchestrator. `ready` carries the port and what the server reports about
+ * itself: the record bench's servers `{ seed }`, the authentication bench's `{ target }`.
+ */
+export type ChildMessage<Report extends object = object> =
+  | ({ type: 'ready'; port: number } & Report)
   | { type: 'failed'; error: string }
   /** The server process's CPU time so far (user + system), in microseconds. */
   | { type: 'cpu'; micros: number };
@@ -48,4 +56,23 @@ export type ParentMessage = { type: 'stop' } | { type: 'cpu' };
 /** The URL shape of Bulwark's record read; the baselines route the same path so routing costs the same. */
 export function recordPath(seed: Seed): string {
   return `/v1/tenants/${seed.tenantId}/collections/${seed.collection}/records/${seed.recordId}`;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The authentication benchmark's servers (bench/auth-bulwark-server.ts, bench/auth-better-auth-server.ts)
+
+export type AuthServerName = 'bulwark' | 'better-auth';
+
+export interface AuthBetterAuthSpec {
+  /** Better Auth's own throwaway PostgreSQL database; it creates its tables there on start. */
+  databaseUrl: string;
+  poolMax: number;
+}
+
+/** The authenticated request to load, and what a correct answer names. */
+export interface AuthTarget {
+  path: string;
+  headers: Record<string, string>;
+  /** The user's e-mail address: the answer to the request must contain it. */
+  email: string;
 }

@@ -15,31 +15,22 @@
  * BENCH_ONLY=envelope, BENCH_ONLY=http or BENCH_ONLY=auth runs one part; BENCH_ENVELOPE_DURATION (measured
  * seconds per envelope scenario, default 3).
  */
-import { type ChildProcess, fork } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
-import autocannon from 'autocannon';
 import pg from 'pg';
 import { loadConfig } from '../src/platform/config/config.ts';
 import { migratePostgres } from '../src/platform/db/open.ts';
 import { runAuthBench } from './auth.ts';
+import { adminQuery, busyNote, cpuBusy, createThrowawayDatabase, positiveNumber, printTable, sum, withDatabase } from './common.ts';
 import { envelopeBenchDefaults, printEnvelopeReport, runEnvelopeBench } from './envelope.ts';
-import { type BaselineSpec, type BulwarkSpec, type ChildMessage, type DatabaseUrls, type Engine, type ParentMessage, recordPath, type Scenario, type Seed } from './protocol.ts';
+import { type BaselineSpec, type BulwarkSpec, type DatabaseUrls, type Engine, recordPath, type Scenario, type Seed } from './protocol.ts';
+import { type LoadStats, loadInRounds, loadStats, type LoadTarget, noLoadStats, prepareTarget, type RunningServer, startServer } from './servers.ts';
 
 const target = 0.5;
 const benchDir = import.meta.dirname;
 const outputDir = resolve(benchDir, '..', '.bench');
-
-function positiveNumber(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number (got ${JSON.stringify(raw)})`);
-  return value;
-}
 
 const defaults = loadConfig({});
 const settings = {
@@ -56,23 +47,9 @@ const settings = {
 const only = process.env['BENCH_ONLY'] ?? '';
 const adminUrl = process.env['BENCH_DATABASE_URL'] ?? process.env['BULWARK_TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
-interface Measurement {
+interface Measurement extends LoadStats {
   scenario: Scenario;
   engine: Engine;
-  requestsPerSecond: number;
-  /** Per round, to show how steady the machine was. */
-  roundsRequestsPerSecond: number[];
-  /**
-   * CPU time of the server process per successful response. Unlike throughput it barely moves with
-   * background load, so it shows where a gap comes from: the Node process or the database.
-   */
-  serverCpuMicrosPerRequest: number;
-  /** Medians over the rounds. */
-  latencyP50Ms: number;
-  latencyP99Ms: number;
-  responses2xx: number;
-  non2xx: number;
-  errors: number;
   timeouts: number;
   failure?: string;
 }
@@ -88,14 +65,6 @@ interface Ratio {
 // ---------------------------------------------------------------------------------------------------
 // Server processes
 
-interface RunningChild {
-  port: number;
-  seed: Seed;
-  /** CPU time the server process has used so far, in microseconds. */
-  cpuMicros(): Promise<number>;
-  stop(): Promise<void>;
-}
-
 /** Cleanups still owed if the run is interrupted (Ctrl-C): running servers, the throwaway database. */
 const pendingCleanups = new Set<() => Promise<void>>();
 
@@ -104,75 +73,11 @@ function profileArgv(name: string): string[] {
   return settings.cpuProfile ? ['--cpu-prof', `--cpu-prof-dir=${join(outputDir, 'profiles')}`, `--cpu-prof-name=${name}.cpuprofile`] : [];
 }
 
-function startChild(script: string, spec: BulwarkSpec | BaselineSpec): Promise<RunningChild> {
+type RecordServer = RunningServer<{ seed: Seed }>;
+
+function startChild(script: string, spec: BulwarkSpec | BaselineSpec): Promise<RecordServer> {
   const scenario = 'scenario' in spec ? spec.scenario : 'bulwark';
-  const execArgv = profileArgv(`${scenario}-${spec.engine}`);
-  const child = fork(join(benchDir, script), [JSON.stringify(spec)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
-  const stop = () => stopChild(child);
-  pendingCleanups.add(stop);
-  return new Promise((resolvePromise, reject) => {
-    const fail = (error: Error) => {
-      clearTimeout(timer);
-      child.off('exit', onExit);
-      pendingCleanups.delete(stop);
-      child.kill('SIGKILL');
-      reject(error);
-    };
-    const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
-      fail(new Error(`${script} exited before it was ready (${signal ?? `code ${code ?? '?'}`})`));
-    };
-    const timer = setTimeout(() => {
-      fail(new Error(`${script} was not ready within 60 s`));
-    }, 60_000);
-    child.once('exit', onExit);
-    child.once('message', (raw) => {
-      const message = raw as ChildMessage;
-      if (message.type !== 'ready') {
-        fail(new Error(`${script}: ${message.type === 'failed' ? message.error : 'unexpected message before ready'}`));
-        return;
-      }
-      clearTimeout(timer);
-      child.off('exit', onExit);
-      resolvePromise({
-        port: message.port,
-        seed: message.seed,
-        cpuMicros: () => askCpu(child),
-        stop: async () => {
-          pendingCleanups.delete(stop);
-          await stop();
-        },
-      });
-    });
-  });
-}
-
-function askCpu(child: ChildProcess): Promise<number> {
-  return new Promise((resolvePromise, reject) => {
-    const onExit = () => {
-      reject(new Error('the server exited'));
-    };
-    child.once('exit', onExit);
-    child.once('message', (raw) => {
-      child.off('exit', onExit);
-      const message = raw as ChildMessage;
-      if (message.type === 'cpu') resolvePromise(message.micros);
-      else reject(new Error(`unexpected message ${message.type}`));
-    });
-    const ask: ParentMessage = { type: 'cpu' };
-    child.send(ask);
-  });
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolvePromise) => child.once('exit', () => resolvePromise()));
-  const stop: ParentMessage = { type: 'stop' };
-  // On Ctrl-C the terminal signals the children too and their IPC channel may already be gone.
-  if (child.connected) child.send(stop, (error) => error && child.kill('SIGTERM'));
-  else child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  await exited;
-  clearTimeout(timer);
+  return startServer(script, spec, { execArgv: profileArgv(`${scenario}-${spec.engine}`), pendingCleanups });
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -184,93 +89,35 @@ function headersFor(scenario: Scenario, seed: Seed): Record<string, string> {
   return { authorization: `Bearer ${seed.apiKey}` };
 }
 
-/** One request before the load: the server must answer 200 with the seeded record, or the numbers mean nothing. */
-async function verify(url: string, headers: Record<string, string>, seed: Seed): Promise<void> {
-  const response = await fetch(url, { headers });
-  const text = await response.text();
-  if (response.status !== 200) throw new Error(`expected 200, got ${response.status}: ${text.slice(0, 300)}`);
-  const body = JSON.parse(text) as { id?: unknown; data?: unknown };
-  if (body.id !== seed.recordId || !isDeepStrictEqual(body.data, seed.data)) throw new Error(`unexpected body: ${text.slice(0, 300)}`);
-}
-
-function load(target: Target, seconds: number): Promise<autocannon.Result> {
-  return autocannon({ url: target.url, headers: target.headers, connections: settings.connections, duration: seconds });
-}
-
 /** A running server under load; its rounds are summed into one measurement. */
-interface Target {
+interface Target extends LoadTarget<{ seed: Seed }> {
   engine: Engine;
   scenario: Scenario;
-  child: RunningChild;
-  url: string;
-  headers: Record<string, string>;
-  rounds: autocannon.Result[];
-  /** Server CPU time spent during the measured rounds, in microseconds. */
-  cpuMicros: number;
-  failure?: string;
 }
 
-function failed(engine: Engine, scenario: Scenario, error: unknown): Measurement {
-  const failure = error instanceof Error ? error.message : String(error);
-  return { scenario, engine, requestsPerSecond: 0, roundsRequestsPerSecond: [], serverCpuMicrosPerRequest: 0, latencyP50Ms: 0, latencyP99Ms: 0, responses2xx: 0, non2xx: 0, errors: 0, timeouts: 0, failure };
+function failed(engine: Engine, scenario: Scenario, failure: string): Measurement {
+  return { scenario, engine, ...noLoadStats(), timeouts: 0, failure };
 }
 
-async function prepare(engine: Engine, scenario: Scenario, start: () => Promise<RunningChild>): Promise<Target | Measurement> {
-  let child: RunningChild | undefined;
-  try {
-    child = await start();
-    const url = `http://127.0.0.1:${child.port}${recordPath(child.seed)}`;
-    const headers = headersFor(scenario, child.seed);
-    await verify(url, headers, child.seed);
-    return { engine, scenario, child, url, headers, rounds: [], cpuMicros: 0 };
-  } catch (error) {
-    await child?.stop();
-    return failed(engine, scenario, error);
-  }
+/** One request before the load: the server must answer 200 with the seeded record, or the numbers mean nothing. */
+async function prepare(engine: Engine, scenario: Scenario, start: () => Promise<RecordServer>): Promise<Target | Measurement> {
+  const prepared = await prepareTarget(
+    start,
+    (server) => ({ url: `http://127.0.0.1:${server.port}${recordPath(server.seed)}`, headers: headersFor(scenario, server.seed) }),
+    (server, body, text) => {
+      const { id, data } = body as { id?: unknown; data?: unknown };
+      if (id !== server.seed.recordId || !isDeepStrictEqual(data, server.seed.data)) throw new Error(`unexpected body: ${text.slice(0, 300)}`);
+    },
+  );
+  return 'failure' in prepared ? failed(engine, scenario, prepared.failure) : { ...prepared.target, engine, scenario };
 }
-
-async function loadInto(target: Target, seconds: number, keep: boolean): Promise<void> {
-  if (target.failure !== undefined) return;
-  try {
-    const cpuBefore = await target.child.cpuMicros();
-    const result = await load(target, seconds);
-    const cpuAfter = await target.child.cpuMicros();
-    if (result.non2xx > 0 || result.errors > 0 || result['2xx'] === 0) {
-      target.failure = `${result.non2xx} non-2xx responses, ${result.errors} errors (${result.timeouts} timeouts), ${result['2xx']} 2xx`;
-    }
-    if (keep) {
-      target.rounds.push(result);
-      target.cpuMicros += cpuAfter - cpuBefore;
-    }
-  } catch (error) {
-    target.failure = error instanceof Error ? error.message : String(error);
-  }
-}
-
-const median = (values: readonly number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[middle] ?? 0) : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
-};
-const sum = (values: readonly number[]) => values.reduce((total, value) => total + value, 0);
 
 function summarize(target: Target): Measurement {
-  const { rounds } = target;
-  const responses2xx = sum(rounds.map((round) => round['2xx']));
-  const seconds = sum(rounds.map((round) => round.duration));
   return {
     scenario: target.scenario,
     engine: target.engine,
-    // Successful responses over measured time: errors and non-2xx never count as throughput.
-    requestsPerSecond: seconds > 0 ? responses2xx / seconds : 0,
-    roundsRequestsPerSecond: rounds.map((round) => (round.duration > 0 ? round['2xx'] / round.duration : 0)),
-    serverCpuMicrosPerRequest: responses2xx > 0 ? target.cpuMicros / responses2xx : 0,
-    latencyP50Ms: median(rounds.map((round) => round.latency.p50)),
-    latencyP99Ms: median(rounds.map((round) => round.latency.p99)),
-    responses2xx,
-    non2xx: sum(rounds.map((round) => round.non2xx)),
-    errors: sum(rounds.map((round) => round.errors)),
-    timeouts: sum(rounds.map((round) => round.timeouts)),
+    ...loadStats(target),
+    timeouts: sum(target.rounds.map((round) => round.timeouts)),
     ...(target.failure === undefined ? {} : { failure: target.failure }),
   };
 }
@@ -285,7 +132,7 @@ async function runEngine(engine: Engine, database: DatabaseUrls | undefined): Pr
   const targets: Target[] = [];
   const measurements: Measurement[] = [];
   const add = (prepared: Target | Measurement) => {
-    if ('child' in prepared) targets.push(prepared);
+    if ('server' in prepared) targets.push(prepared);
     else measurements.push(prepared);
   };
   try {
@@ -293,69 +140,47 @@ async function runEngine(engine: Engine, database: DatabaseUrls | undefined): Pr
     // Bulwark seeds the tenant, the API key and the record; the baselines read that same row.
     const bulwark = await prepare(engine, 'bulwark', () => startChild('bulwark-server.ts', base));
     add(bulwark);
-    if (!('child' in bulwark)) return measurements;
-    const { tenantId, collection, recordId, data } = bulwark.child.seed;
+    if (!('server' in bulwark)) return measurements;
+    const { tenantId, collection, recordId, data } = bulwark.server.seed;
     const baselines: BaselineSpec['scenario'][] = engine === 'postgres' ? ['bare', 'pipelined-rls', 'naive-rls'] : ['bare'];
     for (const scenario of baselines) {
       const spec: BaselineSpec = { ...base, scenario, appRole: settings.appRole, seed: { tenantId, collection, recordId, data } };
       add(await prepare(engine, scenario, () => startChild('baseline-server.ts', spec)));
     }
 
-    process.stdout.write(', warming up');
     // Warm-up: JIT, connection pools, Bulwark's API-key and tenant-status caches, PostgreSQL's caches.
-    for (const target of targets) await loadInto(target, settings.warmupSeconds, false);
-    const roundSeconds = settings.durationSeconds / settings.rounds;
-    for (let round = 0; round < settings.rounds; round += 1) {
-      process.stdout.write(`, round ${round + 1}/${settings.rounds}`);
-      const order = [...targets.slice(round % targets.length), ...targets.slice(0, round % targets.length)];
-      for (const target of order) await loadInto(target, roundSeconds, true);
-    }
+    await loadInRounds(targets, { warmupSeconds: settings.warmupSeconds, seconds: settings.durationSeconds, rounds: settings.rounds, connections: settings.connections });
     measurements.push(...targets.map(summarize));
     const order: readonly Scenario[] = ['bulwark', 'bare', 'pipelined-rls', 'naive-rls'];
     return measurements.sort((a, b) => order.indexOf(a.scenario) - order.indexOf(b.scenario));
   } finally {
     console.log('');
-    for (const target of targets) await target.child.stop();
+    for (const target of targets) await target.server.stop();
   }
 }
 
 // ---------------------------------------------------------------------------------------------------
 // PostgreSQL throwaway database
 
-async function adminQuery(sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 3_000 });
-  try {
-    await client.connect();
-    await client.query(sql);
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
 /**
  * A throwaway database, migrated, and a throwaway login role that is a member of the app role: Bulwark
  * refuses (in production) to serve through a login that could RESET ROLE past row-level security.
  */
 async function createBenchDatabase(): Promise<{ urls: DatabaseUrls; drop: () => Promise<void> } | { unavailable: string }> {
-  const name = `bulwark_bench_${randomBytes(6).toString('hex')}`;
-  try {
-    await adminQuery(`CREATE DATABASE ${name}`);
-  } catch (error) {
-    return { unavailable: `PostgreSQL unreachable at ${new URL(adminUrl).host} (${(error as Error).message})` };
-  }
+  const database = await createThrowawayDatabase(adminUrl, 'bulwark_bench');
+  if ('unavailable' in database) return database;
+  const { name, url: owner } = database;
   const drop = async () => {
-    await adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await adminQuery(`DROP ROLE IF EXISTS ${name}`);
+    await database.drop();
+    await adminQuery(adminUrl, `DROP ROLE IF EXISTS ${name}`);
   };
-  const owner = new URL(adminUrl);
-  owner.pathname = `/${name}`;
   const login = new URL(owner);
   login.username = name;
   login.password = '';
   try {
     // Migrating here (Bulwark's own migrator) creates the app role, which the login must join before Bulwark connects.
     await migratePostgres(owner.toString(), settings.appRole);
-    await adminQuery(`CREATE ROLE ${name} LOGIN NOSUPERUSER NOBYPASSRLS IN ROLE ${pg.escapeIdentifier(settings.appRole)}`);
+    await adminQuery(adminUrl, `CREATE ROLE ${name} LOGIN NOSUPERUSER NOBYPASSRLS IN ROLE ${pg.escapeIdentifier(settings.appRole)}`);
   } catch (error) {
     await drop();
     throw error;
@@ -391,14 +216,7 @@ function printReport(measurements: readonly Measurement[], ratios: readonly Rati
         : [m.scenario, m.engine, '-', '-', '-', '-', '-', '-', 'FAILED'];
     }),
   ];
-  const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? '').length))) ?? [];
-  const line = (row: readonly string[]) =>
-    row.map((cell, column) => (column >= 2 && column <= 7 ? cell.padStart(widths[column] ?? 0) : cell.padEnd(widths[column] ?? 0))).join('  ');
-  console.log('');
-  for (const [index, row] of rows.entries()) {
-    console.log(`  ${line(row)}`);
-    if (index === 0) console.log(`  ${widths.map((width) => '-'.repeat(width)).join('  ')}`);
-  }
+  printTable(rows, (column) => column >= 2 && column <= 7);
   console.log('');
   console.log(`  Bulwark / bare throughput (DESIGN.md target >= ${target.toFixed(2)}):`);
   if (ratios.length === 0) console.log('    no ratio: a scenario failed');
@@ -421,24 +239,6 @@ function printReport(measurements: readonly Measurement[], ratios: readonly Rati
   for (const note of notes) console.log(`  Note: ${note}`);
 }
 
-/** The fraction of all CPU time spent busy over the next `ms` milliseconds. */
-async function cpuBusy(ms: number): Promise<number> {
-  const totals = () => {
-    let idle = 0;
-    let all = 0;
-    for (const { times } of cpus()) {
-      idle += times.idle;
-      all += times.user + times.nice + times.sys + times.irq + times.idle;
-    }
-    return { idle, all };
-  };
-  const before = totals();
-  await new Promise((resolvePromise) => setTimeout(resolvePromise, ms));
-  const after = totals();
-  const all = after.all - before.all;
-  return all > 0 ? 1 - (after.idle - before.idle) / all : 0;
-}
-
 // ---------------------------------------------------------------------------------------------------
 
 function selectedEngines(): Engine[] {
@@ -458,7 +258,7 @@ async function runHttp(): Promise<{ results: Record<string, unknown>; failed: bo
   const notes: string[] = [];
   // The server, PostgreSQL and the load generator already share the cores; anything else running skews the numbers.
   const busyBefore = await cpuBusy(1_000);
-  if (busyBefore > 0.2) notes.push(`other processes kept the CPUs ${(busyBefore * 100).toFixed(0)}% busy just before the run: numbers are noisy.`);
+  notes.push(...busyNote(busyBefore));
   const measurements: Measurement[] = [];
   let postgresUnavailable: string | undefined;
   for (const engine of engines) {
@@ -472,13 +272,7 @@ async function runHttp(): Promise<{ results: Record<string, unknown>; failed: bo
       notes.push(`${database.unavailable}; PostgreSQL scenarios skipped, PGlite only.`);
       continue;
     }
-    pendingCleanups.add(database.drop);
-    try {
-      measurements.push(...(await runEngine('postgres', database.urls)));
-    } finally {
-      pendingCleanups.delete(database.drop);
-      await database.drop();
-    }
+    measurements.push(...(await withDatabase(pendingCleanups, database, () => runEngine('postgres', database.urls))));
   }
 
   const ratios = ratiosOf(measurements);
@@ -524,7 +318,6 @@ async function main(): Promise<number> {
       createBulwarkDatabase: createBenchDatabase,
       pendingCleanups,
       profileArgv,
-      cpuBusy,
     });
     results['auth'] = auth.results;
     failed ||= auth.failed;
