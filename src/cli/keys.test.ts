@@ -7,10 +7,11 @@ import { after, before, describe, it } from 'node:test';
 import { openRootKeyProvider } from '../modules/keys/root-providers.ts';
 import { PlatformKeys } from '../modules/keys/platform-keys.ts';
 import { findPlatformKey } from '../modules/keys/platform-keys-store.ts';
-import { KeyringService } from '../modules/keys/service.ts';
+import type { KeyringService } from '../modules/keys/service.ts';
+import { buildServices } from '../server/app.ts';
 import { listKeys } from '../modules/keys/store.ts';
-import { RecordsService } from '../modules/records/service.ts';
-import { TenancyService } from '../modules/tenancy/service.ts';
+import type { RecordsService } from '../modules/records/service.ts';
+import type { TenancyService } from '../modules/tenancy/service.ts';
 import { systemClock } from '../platform/clock.ts';
 import type { Config } from '../platform/config/config.ts';
 import type { Database } from '../platform/db/database.ts';
@@ -58,15 +59,9 @@ async function withServices<T>(
 ): Promise<T> {
   const { provider } = await openRootKeyProvider(config, systemClock);
   const { db } = await openDatabase(config);
-  const keyring = new KeyringService(db, provider, systemClock, { cacheTtlMs: 0, cacheMaxTenants: 1 });
+  const { keyring, tenancy, records } = buildServices({ config: { ...config, keyCacheTtlMs: 0, authCacheTtlMs: 0 }, db, rootKeys: provider });
   try {
-    return await work({
-      db,
-      keyring,
-      platformKeys: new PlatformKeys(db, provider, systemClock),
-      tenancy: new TenancyService(db, keyring, systemClock, { regions: config.regions, statusCacheTtlMs: 0 }),
-      records: new RecordsService(db, keyring, systemClock, { recordMaxBytes: config.recordMaxBytes }),
-    });
+    return await work({ db, keyring, platformKeys: new PlatformKeys(db, provider, systemClock), tenancy, records });
   } finally {
     await keyring.close();
     await db.close();

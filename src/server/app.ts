@@ -27,6 +27,7 @@ import { authRoutes } from '../modules/sessions/auth-routes.ts';
 import { TokenService } from '../modules/sessions/tokens.ts';
 import { LoginSessionService, platformSessionRealm, tenantSessionRealm } from '../modules/sessions/login-sessions.ts';
 import { PlatformKeys } from '../modules/keys/platform-keys.ts';
+import { type AuditRecorder, AuditService } from '../modules/audit/service.ts';
 import { operatorRoutes } from '../modules/operators/routes.ts';
 import { OperatorsService } from '../modules/operators/service.ts';
 import { UsersService } from '../modules/identity/service.ts';
@@ -61,19 +62,30 @@ export function buildServices({
   onBackgroundError,
 }: Omit<AppDependencies, 'logger'> & { onBackgroundError?: (error: unknown, message: string) => void }): BulwarkServices {
   const platformKeys = new PlatformKeys(db, rootKeys, clock);
+  // The audit trail seals its subject keys with the tenant keyring, and the keyring audits its changes: the
+  // keyring reaches the audit service through this forwarder, which exists before either.
+  const audit: AuditRecorder = {
+    record: (tx, scope, event) => auditTrail.record(tx, scope, event),
+    recordAlone: (scope, event) => auditTrail.recordAlone(scope, event),
+  };
   const keyring = new KeyringService(db, rootKeys, clock, {
     cacheTtlMs: config.keyCacheTtlMs,
     cacheMaxTenants: 10_000,
     customerKmsAllowedOrigins: config.customerKmsAllowedOrigins,
     platformKeys,
+    audit,
     ...(onBackgroundError === undefined ? {} : { onBackgroundError }),
   });
-  const tenancy = new TenancyService(db, keyring, clock, { regions: config.regions, statusCacheTtlMs: config.authCacheTtlMs });
-  const users = new UsersService(db, keyring, clock);
+  const auditTrail = new AuditService(db, clock, keyring, platformKeys, {
+    subjectKeyCacheTtlMs: 600_000,
+    ...(onBackgroundError === undefined ? {} : { onBackgroundError }),
+  });
+  const tenancy = new TenancyService(db, keyring, audit, clock, { regions: config.regions, statusCacheTtlMs: config.authCacheTtlMs });
+  const users = new UsersService(db, keyring, audit, clock);
   const sessionOptions = { refreshTtlMs: 14 * 86_400_000, sessionMaxMs: 30 * 86_400_000, revocationCacheTtlMs: config.authCacheTtlMs };
-  const sessions = new LoginSessionService(tenantSessionRealm(db), clock, sessionOptions);
-  const operatorSessions = new LoginSessionService(platformSessionRealm(db), clock, sessionOptions);
-  const passwordLogin = new PasswordLogin(clock, {
+  const sessions = new LoginSessionService(tenantSessionRealm(db), audit, clock, sessionOptions);
+  const operatorSessions = new LoginSessionService(platformSessionRealm(db), audit, clock, sessionOptions);
+  const passwordLogin = new PasswordLogin(clock, auditTrail, {
     throttle: {
       ...defaultThrottlePolicy,
       accountMaxFailures: config.loginAccountMaxFailures,
@@ -81,8 +93,8 @@ export function buildServices({
       lockoutMs: config.loginLockoutSeconds * 1000,
     },
   });
-  const operators = new OperatorsService(db, platformKeys, clock, passwordLogin, operatorSessions, { cacheTtlMs: config.authCacheTtlMs });
-  const access = new AccessService(db, clock, { cacheTtlMs: config.authCacheTtlMs, grantMaxHours: config.supportGrantMaxHours });
+  const operators = new OperatorsService(db, platformKeys, audit, clock, passwordLogin, operatorSessions, { cacheTtlMs: config.authCacheTtlMs });
+  const access = new AccessService(db, audit, clock, { cacheTtlMs: config.authCacheTtlMs, grantMaxHours: config.supportGrantMaxHours });
   const tokens = new TokenService(db, rootKeys, clock, {
     issuer: config.tokenIssuer,
     audience: config.tokenIssuer,
@@ -91,9 +103,10 @@ export function buildServices({
   });
   return {
     keyring,
-    transit: new TransitService(keyring),
+    audit: auditTrail,
+    transit: new TransitService(keyring, audit),
     tenancy,
-    records: new RecordsService(db, keyring, clock, { recordMaxBytes: config.recordMaxBytes }),
+    records: new RecordsService(db, keyring, audit, clock, { recordMaxBytes: config.recordMaxBytes }),
     users,
     login: new LoginService(db, keyring, users, passwordLogin, { tenantStatus: (tenantId) => tenancy.status(tenantId) }),
     sessions,
@@ -101,13 +114,14 @@ export function buildServices({
     operatorSessions,
     tokens,
     accessTokens: new AccessTokenAuthenticator(tokens, { userSessions: sessions, operatorSessions, operators }),
-    apiKeys: new ApiKeyService(db, clock, { cacheTtlMs: config.authCacheTtlMs, ...(onBackgroundError === undefined ? {} : { onBackgroundError }) }),
+    apiKeys: new ApiKeyService(db, audit, clock, { cacheTtlMs: config.authCacheTtlMs, ...(onBackgroundError === undefined ? {} : { onBackgroundError }) }),
     access,
   };
 }
 
 export interface BulwarkServices {
   keyring: KeyringService;
+  audit: AuditService;
   transit: TransitService;
   tenancy: TenancyService;
   records: RecordsService;
@@ -215,7 +229,7 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   const { keyring, tenancy } = services;
   app.decorate('services', services);
   await services.tokens.init();
-  registerAuth(app, [services.apiKeys, services.accessTokens], tenancy, services.access);
+  registerAuth(app, [services.apiKeys, services.accessTokens], tenancy, services.access, services.audit);
 
   const methodRouter = FindMyWay();
   const routedMethods = new Set<string>();

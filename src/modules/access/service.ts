@@ -1,5 +1,5 @@
 import type { Clock } from '../../platform/clock.ts';
-import type { Database } from '../../platform/db/database.ts';
+import type { Database, Queryable } from '../../platform/db/database.ts';
 import { BulwarkError, notFound } from '../../platform/errors/bulwark-error.ts';
 import type { AccessDecision, Authorizer, Principal } from '../../platform/http/auth.ts';
 import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
@@ -13,6 +13,7 @@ import {
   type TenantPermission,
   ungrantablePermissions,
 } from './permissions.ts';
+import type { AuditRecorder } from '../audit/service.ts';
 import type { CreateGrantBody, CreateRoleBody, Role, SupportGrant, UpdateRoleBody } from './schemas.ts';
 import {
   deleteRole,
@@ -77,12 +78,14 @@ export class AccessService implements Authorizer {
   readonly #clock: Clock;
   readonly #users: TtlCache<ResolvedUser>;
   readonly #grantMaxHours: number;
+  readonly #audit: AuditRecorder;
 
-  constructor(db: Database, clock: Clock, options: AccessOptions) {
+  constructor(db: Database, audit: AuditRecorder, clock: Clock, options: AccessOptions) {
     if (!Number.isInteger(options.grantMaxHours) || options.grantMaxHours < 1 || options.grantMaxHours > 720) {
       throw new RangeError('access: grantMaxHours must be an integer from 1 to 720');
     }
     this.#db = db;
+    this.#audit = audit;
     this.#clock = clock;
     this.#users = new TtlCache(options.cacheTtlMs, 50_000, clock);
     this.#grantMaxHours = options.grantMaxHours;
@@ -104,7 +107,14 @@ export class AccessService implements Authorizer {
       case 'operator': {
         const { standing } = platformRoleGrants(principal.role);
         if (standing.has(permission)) return { permissions: standing };
-        const grant = await this.#db.withTenant(tenantId, (tx) => useGrant(tx, tenantId, principal.id, permission, this.#clock.now()));
+        // Each use is counted on the grant and audited in the same transaction.
+        const grant = await this.#db.withTenant(tenantId, async (tx) => {
+          const used = await useGrant(tx, tenantId, principal.id, permission, this.#clock.now());
+          if (used !== undefined) {
+            await this.#audit.record(tx, { tenantId }, { action: 'support-grant.use', target: { type: 'support-grant', id: used.id }, detail: { permission } });
+          }
+          return used;
+        });
         if (grant === undefined) {
           throw new BulwarkError('support_grant_required', {
             message: `Operators need a live support-access grant of this tenant with ${permission}.`,
@@ -158,10 +168,12 @@ export class AccessService implements Authorizer {
   async createRole(tenantId: string, input: CreateRoleBody, caller: ReadonlySet<string>): Promise<Role> {
     if (isBuiltInRole(input.name)) throw new BulwarkError('conflict', { message: `"${input.name}" is a built-in role.` });
     assertHeld(caller, input.permissions);
-    const row = await this.#db.withTenant(tenantId, (tx) =>
-      insertRole(tx, { tenantId, name: input.name, description: input.description ?? '', permissions: input.permissions, now: this.#clock.now() }),
-    );
-    if (row === undefined) throw new BulwarkError('conflict', { message: `A role named "${input.name}" exists.` });
+    const row = await this.#db.withTenant(tenantId, async (tx) => {
+      const inserted = await insertRole(tx, { tenantId, name: input.name, description: input.description ?? '', permissions: input.permissions, now: this.#clock.now() });
+      if (inserted === undefined) throw new BulwarkError('conflict', { message: `A role named "${input.name}" exists.` });
+      await this.#audit.record(tx, { tenantId }, { action: 'role.create', target: { type: 'role', id: input.name }, detail: { permissions: [...input.permissions].sort() } });
+      return inserted;
+    });
     return customRole(row);
   }
 
@@ -172,7 +184,15 @@ export class AccessService implements Authorizer {
       if (existing === undefined) throw notFound();
       // Changing a role changes what its holders may do: the caller must hold both the old and the new set.
       assertHeld(caller, [...existing.permissions, ...input.permissions]);
-      return updateRole(tx, { tenantId, name, description: input.description ?? existing.description, permissions: input.permissions, now: this.#clock.now() });
+      const updated = await updateRole(tx, { tenantId, name, description: input.description ?? existing.description, permissions: input.permissions, now: this.#clock.now() });
+      if (updated !== undefined) {
+        await this.#audit.record(tx, { tenantId }, {
+          action: 'role.update',
+          target: { type: 'role', id: name },
+          detail: { permissions: [...input.permissions].sort(), previousPermissions: [...existing.permissions].sort() },
+        });
+      }
+      return updated;
     });
     if (row === undefined) throw notFound();
     this.#forgetTenant(tenantId);
@@ -186,6 +206,7 @@ export class AccessService implements Authorizer {
       if (existing === undefined) throw notFound();
       assertHeld(caller, existing.permissions);
       await deleteRole(tx, tenantId, name);
+      await this.#audit.record(tx, { tenantId }, { action: 'role.delete', target: { type: 'role', id: name } });
     });
     this.#forgetTenant(tenantId);
   }
@@ -225,9 +246,19 @@ export class AccessService implements Authorizer {
         if ((await countRoleHolders(tx, tenantId, tenantAdmin, userId)) === 0) throw new BulwarkError('conflict', { message: 'The tenant would have no tenant-admin left.' });
       }
       await replaceUserRoles(tx, tenantId, userId, roles, this.#clock.now());
+      await this.#audit.record(tx, { tenantId }, {
+        action: 'user.roles.set',
+        target: { type: 'user', id: userId },
+        detail: { roles: [...roles].sort(), previousRoles: current.map((row) => row.role_name).sort() },
+      });
     });
     this.#users.delete(`${tenantId}:${userId}`);
     return { roles: [...roles].sort() };
+  }
+
+  /** The first roles of a user being created, in the creating transaction (the creation is audited there). */
+  async grantInitialRoles(tx: Queryable, tenantId: string, userId: string, roles: readonly string[]): Promise<void> {
+    await replaceUserRoles(tx, tenantId, userId, roles, this.#clock.now());
   }
 
   // --- support-access grants ---
@@ -243,8 +274,8 @@ export class AccessService implements Authorizer {
     }
     assertHeld(caller, input.permissions);
     const now = this.#clock.now();
-    const row = await this.#db.withTenant(tenantId, (tx) =>
-      withFreshId((id) =>
+    const row = await this.#db.withTenant(tenantId, async (tx) => {
+      const inserted = await withFreshId((id) =>
         insertGrant(tx, {
           tenantId,
           id,
@@ -255,8 +286,14 @@ export class AccessService implements Authorizer {
           now,
           expiresAt: new Date(now.getTime() + input.durationHours * 3_600_000),
         }),
-      ),
-    );
+      );
+      await this.#audit.record(tx, { tenantId }, {
+        action: 'support-grant.create',
+        target: { type: 'support-grant', id: inserted.id },
+        detail: { permissions: [...input.permissions].sort(), operatorId: input.operatorId ?? null, durationHours: input.durationHours },
+      });
+      return inserted;
+    });
     return this.#grant(row);
   }
 
@@ -266,7 +303,11 @@ export class AccessService implements Authorizer {
   }
 
   async revokeGrant(tenantId: string, grantId: string): Promise<SupportGrant> {
-    const row = await this.#db.withTenant(tenantId, (tx) => revokeGrant(tx, tenantId, grantId, this.#clock.now()));
+    const row = await this.#db.withTenant(tenantId, async (tx) => {
+      const revoked = await revokeGrant(tx, tenantId, grantId, this.#clock.now());
+      if (revoked !== undefined) await this.#audit.record(tx, { tenantId }, { action: 'support-grant.revoke', target: { type: 'support-grant', id: grantId } });
+      return revoked;
+    });
     if (row === undefined) throw notFound();
     return this.#grant(row);
   }

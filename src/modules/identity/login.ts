@@ -1,6 +1,7 @@
 import type { Clock } from '../../platform/clock.ts';
 import type { Database, Queryable } from '../../platform/db/database.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
+import type { AuditEvent, AuditRecorder, AuditScope, AuditService } from '../audit/service.ts';
 import type { KeyringService, TenantKeys } from '../keys/service.ts';
 import { blockLoginSubject, clearLoginSubject, reserveLoginAttempts, settleLoginAttempt, type ThrottleTable, userThrottles } from './login-throttles-store.ts';
 import { type PasswordPolicy, passwordExpired, withPolicyDefaults } from './password-policy.ts';
@@ -61,14 +62,27 @@ export interface LoginRealm {
   upgradeHash(tx: Queryable, id: string, previous: string, next: string): Promise<void>;
   /** Stamps the login time into the account's sealed PII, unless the row changed since it was read. */
   recordLogin(tx: Queryable, account: LoginAccount, at: Date): Promise<void>;
+  /** The chain the realm's authentication events go to. */
+  readonly auditScope: AuditScope;
+  /** What an account of this realm is, as actor and target of its events. */
+  readonly accountKind: 'user' | 'operator';
 }
 
 export interface LoginOptions<T> {
-  /** Lets the change-password flow through when the password expired or must be changed. */
-  allowPasswordChange?: boolean;
+  /**
+   * `login` (default) starts a session: its success is `auth.login`. `password-change` only checks the current
+   * password for a change (expired or admin-set ones too); the change records itself, failures are
+   * `auth.password.change` failures.
+   */
+  purpose?: 'login' | 'password-change';
   /** Runs in the transaction that records the successful login (e.g. starts the session). */
   onSuccess: (tx: Queryable, accountId: string) => Promise<T>;
+  /** The session the login started, for its event. */
+  sessionOf?: (result: T) => string;
 }
+
+/** What the login needs of the audit trail. */
+export type LoginAudit = AuditRecorder & Pick<AuditService, 'prepareSubject'>;
 
 // Unknown tenant, unknown user, no password set, wrong password: one answer, so none of them is revealed.
 const invalidCredentials = () => new BulwarkError('invalid_credentials', { message: 'The e-mail address or password is wrong.' });
@@ -83,6 +97,16 @@ function tooManyAttempts(until: Date, now: Date): BulwarkError {
 
 const accountSubject = (hash: Buffer) => `account:${hash.toString('hex')}`;
 
+function lockoutEvent(email: string, until: Date, subject: 'account' | 'source'): AuditEvent {
+  return {
+    action: 'auth.lockout',
+    outcome: 'denied',
+    actor: { kind: 'anonymous', id: null },
+    detail: { lockedUntil: until.toISOString(), throttled: subject },
+    personal: { email },
+  };
+}
+
 /**
  * Password login with brute-force protection, for any realm. Each check is reserved before it runs (a
  * counter increment in its own transaction), so N parallel guesses cannot get more than the limit of checks;
@@ -92,11 +116,13 @@ const accountSubject = (hash: Buffer) => `account:${hash.toString('hex')}`;
  */
 export class PasswordLogin {
   readonly #clock: Clock;
+  readonly #audit: LoginAudit;
   readonly #argon2: Argon2Params;
   readonly #policy: ThrottlePolicy;
 
-  constructor(clock: Clock, options: { argon2?: Argon2Params; throttle?: ThrottlePolicy } = {}) {
+  constructor(clock: Clock, audit: LoginAudit, options: { argon2?: Argon2Params; throttle?: ThrottlePolicy } = {}) {
     this.#clock = clock;
+    this.#audit = audit;
     this.#argon2 = options.argon2 ?? defaultArgon2Params;
     this.#policy = options.throttle ?? defaultThrottlePolicy;
   }
@@ -106,7 +132,10 @@ export class PasswordLogin {
    * returns its result. The login costs two transactions besides the hash: one reserves the check (both
    * throttle counters) and reads the account and the policy, committed before the hash is checked; one
    * clears the counters, upgrades a legacy or weaker hash to Argon2id with the current parameters, stamps the
-   * login time and runs `onSuccess`. Independent statements are issued together (pipelined on PostgreSQL).
+   * login time, runs `onSuccess` and records the event. Independent statements are issued together (pipelined
+   * on PostgreSQL). Every outcome is audited in the realm's chain: a failure in its own transaction with the
+   * counters, the start of a lockout, and success or refusal with the login; attempts refused while a lockout
+   * runs are not (they cost no password check, and an event each would let a flood write without limit).
    */
   async authenticate<T>(realm: LoginRealm, attempt: PasswordAttempt, options: LoginOptions<T>): Promise<T> {
     const { throttles, scope } = realm;
@@ -128,6 +157,7 @@ export class PasswordLogin {
         await Promise.all([
           attempts.account > accountMaxFailures ? blockLoginSubject(tx, throttles, scope, account, until) : undefined,
           attempts.source > sourceMaxFailures ? blockLoginSubject(tx, throttles, scope, source, until) : undefined,
+          this.#audit.record(tx, realm.auditScope, lockoutEvent(attempt.email, until, attempts.account > accountMaxFailures ? 'account' : 'source')),
         ]);
         return { kind: 'blocked' as const, until };
       }
@@ -137,11 +167,19 @@ export class PasswordLogin {
     if (reserved.kind === 'blocked') throw tooManyAttempts(reserved.until, now);
 
     const { attempts, found, policy } = reserved;
+    const action = options.purpose === 'password-change' ? 'auth.password.change' : 'auth.login';
     let verified = { ok: false, needsRehash: false };
     if (found?.password_hash == null) await dummyVerify(attempt.password, this.#argon2);
     else verified = await verifyPassword(found.password_hash, attempt.password, this.#argon2);
     if (!verified.ok || found === undefined || found.password_hash === null) {
-      await this.#recordFailure(realm, { account, source }, attempts);
+      await this.#recordFailure(realm, { account, source }, attempts, {
+        action,
+        outcome: 'failure',
+        actor: { kind: 'anonymous', id: null },
+        ...(found === undefined ? {} : { target: { type: realm.accountKind, id: found.id } }),
+        detail: { reason: 'invalid_credentials' },
+        personal: { email: attempt.email },
+      });
       throw invalidCredentials();
     }
 
@@ -150,11 +188,14 @@ export class PasswordLogin {
     const refusal =
       found.status === 'disabled'
         ? new BulwarkError('account_disabled')
-        : options.allowPasswordChange !== true && (found.must_change_password || expired)
+        : options.purpose !== 'password-change' && (found.must_change_password || expired)
           ? new BulwarkError('password_change_required', { message: `The password must be changed (${realm.passwordChangeRoute}) before logging in.` })
           : undefined;
     const upgraded = verified.needsRehash ? await hashPassword(attempt.password, this.#argon2) : undefined;
     const previousHash = found.password_hash;
+    const actor = { kind: realm.accountKind, id: found.id };
+    const target = { type: realm.accountKind, id: found.id };
+    await this.#audit.prepareSubject(realm.auditScope, actor);
     const result = await realm.transaction(async (tx) => {
       const [, , , succeeded] = await Promise.all([
         settleLoginAttempt(tx, throttles, scope, { account, source }),
@@ -162,6 +203,12 @@ export class PasswordLogin {
         refusal === undefined ? realm.recordLogin(tx, found, now) : undefined,
         refusal === undefined ? options.onSuccess(tx, found.id) : undefined,
       ]);
+      const detail = { ...(upgraded === undefined ? {} : { hashUpgraded: true }) };
+      if (refusal !== undefined) await this.#audit.record(tx, realm.auditScope, { action, actor, target, outcome: 'failure', detail: { ...detail, reason: refusal.code } });
+      else if (options.purpose !== 'password-change' && succeeded !== undefined) {
+        const sessionId = options.sessionOf?.(succeeded);
+        await this.#audit.record(tx, realm.auditScope, { action, actor, target, detail, ...(sessionId === undefined ? {} : { sessionId }) });
+      }
       return succeeded;
     });
     if (refusal !== undefined || result === undefined) throw refusal ?? new BulwarkError('internal_error', { detail: 'login succeeded without a result' });
@@ -169,12 +216,24 @@ export class PasswordLogin {
   }
 
   /** An admin lifts an account's lockout before it runs out (the source throttles stay). */
-  async unlock(realm: LoginRealm, email: string): Promise<void> {
+  async unlock(realm: LoginRealm, email: string, accountId: string): Promise<void> {
     const { account } = realm.lookupHashes(normalizeEmail(email), '');
-    await realm.transaction((tx) => clearLoginSubject(tx, realm.throttles, realm.scope, accountSubject(account)));
+    await realm.transaction(async (tx) => {
+      await clearLoginSubject(tx, realm.throttles, realm.scope, accountSubject(account));
+      await this.#audit.record(tx, realm.auditScope, {
+        action: realm.accountKind === 'user' ? 'user.lockout.clear' : 'operator.lockout.clear',
+        target: { type: realm.accountKind, id: accountId },
+      });
+    });
   }
 
-  async #recordFailure(realm: LoginRealm, subjects: { account: string; source: string }, attempts: { account: number; source: number }): Promise<void> {
+  /** A failed check: its event, and the delay or lockout it earns, in one transaction. */
+  async #recordFailure(
+    realm: LoginRealm,
+    subjects: { account: string; source: string },
+    attempts: { account: number; source: number },
+    event: AuditEvent,
+  ): Promise<void> {
     const now = this.#clock.now().getTime();
     const { accountMaxFailures, sourceMaxFailures, delayAfter, baseDelayMs, lockoutMs } = this.#policy;
     const accountUntil =
@@ -184,10 +243,18 @@ export class PasswordLogin {
           ? now + baseDelayMs * 2 ** (attempts.account - delayAfter)
           : undefined;
     const sourceUntil = attempts.source >= sourceMaxFailures ? now + lockoutMs : undefined;
-    if (accountUntil === undefined && sourceUntil === undefined) return;
+    const lockedOut = attempts.account >= accountMaxFailures || sourceUntil !== undefined;
+    const email = event.personal?.email ?? '';
+    await this.#audit.prepareSubject(realm.auditScope, { kind: 'anonymous', id: null });
     await realm.transaction(async (tx) => {
-      if (accountUntil !== undefined) await blockLoginSubject(tx, realm.throttles, realm.scope, subjects.account, new Date(accountUntil));
-      if (sourceUntil !== undefined) await blockLoginSubject(tx, realm.throttles, realm.scope, subjects.source, new Date(sourceUntil));
+      await Promise.all([
+        accountUntil === undefined ? undefined : blockLoginSubject(tx, realm.throttles, realm.scope, subjects.account, new Date(accountUntil)),
+        sourceUntil === undefined ? undefined : blockLoginSubject(tx, realm.throttles, realm.scope, subjects.source, new Date(sourceUntil)),
+        this.#audit.record(tx, realm.auditScope, { ...event, detail: { ...event.detail, attempts: attempts.account } }),
+      ]);
+      if (lockedOut) {
+        await this.#audit.record(tx, realm.auditScope, lockoutEvent(email, new Date(Math.max(accountUntil ?? 0, sourceUntil ?? 0)), sourceUntil === undefined ? 'account' : 'source'));
+      }
     });
   }
 }
@@ -236,15 +303,15 @@ export class LoginService {
 
   /** Self-service change with the current password; also the way out of an expired or admin-set password. */
   async changePassword(attempt: LoginAttempt & { newPassword: string }): Promise<{ userId: string }> {
-    const userId = await this.authenticate(attempt, { allowPasswordChange: true, onSuccess: async (_tx, id) => id });
-    await this.#users.setPassword(attempt.tenantId, userId, attempt.newPassword, false);
+    const userId = await this.authenticate(attempt, { purpose: 'password-change', onSuccess: async (_tx, id) => id });
+    await this.#users.setPassword(attempt.tenantId, userId, attempt.newPassword, { mustChangePassword: false, action: 'auth.password.change' });
     return { userId };
   }
 
   /** An admin lifts a user's lockout before it runs out. */
   async unlock(tenantId: string, userId: string): Promise<void> {
     const email = await this.#users.emailOf(tenantId, userId);
-    await this.#keyring.withKeys(tenantId, (keys) => this.#login.unlock(this.#realm(tenantId, keys), email));
+    await this.#keyring.withKeys(tenantId, (keys) => this.#login.unlock(this.#realm(tenantId, keys), email, userId));
   }
 
   #realm(tenantId: string, keys: TenantKeys): LoginRealm {
@@ -259,6 +326,8 @@ export class LoginService {
       passwordPolicy: async (tx) => withPolicyDefaults(await findPasswordPolicy(tx, tenantId)),
       upgradeHash: (tx, id, previous, next) => upgradePasswordHash(tx, tenantId, id, previous, next),
       recordLogin: (tx, account, at) => stampLogin(tx, keys, tenantId, account, at),
+      auditScope: { tenantId },
+      accountKind: 'user',
     };
   }
 }

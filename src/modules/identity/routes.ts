@@ -152,7 +152,7 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
     async (request, reply) => {
       const { tenantId, userId } = request.params;
       await mayManage(request);
-      await service.setPassword(tenantId, userId, request.body.password, request.body.mustChangePassword ?? true);
+      await service.setPassword(tenantId, userId, request.body.password, { mustChangePassword: request.body.mustChangePassword ?? true, action: 'user.password.set' });
       await sessions.revokeAllOf(tenantId, userId, 'password_changed');
       return reply.code(204).send(null);
     },

@@ -4,6 +4,7 @@ import { BulwarkError, notFound } from '../../platform/errors/bulwark-error.ts';
 import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
 import { newId } from '../../platform/ids.ts';
 import type { EnvelopeContext } from '../keys/envelope.ts';
+import type { AuditRecorder } from '../audit/service.ts';
 import type { KeyringService, Reencryptor, TenantKeys } from '../keys/service.ts';
 import { assertPasswordAcceptable, defaultPasswordPolicy, type PasswordPolicy, policyProblems, withPolicyDefaults } from './password-policy.ts';
 import { type Argon2Params, defaultArgon2Params, hashPassword, importedHash, ImportedHashError } from './passwords.ts';
@@ -100,10 +101,12 @@ export class UsersService implements Reencryptor {
   readonly #keyring: KeyringService;
   readonly #clock: Clock;
   readonly #argon2: Argon2Params;
+  readonly #audit: AuditRecorder;
 
-  constructor(db: Database, keyring: KeyringService, clock: Clock, options: { argon2?: Argon2Params } = {}) {
+  constructor(db: Database, keyring: KeyringService, audit: AuditRecorder, clock: Clock, options: { argon2?: Argon2Params } = {}) {
     this.#db = db;
     this.#keyring = keyring;
+    this.#audit = audit;
     this.#clock = clock;
     this.#argon2 = options.argon2 ?? defaultArgon2Params;
     keyring.registerReencryptor(this);
@@ -114,7 +117,11 @@ export class UsersService implements Reencryptor {
     if (input.password !== undefined) await this.#assertAcceptable(input.password, defaultPasswordPolicy, newUserPii(input), []);
   }
 
-  async create(tenantId: string, input: CreateUserBody): Promise<User> {
+  /**
+   * Creates a user. `roles` are given in the same transaction (a tenant's first admin); the one audit event
+   * names them.
+   */
+  async create(tenantId: string, input: CreateUserBody, options: { roles?: { names: readonly string[]; grant: (tx: Queryable, userId: string) => Promise<void> } } = {}): Promise<User> {
     const pii = newUserPii(input);
     let passwordHash: string | null = null;
     if (input.password !== undefined) {
@@ -122,7 +129,16 @@ export class UsersService implements Reencryptor {
       await this.#assertAcceptable(input.password, policy, pii, []);
       passwordHash = await hashPassword(input.password, this.#argon2);
     }
-    const [created] = await this.#insert(tenantId, [{ pii, passwordHash, mustChangePassword: input.mustChangePassword ?? false }]);
+    const [created] = await this.#insert(tenantId, [{ pii, passwordHash, mustChangePassword: input.mustChangePassword ?? false }], async (tx, users) => {
+      const [user] = users;
+      if (user === undefined) return;
+      await options.roles?.grant(tx, user.id);
+      await this.#audit.record(tx, { tenantId }, {
+        action: 'user.create',
+        target: { type: 'user', id: user.id },
+        detail: { passwordSet: passwordHash !== null, roles: [...(options.roles?.names ?? [])].sort() },
+      });
+    });
     if (created === undefined) throw new BulwarkError('internal_error', { detail: 'user insert returned nothing' });
     return created;
   }
@@ -146,7 +162,9 @@ export class UsersService implements Reencryptor {
       const pii: UserPii = { email: entry.email.trim(), firstName: entry.firstName ?? null, lastName: entry.lastName ?? null, lastLoginAt: null };
       return { pii, passwordHash, mustChangePassword: false };
     });
-    const users = await this.#insert(tenantId, entries);
+    const users = await this.#insert(tenantId, entries, async (tx, created) => {
+      await this.#audit.record(tx, { tenantId }, { action: 'user.import', detail: { count: created.length, userIds: created.map((user) => user.id) } });
+    });
     return { users: users.map((user) => ({ id: user.id, email: user.email })) };
   }
 
@@ -187,6 +205,12 @@ export class UsersService implements Reencryptor {
         }
         const sealed = sealPii(keys, tenantId, id, next);
         const updated = await updateUser(tx, tenantId, id, { emailHmac, ...sealed, status: change.status ?? row.status, now: this.#clock.now() });
+        // Which fields changed, never their values (e-mail and names are personal data).
+        await this.#audit.record(tx, { tenantId }, {
+          action: 'user.update',
+          target: { type: 'user', id },
+          detail: { fields: Object.keys(change).sort(), ...(change.status === undefined ? {} : { status: change.status }) },
+        });
         return toUser(updated, next);
       }),
     );
@@ -197,12 +221,25 @@ export class UsersService implements Reencryptor {
   }
 
   async delete(tenantId: string, id: string): Promise<void> {
-    const deleted = await this.#db.withTenant(tenantId, (tx) => deleteUser(tx, tenantId, id));
+    const deleted = await this.#db.withTenant(tenantId, async (tx) => {
+      const removed = await deleteUser(tx, tenantId, id);
+      if (removed) await this.#audit.record(tx, { tenantId }, { action: 'user.delete', target: { type: 'user', id } });
+      return removed;
+    });
     if (!deleted) throw notFound();
   }
 
-  /** An admin sets a password: policy and history apply; by default the user must change it at next login. */
-  async setPassword(tenantId: string, id: string, password: string, mustChangePassword = true): Promise<void> {
+  /**
+   * Sets a password: policy and history apply. An admin's (`user.password.set`) must by default be changed at
+   * the next login; the user's own change (`auth.password.change`) need not.
+   */
+  async setPassword(
+    tenantId: string,
+    id: string,
+    password: string,
+    options: { mustChangePassword: boolean; action: 'user.password.set' | 'auth.password.change' } = { mustChangePassword: true, action: 'user.password.set' },
+  ): Promise<void> {
+    const { mustChangePassword } = options;
     const policy = await this.passwordPolicy(tenantId);
     const { pii, previous, history } = await this.#keyring.withKeys(tenantId, (keys) =>
       this.#db.withTenant(tenantId, async (tx) => {
@@ -222,6 +259,7 @@ export class UsersService implements Reencryptor {
         throw new BulwarkError('conflict', { message: 'The password was changed concurrently; retry.' });
       }
       await replacePassword(tx, tenantId, id, { hash, previous, mustChange: mustChangePassword, keep: policy.historyCount, now: this.#clock.now() });
+      await this.#audit.record(tx, { tenantId }, { action: options.action, target: { type: 'user', id }, detail: { mustChangePassword } });
     });
   }
 
@@ -244,7 +282,10 @@ export class UsersService implements Reencryptor {
         extensions: { errors: problems.map((problem) => ({ field: `/${problem.field}`, message: problem.message })) },
       });
     }
-    await this.#db.withTenant(tenantId, (tx) => upsertPasswordPolicy(tx, tenantId, policy, this.#clock.now()));
+    await this.#db.withTenant(tenantId, async (tx) => {
+      await upsertPasswordPolicy(tx, tenantId, policy, this.#clock.now());
+      await this.#audit.record(tx, { tenantId }, { action: 'password-policy.update', target: { type: 'password-policy', id: tenantId }, detail: { ...policy } });
+    });
     return policy;
   }
 
@@ -268,8 +309,12 @@ export class UsersService implements Reencryptor {
     await assertPasswordAcceptable(password, policy, { userInputs, history });
   }
 
-  /** Inserts users in one transaction, each with a fresh id; a taken e-mail refuses the lot. */
-  async #insert(tenantId: string, entries: { pii: UserPii; passwordHash: string | null; mustChangePassword: boolean }[]): Promise<User[]> {
+  /** Inserts users in one transaction, each with a fresh id; a taken e-mail refuses the lot. `then` completes the transaction. */
+  async #insert(
+    tenantId: string,
+    entries: { pii: UserPii; passwordHash: string | null; mustChangePassword: boolean }[],
+    then: (tx: Queryable, users: User[]) => Promise<void>,
+  ): Promise<User[]> {
     return this.#keyring.withKeys(tenantId, (keys) =>
       this.#db.withTenant(tenantId, async (tx) => {
         const created: User[] = [];
@@ -282,6 +327,7 @@ export class UsersService implements Reencryptor {
           const row = await this.#insertWithFreshId(tx, tenantId, keys, entry, emailHmac);
           created.push(toUser(row, entry.pii));
         }
+        await then(tx, created);
         return created;
       }),
     );

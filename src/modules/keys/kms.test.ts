@@ -269,7 +269,7 @@ for (const engine of engines) {
 
     it('an idle tenant\'s cached keys leave memory on a timer, which stores their encryption count', async () => {
       const { tenantId, apiKey } = await freshTenant('Idle');
-      const cached = new KeyringService(test.storage.db, test.rootKeys, systemClock, { cacheTtlMs: 1000, cacheMaxTenants: 10 });
+      const cached = new KeyringService(test.storage.db, test.rootKeys, systemClock, { cacheTtlMs: 1000, cacheMaxTenants: 10, audit: test.app.services.audit });
       try {
         const context = { tenantId, table: 'transit', column: 'transit', rowId: '' };
         await cached.seal(tenantId, Buffer.from('x'), context);
@@ -287,7 +287,7 @@ for (const engine of engines) {
     it('with keys cached, the instance that spends the budget reloads and rotates', async () => {
       const { tenantId, apiKey } = await freshTenant('Cached');
       await test.call({ method: 'PATCH', url: `/v1/tenants/${tenantId}/keys`, token: apiKey, body: { rotationEncryptions: 5 } });
-      const cached = new KeyringService(test.storage.db, test.rootKeys, systemClock, { cacheTtlMs: 60_000, cacheMaxTenants: 10 });
+      const cached = new KeyringService(test.storage.db, test.rootKeys, systemClock, { cacheTtlMs: 60_000, cacheMaxTenants: 10, audit: test.app.services.audit });
       const context = { tenantId, table: 'transit', column: 'transit', rowId: '' };
       const versions: number[] = [];
       for (let index = 0; index < 7; index += 1) versions.push((await cached.seal(tenantId, Buffer.from('x'), context)).keyVersion);

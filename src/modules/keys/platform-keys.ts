@@ -1,4 +1,4 @@
-import { createHmac, createSecretKey, hkdfSync, type KeyObject, randomBytes } from 'node:crypto';
+import { createHmac, createPrivateKey, createSecretKey, hkdfSync, type KeyObject, randomBytes } from 'node:crypto';
 import type { Clock } from '../../platform/clock.ts';
 import type { Database } from '../../platform/db/database.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
@@ -9,7 +9,7 @@ import { rootKeyProblem } from './service.ts';
 import { findPlatformKey, insertPlatformKey, listPlatformKeys, replacePlatformKey } from './platform-keys-store.ts';
 
 /** The names of platform keys; each is one row of `platform_keys`. */
-export type PlatformKeyName = 'operators';
+export type PlatformKeyName = 'operators' | 'audit';
 
 /** Where a platform-sealed value lives: bound into the envelope's associated data, as for tenant columns. */
 export interface PlatformSealContext {
@@ -26,10 +26,17 @@ export interface PlatformSealContext {
 export class PlatformKey {
   readonly #sealKey: KeyObject;
   readonly #lookupKey: KeyObject;
+  readonly #signingKey: KeyObject;
 
   constructor(master: Buffer) {
     this.#sealKey = deriveKey(master, 'bulwark/platform-key/seal/v1');
     this.#lookupKey = deriveKey(master, 'bulwark/platform-key/lookup/v1');
+    this.#signingKey = deriveEd25519(master, 'bulwark/platform-key/ed25519/v1');
+  }
+
+  /** An Ed25519 key derived from the platform key (its 32-byte seed by HKDF): signs, e.g. audit checkpoints. */
+  get signingKey(): KeyObject {
+    return this.#signingKey;
   }
 
   seal(plaintext: Buffer, context: PlatformSealContext): Buffer {
@@ -58,6 +65,20 @@ function deriveKey(master: Buffer, label: string): KeyObject {
     return createSecretKey(bytes);
   } finally {
     bytes.fill(0);
+  }
+}
+
+// PKCS#8 of an Ed25519 private key is this fixed prefix and the 32-byte seed (RFC 8410, section 7).
+const ed25519Pkcs8Prefix = Buffer.from('302e020100300506032b657004220420', 'hex');
+
+function deriveEd25519(master: Buffer, label: string): KeyObject {
+  const seed = Buffer.from(hkdfSync('sha256', master, Buffer.alloc(0), label, 32));
+  const der = Buffer.concat([ed25519Pkcs8Prefix, seed]);
+  try {
+    return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+  } finally {
+    seed.fill(0);
+    der.fill(0);
   }
 }
 

@@ -88,7 +88,7 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
       },
     },
     async (request, reply) => {
-      keyring.startReencryption(request.params.tenantId);
+      await keyring.startReencryption(request.params.tenantId);
       return reply.code(202).send(await describe(request.params.tenantId));
     },
   );

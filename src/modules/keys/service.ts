@@ -1,5 +1,6 @@
 import { createHmac, createSecretKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Clock } from '../../platform/clock.ts';
+import type { AuditRecorder } from '../audit/service.ts';
 import type { Database, Queryable } from '../../platform/db/database.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
@@ -213,6 +214,8 @@ export interface KeyringOptions {
   onBackgroundError?: (error: unknown, message: string) => void;
   /** Platform keys, re-wrapped with the tenant keys by a root rotation. */
   platformKeys?: { rewrapUnderRoot(): Promise<number> };
+  /** Records every change to a keyring in the transaction that makes it (the audit module). */
+  audit: AuditRecorder;
 }
 
 /**
@@ -230,6 +233,7 @@ export class KeyringService {
   readonly #loading = new Map<string, Promise<LoadedKeyring>>();
   readonly #reencryptors: Reencryptor[] = [];
   readonly #platformKeys: KeyringOptions['platformKeys'];
+  readonly #audit: AuditRecorder;
   readonly #jobs = new Map<string, Promise<number>>();
   /** Encryption counts on their way to the database, per tenant; a load waits for its tenant's. */
   readonly #countWrites = new Map<string, Promise<void>>();
@@ -246,6 +250,7 @@ export class KeyringService {
     this.#allowedOrigins = options.customerKmsAllowedOrigins ?? [];
     this.#onBackgroundError = options.onBackgroundError ?? (() => undefined);
     this.#platformKeys = options.platformKeys;
+    this.#audit = options.audit;
     // Expired entries are dropped on a timer too, not only when next looked up: an idle tenant's keys
     // leave memory (and its encryption count is stored) within about one TTL.
     if (this.#caching) {
@@ -348,7 +353,7 @@ export class KeyringService {
   /** New version for new writes; older versions keep decrypting. */
   async rotate(tenantId: string): Promise<KeyringInfo> {
     await this.#db.withTenant(tenantId, async (tx) => {
-      await this.#addVersion(tx, tenantId, await this.#requireKeyring(tx, tenantId, { forUpdate: true }));
+      await this.#addVersion(tx, tenantId, await this.#requireKeyring(tx, tenantId, { forUpdate: true }), 'requested');
     });
     this.#cache.delete(tenantId);
     return this.describe(tenantId);
@@ -383,6 +388,11 @@ export class KeyringService {
       const rotationPeriodDays = settings.rotationPeriodDays === undefined ? keyring.rotation_period_days : settings.rotationPeriodDays;
       const rotationEncryptions = settings.rotationEncryptions === undefined ? keyring.rotation_encryptions : settings.rotationEncryptions;
       await updateKeyringSettings(tx, tenantId, { minDecryptionVersion, rotationPeriodDays, rotationEncryptions }, this.#clock.now());
+      await this.#audit.record(tx, { tenantId }, {
+        action: 'keys.settings.update',
+        target: { type: 'keyring', id: tenantId },
+        detail: { minDecryptionVersion, rotationPeriodDays, rotationEncryptions, forced: settings.force === true },
+      });
     });
     this.#cache.delete(tenantId);
     return this.describe(tenantId);
@@ -392,7 +402,9 @@ export class KeyringService {
   async trim(tenantId: string): Promise<{ trimmedVersions: number[] }> {
     const trimmedVersions = await this.#db.withTenant(tenantId, async (tx) => {
       const keyring = await this.#requireKeyring(tx, tenantId, { forUpdate: true });
-      return destroyKeys(tx, tenantId, keyring.min_decryption_version, this.#clock.now());
+      const destroyed = await destroyKeys(tx, tenantId, keyring.min_decryption_version, this.#clock.now());
+      await this.#audit.record(tx, { tenantId }, { action: 'keys.trim', target: { type: 'keyring', id: tenantId }, detail: { trimmedVersions: destroyed } });
+      return destroyed;
     });
     this.#cache.delete(tenantId);
     return { trimmedVersions };
@@ -453,14 +465,19 @@ export class KeyringService {
       });
     }
     const platformKeysRewrapped = (await this.#platformKeys?.rewrapUnderRoot()) ?? 0;
-    return { rootVersion: description.currentVersion, rotated, tenants: tenants.length, keysRewrapped, platformKeysRewrapped };
+    const result = { rootVersion: description.currentVersion, rotated, tenants: tenants.length, keysRewrapped, platformKeysRewrapped };
+    // The re-wrap spans one transaction per tenant; the event records the whole, once it is done.
+    await this.#audit.recordAlone('platform', { action: 'root-key.rotate', target: { type: 'root-key', id: description.keyName }, detail: result });
+    return result;
   }
 
   /**
    * Moves every registered store's rows of this tenant to the current key version, in batches, in the
    * background. Returns at once; progress shows in `describe` (records per version). One job per tenant.
    */
-  startReencryption(tenantId: string, batchSize = 200): { started: boolean } {
+  async startReencryption(tenantId: string, batchSize = 200): Promise<{ started: boolean }> {
+    if (this.#jobs.has(tenantId)) return { started: false };
+    await this.#audit.recordAlone({ tenantId }, { action: 'keys.reencrypt', target: { type: 'keyring', id: tenantId } });
     if (this.#jobs.has(tenantId)) return { started: false };
     const job = this.reencrypt(tenantId, batchSize).finally(() => this.#jobs.delete(tenantId));
     job.catch((error: unknown) => this.#onBackgroundError(error, 're-encryption job failed'));
@@ -530,6 +547,12 @@ export class KeyringService {
       } finally {
         sealingKey.fill(0);
       }
+      // The settings name the customer's KMS; the token is never part of an event.
+      await this.#audit.record(tx, { tenantId }, {
+        action: 'keys.customer-key.set',
+        target: { type: 'keyring', id: tenantId },
+        detail: { provider: settings.provider, address: settings.address, mountPath: settings.mountPath, keyName: settings.keyName, namespace: settings.namespace },
+      });
     });
     this.#cache.delete(tenantId);
     return this.customerKey(tenantId);
@@ -542,6 +565,7 @@ export class KeyringService {
       if (keyring.customer_kms_sealed === null) throw new BulwarkError('not_found', { message: 'This tenant has no customer-managed key.' });
       await this.#resplitAll(tx, tenantId, keyring, undefined);
       await setCustomerKms(tx, tenantId, null, this.#clock.now());
+      await this.#audit.record(tx, { tenantId }, { action: 'keys.customer-key.remove', target: { type: 'keyring', id: tenantId } });
     });
     this.#cache.delete(tenantId);
   }
@@ -639,7 +663,7 @@ export class KeyringService {
   async #rotateIfDue(tenantId: string): Promise<void> {
     await this.#db.withTenant(tenantId, async (tx) => {
       const keyring = await this.#requireKeyring(tx, tenantId, { forUpdate: true });
-      if (this.#rotationDue(keyring, await listKeys(tx, tenantId))) await this.#addVersion(tx, tenantId, keyring);
+      if (this.#rotationDue(keyring, await listKeys(tx, tenantId))) await this.#addVersion(tx, tenantId, keyring, 'automatic');
     });
     this.#cache.delete(tenantId);
   }
@@ -751,7 +775,7 @@ export class KeyringService {
   }
 
   /** A new current version; under a customer key its customer share is wrapped by the customer's KMS. */
-  async #addVersion(tx: Queryable, tenantId: string, keyring: KeyringRow): Promise<void> {
+  async #addVersion(tx: Queryable, tenantId: string, keyring: KeyringRow, trigger: 'requested' | 'automatic'): Promise<void> {
     const version = keyring.current_version + 1;
     const customer = await this.#customerKms(tenantId, keyring);
     const key = randomBytes(dataKeyBytes);
@@ -762,6 +786,13 @@ export class KeyringService {
     } finally {
       key.fill(0);
     }
+    // An automatic rotation happens in whatever request loaded the keys; it is the system's act, not the caller's.
+    await this.#audit.record(tx, { tenantId }, {
+      action: 'keys.rotate',
+      target: { type: 'keyring', id: tenantId },
+      detail: { version, trigger },
+      ...(trigger === 'automatic' ? { actor: { kind: 'system', id: null } } : {}),
+    });
   }
 
   async #wrap(key: Buffer, context: WrapContext): Promise<string> {

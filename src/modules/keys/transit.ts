@@ -1,6 +1,7 @@
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { EnvelopeError, type EnvelopeContext, fromTransitText, toTransitText } from './envelope.ts';
 import type { DecryptBody, EncryptBody } from './schemas.ts';
+import type { AuditRecorder } from '../audit/service.ts';
 import type { KeyringService, TenantKeys } from './service.ts';
 
 /** The schemas admit only canonical base64, so decoding cannot silently drop characters. */
@@ -14,17 +15,21 @@ function transitContext(tenantId: string, context: string | undefined): Envelope
 
 /**
  * Encryption as a service with the tenant's data keys (Vault transit-like). Batches are all or nothing:
- * the first bad item fails the request with its index, and nothing is returned for the others.
+ * the first bad item fails the request with its index, and nothing is returned for the others. Every call is
+ * audited before its answer leaves (a failed decryption too: it may be someone probing): no audit event, no
+ * answer.
  */
 export class TransitService {
   readonly #keyring: KeyringService;
+  readonly #audit: AuditRecorder;
 
-  constructor(keyring: KeyringService) {
+  constructor(keyring: KeyringService, audit: AuditRecorder) {
     this.#keyring = keyring;
+    this.#audit = audit;
   }
 
   encrypt(tenantId: string, body: EncryptBody): Promise<{ items: { ciphertext: string; keyVersion: number }[] }> {
-    return this.#keyring.withKeys(tenantId, (keys) => ({
+    return this.#audited(tenantId, 'crypto.encrypt', body.items.length, (keys) => ({
       items: body.items.map((item) => {
         const { ciphertext, keyVersion } = keys.seal(decodeBase64(item.plaintext), transitContext(tenantId, item.context));
         return { ciphertext: toTransitText(ciphertext), keyVersion };
@@ -33,7 +38,7 @@ export class TransitService {
   }
 
   decrypt(tenantId: string, body: DecryptBody): Promise<{ items: { plaintext: string }[] }> {
-    return this.#keyring.withKeys(tenantId, (keys) => ({
+    return this.#audited(tenantId, 'crypto.decrypt', body.items.length, (keys) => ({
       items: body.items.map((item, index) => {
         const plaintext = openItem(keys, tenantId, item, index);
         try {
@@ -47,7 +52,7 @@ export class TransitService {
 
   /** Re-seals under the current version without the plaintext leaving the server. */
   rewrap(tenantId: string, body: DecryptBody): Promise<{ items: { ciphertext: string; keyVersion: number }[] }> {
-    return this.#keyring.withKeys(tenantId, (keys) => ({
+    return this.#audited(tenantId, 'crypto.rewrap', body.items.length, (keys) => ({
       items: body.items.map((item, index) => {
         const plaintext = openItem(keys, tenantId, item, index);
         try {
@@ -58,6 +63,21 @@ export class TransitService {
         }
       }),
     }));
+  }
+
+  async #audited<T>(tenantId: string, action: 'crypto.encrypt' | 'crypto.decrypt' | 'crypto.rewrap', items: number, work: (keys: TenantKeys) => T): Promise<T> {
+    const target = { type: 'keyring', id: tenantId };
+    let result: T;
+    try {
+      result = await this.#keyring.withKeys(tenantId, work);
+    } catch (error) {
+      if (error instanceof BulwarkError && (error.code === 'invalid_ciphertext' || error.code === 'key_version_retired')) {
+        await this.#audit.recordAlone({ tenantId }, { action, target, outcome: 'failure', detail: { items, reason: error.code, item: error.extensions?.['item'] ?? null } });
+      }
+      throw error;
+    }
+    await this.#audit.recordAlone({ tenantId }, { action, target, detail: { items } });
+    return result;
   }
 }
 

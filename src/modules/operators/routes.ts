@@ -113,7 +113,7 @@ export const operatorRoutes: RoutePlugin<{ operators: OperatorsService }> = asyn
       },
     },
     async (request, reply) => {
-      await service.setPassword(request.params.operatorId, request.body.password, request.body.mustChangePassword ?? true);
+      await service.setPassword(request.params.operatorId, request.body.password, { mustChangePassword: request.body.mustChangePassword ?? true, action: 'operator.password.set' });
       return reply.code(204).send(null);
     },
   );

@@ -13,6 +13,7 @@ import { assertPasswordAcceptable, defaultPasswordPolicy } from '../identity/pas
 import { type Argon2Params, defaultArgon2Params, hashPassword } from '../identity/passwords.ts';
 import { normalizeEmail } from '../identity/service.ts';
 import type { PlatformKey, PlatformKeys } from '../keys/platform-keys.ts';
+import type { AuditRecorder } from '../audit/service.ts';
 import type { RevokedReason } from '../sessions/login-sessions-store.ts';
 import type { CreateOperatorBody, Operator, SetupBody, UpdateOperatorBody } from './schemas.ts';
 import {
@@ -96,9 +97,19 @@ export class OperatorsService {
   readonly #sessions: OperatorSessionRevoker;
   readonly #argon2: Argon2Params;
   readonly #standing: TtlCache<OperatorStanding | null>;
+  readonly #audit: AuditRecorder;
 
-  constructor(db: Database, keys: PlatformKeys, clock: Clock, login: PasswordLogin, sessions: OperatorSessionRevoker, options: OperatorsOptions) {
+  constructor(
+    db: Database,
+    keys: PlatformKeys,
+    audit: AuditRecorder,
+    clock: Clock,
+    login: PasswordLogin,
+    sessions: OperatorSessionRevoker,
+    options: OperatorsOptions,
+  ) {
     this.#db = db;
+    this.#audit = audit;
     this.#keys = keys;
     this.#clock = clock;
     this.#login = login;
@@ -149,6 +160,13 @@ export class OperatorsService {
       if (locked === undefined || !digestsEqual(presented, locked)) throw new BulwarkError('invalid_credentials', { message: 'The setup token is wrong.' });
       const row = await this.#insert(tx, key, { pii, role: 'platform-admin', passwordHash, mustChangePassword: false });
       await deleteSetupToken(tx);
+      // Nobody was logged in: the setup token's holder acted, and became this operator.
+      await this.#audit.record(tx, 'platform', {
+        action: 'operator.setup',
+        actor: { kind: 'anonymous', id: null },
+        target: { type: 'operator', id: row.id },
+        detail: { role: row.role },
+      });
       return toOperator(row, pii);
     });
   }
@@ -163,9 +181,15 @@ export class OperatorsService {
       passwordHash = await hashPassword(input.password, this.#argon2);
     }
     const key = await this.#keys.get('operators');
-    const row = await this.#db.withPlatform((tx) =>
-      this.#insert(tx, key, { pii, role: input.role, passwordHash, mustChangePassword: passwordHash !== null && input.mustChangePassword !== false }),
-    );
+    const row = await this.#db.withPlatform(async (tx) => {
+      const inserted = await this.#insert(tx, key, { pii, role: input.role, passwordHash, mustChangePassword: passwordHash !== null && input.mustChangePassword !== false });
+      await this.#audit.record(tx, 'platform', {
+        action: 'operator.create',
+        target: { type: 'operator', id: inserted.id },
+        detail: { role: inserted.role, passwordSet: passwordHash !== null },
+      });
+      return inserted;
+    });
     return toOperator(row, pii);
   }
 
@@ -203,7 +227,13 @@ export class OperatorsService {
         if (holder !== undefined && holder !== id) throw emailTaken();
       }
       const sealed = key.seal(Buffer.from(JSON.stringify(next), 'utf8'), piiContext(id));
-      return toOperator(await updateOperator(tx, id, { emailHmac, pii: sealed, role, status, now: this.#clock.now() }), next);
+      const changed = await updateOperator(tx, id, { emailHmac, pii: sealed, role, status, now: this.#clock.now() });
+      await this.#audit.record(tx, 'platform', {
+        action: 'operator.update',
+        target: { type: 'operator', id },
+        detail: { fields: Object.keys(change).sort(), role, status, previousRole: row.role, previousStatus: row.status },
+      });
+      return toOperator(changed, next);
     });
     this.#standing.delete(id);
     if (updated.status === 'disabled') await this.#sessions.revokeAllOf('platform', id, 'admin');
@@ -216,14 +246,16 @@ export class OperatorsService {
       if (row === undefined) throw notFound();
       if (row.role === 'platform-admin' && row.status === 'active' && (await countOtherActiveAdmins(tx, id)) === 0) throw lastAdmin();
       await deleteOperator(tx, id);
+      await this.#audit.record(tx, 'platform', { action: 'operator.delete', target: { type: 'operator', id }, detail: { role: row.role } });
     });
     this.#standing.delete(id);
     // The rows went with the operator (ON DELETE CASCADE); this drops the sessions' cached liveness too.
     await this.#sessions.revokeAllOf('platform', id, 'user_deleted');
   }
 
-  /** Sets a password under the default policy and history; by default the operator must change it next. */
-  async setPassword(id: string, password: string, mustChangePassword: boolean): Promise<void> {
+  /** Sets a password under the default policy and history: an admin's (`operator.password.set`) or the operator's own change. */
+  async setPassword(id: string, password: string, options: { mustChangePassword: boolean; action: 'operator.password.set' | 'auth.password.change' }): Promise<void> {
+    const { mustChangePassword } = options;
     const key = await this.#keys.get('operators');
     const policy = defaultPasswordPolicy;
     const { pii, current, history } = await this.#db.withPlatform(async (tx) => {
@@ -238,6 +270,7 @@ export class OperatorsService {
       if ((await findOperator(tx, id, { forUpdate: true })) === undefined) throw notFound();
       if ((await operatorPasswordHashes(tx, id, 0)).current !== current) throw new BulwarkError('conflict', { message: 'The password was changed concurrently; retry.' });
       await replaceOperatorPassword(tx, id, { hash, previous: current, mustChange: mustChangePassword, keep: policy.historyCount, now: this.#clock.now() });
+      await this.#audit.record(tx, 'platform', { action: options.action, target: { type: 'operator', id }, detail: { mustChangePassword } });
     });
     await this.#sessions.revokeAllOf('platform', id, 'password_changed');
   }
@@ -252,14 +285,14 @@ export class OperatorsService {
   /** Self-service change with the current password; also the way out of an expired or admin-set password. */
   async changePassword(attempt: PasswordAttempt & { newPassword: string }): Promise<{ operatorId: string }> {
     const realm = this.#realm(await this.#keys.get('operators'));
-    const id = await this.#login.authenticate(realm, attempt, { allowPasswordChange: true, onSuccess: async (_tx, operatorId) => operatorId });
-    await this.setPassword(id, attempt.newPassword, false);
+    const id = await this.#login.authenticate(realm, attempt, { purpose: 'password-change', onSuccess: async (_tx, operatorId) => operatorId });
+    await this.setPassword(id, attempt.newPassword, { mustChangePassword: false, action: 'auth.password.change' });
     return { operatorId: id };
   }
 
   async unlock(id: string): Promise<void> {
     const email = (await this.get(id)).email;
-    await this.#login.unlock(this.#realm(await this.#keys.get('operators')), email);
+    await this.#login.unlock(this.#realm(await this.#keys.get('operators')), email, id);
   }
 
   /** The operator's role and status for the auth hook; null once it is gone. Cached for `cacheTtlMs`. */
@@ -279,6 +312,8 @@ export class OperatorsService {
       lookupHashes: (email, source) => ({ account: key.lookupHash(email), source: key.lookupHash(`source:${source}`) }),
       findAccount: (tx, emailHash) => findLoginOperator(tx, emailHash),
       passwordPolicy: async () => defaultPasswordPolicy,
+      auditScope: 'platform',
+      accountKind: 'operator',
       upgradeHash: (tx, id, previous, next) => upgradeOperatorHash(tx, id, previous, next),
       recordLogin: async (tx, account, at) => {
         const pii: OperatorPii = { ...(JSON.parse(key.open(account.pii, piiContext(account.id)).toString('utf8')) as OperatorPii), lastLoginAt: at.toISOString() };

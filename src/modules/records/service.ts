@@ -4,6 +4,7 @@ import { BulwarkError, notFound } from '../../platform/errors/bulwark-error.ts';
 import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
 import { retryWithNewId, withFreshId } from '../../platform/ids.ts';
 import type { EnvelopeContext } from '../keys/envelope.ts';
+import type { AuditRecorder } from '../audit/service.ts';
 import type { KeyringService, Reencryptor, TenantKeys } from '../keys/service.ts';
 import type { StoredRecord } from './schemas.ts';
 import {
@@ -11,8 +12,6 @@ import {
   deleteRecord,
   firstRecord,
   insertRecord,
-  insertRecordParams,
-  insertRecordSql,
   listRecordsSql,
   lockRecord,
   lockStaleRecords,
@@ -57,10 +56,12 @@ export class RecordsService implements Reencryptor {
   readonly #keyring: KeyringService;
   readonly #clock: Clock;
   readonly #maxBytes: number;
+  readonly #audit: AuditRecorder;
 
-  constructor(db: Database, keyring: KeyringService, clock: Clock, options: { recordMaxBytes: number }) {
+  constructor(db: Database, keyring: KeyringService, audit: AuditRecorder, clock: Clock, options: { recordMaxBytes: number }) {
     this.#db = db;
     this.#keyring = keyring;
+    this.#audit = audit;
     this.#clock = clock;
     this.#maxBytes = options.recordMaxBytes;
     keyring.registerReencryptor(this);
@@ -85,8 +86,12 @@ export class RecordsService implements Reencryptor {
     const json = this.#serialize(data);
     const row = await withFreshId(async (id) => {
       const sealed = await this.#seal(tenantId, collection, id, json);
-      const { rows } = await this.#db.tenantQuery<RecordRow>(tenantId, insertRecordSql, insertRecordParams(sealed));
-      return firstRecord(rows) ?? retryWithNewId;
+      return this.#db.withTenant(tenantId, async (tx) => {
+        const inserted = await insertRecord(tx, sealed);
+        if (inserted === undefined) return retryWithNewId;
+        await this.#audit.record(tx, { tenantId }, recordEvent('record.create', inserted));
+        return inserted;
+      });
     });
     return this.#toRecord(tenantId, row, json);
   }
@@ -109,10 +114,15 @@ export class RecordsService implements Reencryptor {
       if (preconditions.ifMatch !== undefined && !ifMatchHolds(preconditions.ifMatch, current)) {
         throw new BulwarkError('precondition_failed', { message: 'The record does not match If-Match.' });
       }
-      if (current) return { row: await replaceRecord(tx, sealed), created: false };
+      if (current) {
+        const replaced = await replaceRecord(tx, sealed);
+        await this.#audit.record(tx, { tenantId }, recordEvent('record.replace', replaced));
+        return { row: replaced, created: false };
+      }
       const inserted = await insertRecord(tx, sealed);
       // Another writer created the same id between our lock attempt and the insert.
       if (!inserted) throw new BulwarkError('conflict', { message: 'The record was created concurrently; retry.' });
+      await this.#audit.record(tx, { tenantId }, recordEvent('record.create', inserted));
       return { row: inserted, created: true };
     });
     return { record: await this.#toRecord(tenantId, row, json), created };
@@ -126,6 +136,7 @@ export class RecordsService implements Reencryptor {
         throw new BulwarkError('precondition_failed', { message: 'The record does not match If-Match.' });
       }
       await deleteRecord(tx, tenantId, collection, id);
+      await this.#audit.record(tx, { tenantId }, recordEvent('record.delete', current));
     });
   }
 
@@ -170,6 +181,10 @@ export class RecordsService implements Reencryptor {
 function plaintextOf(keys: TenantKeys, tenantId: string, row: RecordRow): Buffer {
   if (row.key_version === null) throw new BulwarkError('data_integrity_failed', { detail: 'record body stored without encryption (key_version NULL)' });
   return keys.open(row.body, bodyContext(tenantId, row.collection, row.id), 'data_integrity_failed');
+}
+
+function recordEvent(action: 'record.create' | 'record.replace' | 'record.delete', row: RecordRow) {
+  return { action, target: { type: 'record', id: `${row.collection}/${row.id}` }, detail: { collection: row.collection, version: row.version } };
 }
 
 function toRecord(row: RecordRow, json: Buffer): StoredRecord {

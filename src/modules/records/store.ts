@@ -42,23 +42,24 @@ export async function lockRecord(tx: Queryable, tenantId: string, collection: st
 }
 
 /** Inserts a record; undefined when the id is taken (ON CONFLICT keeps a transaction usable). */
-export const insertRecordSql = `INSERT INTO records (tenant_id, collection, id, version, body, body_bytes, key_version, created_at, updated_at)
-  VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $7) ON CONFLICT (tenant_id, collection, id) DO NOTHING RETURNING ${columns}`;
-
-export function insertRecordParams(record: SealedRecord): unknown[] {
-  return [record.tenantId, record.collection, record.id, record.body, record.bodyBytes, record.keyVersion, record.now];
+export async function insertRecord(tx: Queryable, record: SealedRecord): Promise<RecordRow | undefined> {
+  const { rows } = await tx.query<RecordRow>(
+    `INSERT INTO records (tenant_id, collection, id, version, body, body_bytes, key_version, created_at, updated_at)
+     VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $7) ON CONFLICT (tenant_id, collection, id) DO NOTHING RETURNING ${columns}`,
+    recordParams(record),
+  );
+  return firstRecord(rows);
 }
 
-export async function insertRecord(tx: Queryable, record: SealedRecord): Promise<RecordRow | undefined> {
-  const { rows } = await tx.query<RecordRow>(insertRecordSql, insertRecordParams(record));
-  return firstRecord(rows);
+function recordParams(record: SealedRecord): unknown[] {
+  return [record.tenantId, record.collection, record.id, record.body, record.bodyBytes, record.keyVersion, record.now];
 }
 
 export async function replaceRecord(tx: Queryable, record: SealedRecord): Promise<RecordRow> {
   const { rows } = await tx.query<RecordRow>(
     `UPDATE records SET body = $4, body_bytes = $5, key_version = $6, version = version + 1, updated_at = $7
       WHERE tenant_id = $1 AND collection = $2 AND id = $3 RETURNING ${columns}`,
-    insertRecordParams(record),
+    recordParams(record),
   );
   return normalize(rows[0] as RecordRow);
 }

@@ -4,6 +4,7 @@ import type { Database, Queryable } from '../../platform/db/database.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { newId } from '../../platform/ids.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
+import type { AuditRecorder, AuditScope } from '../audit/service.ts';
 import {
   findSession,
   insertRefreshToken,
@@ -33,6 +34,9 @@ export interface LoginSessionOptions {
  */
 export interface SessionRealm {
   readonly tables: SessionTables;
+  /** Whose sessions these are, as the actor of their events. */
+  readonly accountKind: 'user' | 'operator';
+  auditScope(scope: string): AuditScope;
   /** The scope a refresh token of this realm names; undefined when the token is not of this realm. */
   scopeOf(refreshToken: string): string | undefined;
   /** The token text for 256 random bits (base64url) in a scope. */
@@ -44,6 +48,8 @@ export interface SessionRealm {
 export function tenantSessionRealm(db: Database): SessionRealm {
   return {
     tables: userSessionTables,
+    accountKind: 'user',
+    auditScope: (tenantId) => ({ tenantId }),
     scopeOf: (token) => /^bwr_([0-9a-f]{12})[A-Za-z0-9_-]{43}$/.exec(token)?.[1],
     refreshToken: (tenantId, secret) => `bwr_${tenantId}${secret}`,
     transaction: (tenantId, work) => db.withTenant(tenantId, work),
@@ -54,6 +60,8 @@ export function tenantSessionRealm(db: Database): SessionRealm {
 export function platformSessionRealm(db: Database): SessionRealm {
   return {
     tables: operatorSessionTables,
+    accountKind: 'operator',
+    auditScope: () => 'platform',
     scopeOf: (token) => (/^bwrp_[A-Za-z0-9_-]{43}$/.test(token) ? platformScope : undefined),
     refreshToken: (_scope, secret) => `bwrp_${secret}`,
     transaction: (_scope, work) => db.withPlatform(work),
@@ -83,12 +91,14 @@ export interface IssuedRefresh {
  */
 export class LoginSessionService {
   readonly #realm: SessionRealm;
+  readonly #audit: AuditRecorder;
   readonly #clock: Clock;
   readonly #options: LoginSessionOptions;
   readonly #live: TtlCache<boolean>;
 
-  constructor(realm: SessionRealm, clock: Clock, options: LoginSessionOptions) {
+  constructor(realm: SessionRealm, audit: AuditRecorder, clock: Clock, options: LoginSessionOptions) {
     this.#realm = realm;
+    this.#audit = audit;
     this.#clock = clock;
     this.#options = options;
     this.#live = new TtlCache(options.revocationCacheTtlMs, 100_000, clock);
@@ -122,12 +132,16 @@ export class LoginSessionService {
       const row = await lockRefreshToken(tx, tables, scope, hash);
       if (row === undefined) return { kind: 'invalid' as const };
       const { session } = row;
+      const event = { actor: { kind: this.#realm.accountKind, id: session.principal_id }, sessionId: session.id, target: { type: 'session', id: session.id } };
       if (row.used_at !== null) {
-        await revokeSession(tx, tables, scope, session.id, 'refresh_token_reuse', now);
+        const revoked = await revokeSession(tx, tables, scope, session.id, 'refresh_token_reuse', now);
+        // A spent token again: it was copied. The whole session ends, and that is worth an alert.
+        await this.#audit.record(tx, this.#realm.auditScope(scope), { ...event, action: 'auth.refresh.reuse', outcome: 'denied', detail: { sessionRevoked: revoked } });
         return { kind: 'reused' as const, sessionId: session.id };
       }
       if (session.revoked_at !== null || row.expires_at <= now || session.expires_at <= now) return { kind: 'invalid' as const };
       await markRefreshTokenUsed(tx, tables, scope, hash, now);
+      await this.#audit.record(tx, this.#realm.auditScope(scope), { ...event, action: 'auth.refresh' });
       const { token, refreshExpiresAt } = await this.#issueRefresh(tx, scope, session.id, now, session.expires_at);
       return { kind: 'rotated' as const, issued: { scope, principalId: session.principal_id, sessionId: session.id, refreshToken: token, refreshExpiresAt } };
     });
@@ -144,6 +158,12 @@ export class LoginSessionService {
       const row = await lockRefreshToken(tx, this.#realm.tables, scope, sha256(refreshToken));
       if (row === undefined) return undefined;
       await revokeSession(tx, this.#realm.tables, scope, row.session.id, 'logout', this.#clock.now());
+      await this.#audit.record(tx, this.#realm.auditScope(scope), {
+        action: 'auth.logout',
+        actor: { kind: this.#realm.accountKind, id: row.session.principal_id },
+        sessionId: row.session.id,
+        target: { type: 'session', id: row.session.id },
+      });
       return row.session.id;
     });
     if (sessionId !== undefined) this.#live.delete(`${scope}/${sessionId}`);

@@ -10,6 +10,7 @@ import { digestsEqual } from '../../platform/secret-compare.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
 import { isTenantPermission } from '../access/permissions.ts';
 import { assertHeld } from '../access/service.ts';
+import type { AuditRecorder } from '../audit/service.ts';
 import type { ApiKey } from './schemas.ts';
 import {
   apiKeyCredentialSql,
@@ -44,9 +45,11 @@ export class ApiKeyService implements Authenticator {
   readonly #clock: Clock;
   readonly #verified: TtlCache<VerifiedKey>;
   readonly #onBackgroundError: (error: unknown, message: string) => void;
+  readonly #audit: AuditRecorder;
 
-  constructor(db: Database, clock: Clock, options: { cacheTtlMs: number; onBackgroundError?: (error: unknown, message: string) => void }) {
+  constructor(db: Database, audit: AuditRecorder, clock: Clock, options: { cacheTtlMs: number; onBackgroundError?: (error: unknown, message: string) => void }) {
     this.#db = db;
+    this.#audit = audit;
     this.#clock = clock;
     this.#verified = new TtlCache(options.cacheTtlMs, 50_000, clock);
     this.#onBackgroundError = options.onBackgroundError ?? (() => undefined);
@@ -67,9 +70,11 @@ export class ApiKeyService implements Authenticator {
     if (scopes.length === 0) throw new BulwarkError('forbidden', { message: 'You hold no permission to give the key.' });
     assertHeld(caller, scopes);
     const secret = randomBytes(32).toString('base64url');
-    const created = await this.#db.withTenant(tenantId, (tx) =>
-      withFreshId((id) => insertApiKey(tx, { tenantId, id, name: input.name, scopes, secretHash: sha256(secret), expiresAt, now })),
-    );
+    const created = await this.#db.withTenant(tenantId, async (tx) => {
+      const key = await withFreshId((id) => insertApiKey(tx, { tenantId, id, name: input.name, scopes, secretHash: sha256(secret), expiresAt, now }));
+      await this.#audit.record(tx, { tenantId }, { action: 'api-key.create', target: { type: 'api-key', id: key.id }, detail: { scopes, expiresAt: key.expiresAt } });
+      return key;
+    });
     return { ...created, key: `bwk_${tenantId}${created.id}${secret}` };
   }
 
@@ -80,7 +85,11 @@ export class ApiKeyService implements Authenticator {
   }
 
   async revoke(tenantId: string, keyId: string): Promise<void> {
-    const revoked = await this.#db.withTenant(tenantId, (tx) => revokeApiKey(tx, tenantId, keyId, this.#clock.now()));
+    const revoked = await this.#db.withTenant(tenantId, async (tx) => {
+      const done = await revokeApiKey(tx, tenantId, keyId, this.#clock.now());
+      if (done) await this.#audit.record(tx, { tenantId }, { action: 'api-key.revoke', target: { type: 'api-key', id: keyId } });
+      return done;
+    });
     if (!revoked) throw notFound();
     this.#verified.deleteWhere(({ principal }) => principal.tenantId === tenantId && principal.id === keyId);
   }

@@ -5,6 +5,7 @@ import type { TenantGate, TenantStatus } from '../../platform/http/auth.ts';
 import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
 import { withFreshId } from '../../platform/ids.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
+import type { AuditRecorder } from '../audit/service.ts';
 import type { Tenant, UpdateTenant } from './schemas.ts';
 import { findTenant, insertTenant, listTenants, tenantStatusSql, updateTenant } from './store.ts';
 
@@ -23,12 +24,14 @@ export class TenancyService implements TenantGate {
   readonly #clock: Clock;
   readonly #options: TenancyOptions;
   readonly #keyrings: TenantKeyringFactory;
+  readonly #audit: AuditRecorder;
   // Every tenant-scoped request asks for its tenant's status; a short cache keeps that off the database.
   readonly #statuses: TtlCache<TenantStatus | null>;
 
-  constructor(db: Database, keyrings: TenantKeyringFactory, clock: Clock, options: TenancyOptions) {
+  constructor(db: Database, keyrings: TenantKeyringFactory, audit: AuditRecorder, clock: Clock, options: TenancyOptions) {
     this.#db = db;
     this.#keyrings = keyrings;
+    this.#audit = audit;
     this.#clock = clock;
     this.#options = options;
     this.#statuses = new TtlCache(options.statusCacheTtlMs, 10_000, clock);
@@ -42,6 +45,7 @@ export class TenancyService implements TenantGate {
     const now = this.#clock.now();
     return this.#db.withPlatform(async (tx) => {
       const tenant = await withFreshId((id) => insertTenant(tx, { id, name: input.name, region, now }));
+      await this.#audit.record(tx, 'platform', { action: 'tenant.create', target: { type: 'tenant', id: tenant.id }, detail: { region } });
       // The tenant and its 256-bit data key exist together or not at all.
       await enterTenantContext(tx, tenant.id);
       await this.#keyrings.createKeyring(tx, tenant.id);
@@ -68,7 +72,13 @@ export class TenancyService implements TenantGate {
       if (patch.status !== undefined && current.status === 'offboarding') {
         throw new BulwarkError('conflict', { message: 'The tenant is being offboarded; its status cannot change.' });
       }
-      return updateTenant(tx, id, patch, this.#clock.now());
+      const updated = await updateTenant(tx, id, patch, this.#clock.now());
+      await this.#audit.record(tx, 'platform', {
+        action: 'tenant.update',
+        target: { type: 'tenant', id },
+        detail: { fields: Object.keys(patch).sort(), ...(patch.status === undefined ? {} : { status: patch.status, previousStatus: current.status }) },
+      });
+      return updated;
     });
     if (!updated) throw notFound();
     this.#statuses.delete(id);

@@ -20,13 +20,31 @@ const platformTables: Record<string, string> = {
   operator_login_throttles: 'operator brute-force counters',
   operator_sessions: 'operator login sessions',
   operator_refresh_tokens: 'operator refresh token hashes',
+  // The platform's audit chain (0009): operators' and the platform's own actions.
+  platform_audit_heads: 'the platform audit chain head',
+  platform_audit_events: 'platform audit events',
+  platform_audit_checkpoints: 'signed checkpoints of the platform chain',
+  platform_audit_subject_keys: 'keys of the personal data in platform events',
+  platform_audit_deliveries: 'sink cursors of the platform chain',
 };
 
 /**
  * Platform tables that hold credentials or platform keys: FORCE RLS with a policy that admits the explicit
  * platform scope only, so a statement under a tenant context (or none) reaches nothing in them.
  */
-const platformOnlyTables = ['platform_keys', 'operators', 'operator_password_history', 'operator_login_throttles', 'operator_sessions', 'operator_refresh_tokens'];
+const platformOnlyTables = [
+  'platform_keys',
+  'operators',
+  'operator_password_history',
+  'operator_login_throttles',
+  'operator_sessions',
+  'operator_refresh_tokens',
+  'platform_audit_heads',
+  'platform_audit_events',
+  'platform_audit_checkpoints',
+  'platform_audit_subject_keys',
+  'platform_audit_deliveries',
+];
 
 interface TableInfo {
   table: string;
@@ -88,12 +106,15 @@ for (const engine of engines) {
 
     it('credential-holding platform tables admit the platform scope only: a tenant context or none sees and writes nothing', async () => {
       const policies = await storage.db.withPlatform((tx) =>
-        tx.query<{ tablename: string; qual: string | null; with_check: string | null }>("SELECT tablename, qual, with_check FROM pg_policies WHERE schemaname = 'public'"),
+        tx.query<{ tablename: string; permissive: string; qual: string | null; with_check: string | null }>(
+          "SELECT tablename, permissive, qual, with_check FROM pg_policies WHERE schemaname = 'public'",
+        ),
       );
       for (const table of platformOnlyTables) {
         const info = tables.find((candidate) => candidate.table === table);
         assert.ok(info?.rls === true && info.forced, `${table}: FORCE RLS`);
-        const own = policies.rows.filter((policy) => policy.tablename === table);
+        // Restrictive policies (audit retention) only narrow further; every permissive one admits the platform scope alone.
+        const own = policies.rows.filter((policy) => policy.tablename === table && policy.permissive === 'PERMISSIVE');
         assert.ok(own.length > 0, `${table}: has a policy`);
         for (const policy of own) {
           assert.match(policy.qual ?? '', /current_setting\('app\.scope'::text, true\) = 'platform'::text/, `${table}: USING`);

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { BulwarkError } from '../errors/bulwark-error.ts';
 import { isId } from '../ids.ts';
+import { type Actor, type RequestContext, runInRequest } from './request-context.ts';
 
 /** Who is calling. New credential kinds (JWT sessions, services, agents) add a member here. */
 export type Principal =
@@ -44,9 +45,20 @@ export interface TenantGate {
   status(tenantId: string): Promise<TenantStatus | null>;
 }
 
+/** What the auth hook needs of the audit trail: refusals are recorded, and the actor's key made ready. */
+export interface AccessAudit {
+  prepareSubject(scope: { tenantId: string } | 'platform', actor: Actor): Promise<void>;
+  recordAlone(
+    scope: { tenantId: string } | 'platform',
+    event: { action: 'access.denied'; outcome: 'denied'; detail: Record<string, unknown>; target?: { type: string; id: string } },
+  ): Promise<unknown>;
+}
+
 declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal | null;
+    /** The request as the audit trail sees it; handlers run inside it (see request-context.ts). */
+    auditContext: RequestContext;
     /** The caller's permissions in the route's tenant, set on tenant routes only (see `heldPermissions`). */
     permissions: ReadonlySet<string> | null;
   }
@@ -65,9 +77,34 @@ export function tenantOf(principal: Principal): string | undefined {
  * Authentication and tenant gating for every route, before the body is even parsed.
  * A route without an explicit `auth` is treated as operator-only (fail closed).
  */
-export function registerAuth(app: FastifyInstance, authenticators: readonly Authenticator[], tenants: TenantGate, authorizer: Authorizer): void {
+export function actorOf(principal: Principal): Actor {
+  return { kind: principal.kind, id: principal.id };
+}
+
+const maxUserAgentChars = 512;
+
+export function registerAuth(app: FastifyInstance, authenticators: readonly Authenticator[], tenants: TenantGate, authorizer: Authorizer, audit: AccessAudit): void {
   app.decorateRequest('principal', null);
   app.decorateRequest('permissions', null);
+  app.decorateRequest('auditContext', null as unknown as RequestContext);
+
+  // First of all hooks: the hooks after it run inside the request's context. The handler runs in it again
+  // from a preHandler hook (below), because parsing the body leaves it.
+  app.addHook('onRequest', (request, _reply, done) => {
+    const userAgent = request.headers['user-agent'];
+    request.auditContext = {
+      requestId: request.id,
+      source: request.ip,
+      userAgent: typeof userAgent === 'string' ? userAgent.slice(0, maxUserAgentChars) : null,
+      actor: null,
+      sessionId: null,
+      grantId: null,
+    };
+    runInRequest(request.auditContext, done);
+  });
+  app.addHook('preHandler', (request, _reply, done) => {
+    runInRequest(request.auditContext, done);
+  });
 
   app.addHook('onRequest', async (request, reply) => {
     // Unknown paths answer 404/405 to everyone: the route table is public (OpenAPI) anyway.
@@ -77,6 +114,9 @@ export function registerAuth(app: FastifyInstance, authenticators: readonly Auth
 
     const principal = await authenticate(request, authenticators);
     request.principal = principal;
+    request.auditContext.actor = actorOf(principal);
+    if (principal.kind === 'user' || principal.kind === 'operator') request.auditContext.sessionId = principal.sessionId;
+    const mutating = request.method !== 'GET' && request.method !== 'HEAD';
     const principalTenant = tenantOf(principal);
     const { tenantId } = request.params as { tenantId?: string };
     // One child logger per request; Fastify writes "request completed" through reply.log, so it shares it.
@@ -90,7 +130,14 @@ export function registerAuth(app: FastifyInstance, authenticators: readonly Auth
     if (auth === 'operator') {
       const { permission } = request.routeOptions.config;
       if (permission === undefined) throw new BulwarkError('forbidden', { detail: 'route declares no permission' });
-      authorizer.authorizePlatform(principal, permission);
+      if (principal.kind === 'operator') await audit.prepareSubject('platform', actorOf(principal));
+      try {
+        authorizer.authorizePlatform(principal, permission);
+      } catch (error) {
+        // An operator refused by its role is recorded; a tenant credential on a platform route is not the platform's.
+        if (principal.kind === 'operator') await recordDenial(audit, 'platform', request.routeOptions.url, permission, error);
+        throw error;
+      }
       return;
     }
     if (auth === 'self') {
@@ -109,14 +156,29 @@ export function registerAuth(app: FastifyInstance, authenticators: readonly Auth
     const { permission } = request.routeOptions.config;
     // The start-up check makes this unreachable; refusing keeps a gap from ever failing open.
     if (permission === undefined) throw new BulwarkError('forbidden', { detail: 'route declares no permission' });
-    const decision = await authorizer.authorize(principal, tenantId, permission);
+    // The actor's key is made ready before anything in this request may record an event with personal data.
+    if (mutating || principal.kind === 'operator') await audit.prepareSubject({ tenantId }, actorOf(principal));
+    let decision: AccessDecision;
+    try {
+      decision = await authorizer.authorize(principal, tenantId, permission);
+    } catch (error) {
+      await recordDenial(audit, { tenantId }, request.routeOptions.url, permission, error);
+      throw error;
+    }
     request.permissions = decision.permissions;
     if (decision.grantId !== undefined) {
+      request.auditContext.grantId = decision.grantId;
       request.log = request.log.child({ supportGrantId: decision.grantId });
       reply.log = request.log;
       request.log.info({ permission }, 'support grant used');
     }
   });
+}
+
+/** An authenticated caller refused a permission: recorded in the scope it tried to act in. */
+async function recordDenial(audit: AccessAudit, scope: { tenantId: string } | 'platform', route: string | undefined, permission: string, error: unknown): Promise<void> {
+  if (!(error instanceof BulwarkError) || error.status !== 403) return;
+  await audit.recordAlone(scope, { action: 'access.denied', outcome: 'denied', detail: { permission, route: route ?? null, code: error.code } });
 }
 
 /** The caller's permissions on a tenant route, for handlers that let a caller give some away. */

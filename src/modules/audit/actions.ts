@@ -1,0 +1,67 @@
+/**
+ * Every audit action, `resource.verb`, in one closed list (STYLE.md rule 8): a new kind of event is a
+ * deliberate addition here, and a query can name only what exists. Failures are recorded with the same
+ * action and `outcome: failure` (or `denied` for authorization refusals).
+ */
+export const auditActions = [
+  // Platform
+  'tenant.create',
+  'tenant.update',
+  'operator.setup',
+  'operator.create',
+  'operator.update',
+  'operator.delete',
+  'operator.password.set',
+  'operator.lockout.clear',
+  'root-key.rotate',
+  // Authentication (in the realm's chain: the tenant's, or the platform's for operators)
+  'auth.login',
+  'auth.lockout',
+  'auth.refresh',
+  'auth.refresh.reuse',
+  'auth.logout',
+  'auth.password.change',
+  // Tenant data and administration
+  'record.create',
+  'record.replace',
+  'record.delete',
+  'api-key.create',
+  'api-key.revoke',
+  'user.create',
+  'user.import',
+  'user.update',
+  'user.delete',
+  'user.password.set',
+  'user.lockout.clear',
+  'user.roles.set',
+  'password-policy.update',
+  'role.create',
+  'role.update',
+  'role.delete',
+  'support-grant.create',
+  'support-grant.revoke',
+  'support-grant.use',
+  'keys.settings.update',
+  'keys.rotate',
+  'keys.reencrypt',
+  'keys.trim',
+  'keys.customer-key.set',
+  'keys.customer-key.remove',
+  'crypto.encrypt',
+  'crypto.decrypt',
+  'crypto.rewrap',
+  // Authorization refusals of authenticated callers
+  'access.denied',
+  // The audit trail itself
+  'audit.verify',
+  'audit.export',
+  'audit.settings.update',
+  'audit.prune',
+  'audit.subject.forget',
+] as const;
+
+export type AuditAction = (typeof auditActions)[number];
+
+export function isAuditAction(value: string): value is AuditAction {
+  return (auditActions as readonly string[]).includes(value);
+}

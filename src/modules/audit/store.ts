@@ -1,0 +1,352 @@
+import { toBuffer, type Queryable } from '../../platform/db/database.ts';
+
+/**
+ * The tables of one chain's scope: a tenant's (`audit_*`, keyed by tenant_id) or the platform's
+ * (`platform_audit_*`, keyed by realm 'platform'). Names come from these two constants only, never from
+ * input, so every statement stays parameterised in what callers supply.
+ */
+export interface AuditTables {
+  events: 'audit_events' | 'platform_audit_events';
+  heads: 'audit_heads' | 'platform_audit_heads';
+  checkpoints: 'audit_checkpoints' | 'platform_audit_checkpoints';
+  subjectKeys: 'audit_subject_keys' | 'platform_audit_subject_keys';
+  deliveries: 'audit_deliveries' | 'platform_audit_deliveries';
+  scope: 'tenant_id' | 'realm';
+}
+
+export const tenantAuditTables: AuditTables = {
+  events: 'audit_events',
+  heads: 'audit_heads',
+  checkpoints: 'audit_checkpoints',
+  subjectKeys: 'audit_subject_keys',
+  deliveries: 'audit_deliveries',
+  scope: 'tenant_id',
+};
+
+export const platformAuditTables: AuditTables = {
+  events: 'platform_audit_events',
+  heads: 'platform_audit_heads',
+  checkpoints: 'platform_audit_checkpoints',
+  subjectKeys: 'platform_audit_subject_keys',
+  deliveries: 'platform_audit_deliveries',
+  scope: 'realm',
+};
+
+/** An event as stored (without its scope column). */
+export interface EventRow {
+  seq: number;
+  id: string;
+  occurred_at: Date;
+  actor_kind: string;
+  actor_id: string | null;
+  action: string;
+  target_type: string | null;
+  target_id: string | null;
+  outcome: string;
+  request_id: string | null;
+  session_id: string | null;
+  detail: unknown;
+  subject: string | null;
+  pii: Buffer | null;
+  prev_hash: Buffer;
+  hash: Buffer;
+}
+
+export interface HeadRow {
+  seq: number;
+  hash: Buffer;
+  retention_days: number | null;
+  pruned_through: number;
+}
+
+export interface CheckpointRow {
+  seq: number;
+  hash: Buffer;
+  kind: 'periodic' | 'retention';
+  key_id: string;
+  signature: Buffer;
+  signed_at: Date;
+}
+
+// bigint columns arrive as strings (pg) or bigint (PGlite): ::float8 makes them numbers on both, exact to 2^53.
+const eventColumns = `seq::float8 AS seq, id, occurred_at, actor_kind, actor_id, action, target_type, target_id, outcome, request_id, session_id,
+  detail, subject, pii, prev_hash, hash`;
+
+function normalizeEvent(row: EventRow): EventRow {
+  return { ...row, pii: row.pii === null ? null : toBuffer(row.pii), prev_hash: toBuffer(row.prev_hash), hash: toBuffer(row.hash) };
+}
+
+/** Creates the chain's head with its genesis hash unless it exists. */
+export async function ensureHead(tx: Queryable, t: AuditTables, scope: string, genesis: Buffer): Promise<void> {
+  await tx.query(`INSERT INTO ${t.heads} (${t.scope}, seq, hash, prev_hash) VALUES ($1, 0, $2, $2) ON CONFLICT DO NOTHING`, [scope, genesis]);
+}
+
+export interface NewEvent {
+  id: string;
+  occurredAt: Date;
+  actorKind: string;
+  actorId: string | null;
+  action: string;
+  targetType: string | null;
+  targetId: string | null;
+  outcome: string;
+  requestId: string | null;
+  sessionId: string | null;
+  /** The canonical JSON text of the detail (what the body digest covers). */
+  detail: string;
+  subject: string | null;
+  pii: Buffer | null;
+  /** SHA-256 of the canonical event body (everything but seq and prev_hash). */
+  bodyDigest: Buffer;
+}
+
+/**
+ * Appends an event in one statement: the head's row lock orders the writers of one chain, the new sequence
+ * number and hash are computed from the locked head (hash = SHA-256(label || seq || prev || body digest),
+ * `chainLabel` below), and the event is inserted with them. No round trip happens while the lock is held
+ * besides this statement and the commit. Returns the seq, or undefined when the event id is already taken
+ * by an earlier event of the chain (the caller draws another id; nothing was written).
+ */
+export async function appendEvent(tx: Queryable, t: AuditTables, scope: string, event: NewEvent, chainLabel: Buffer): Promise<number | undefined> {
+  const { rows } = await tx.query<{ seq: number }>(
+    `WITH head AS (
+       UPDATE ${t.heads} SET seq = seq + 1, prev_hash = hash, hash = sha256($14::bytea || int8send(seq + 1) || hash || $13::bytea)
+        WHERE ${t.scope} = $1 AND NOT EXISTS (SELECT 1 FROM ${t.events} e WHERE e.${t.scope} = $1 AND e.id = $2)
+        RETURNING seq, prev_hash, hash)
+     INSERT INTO ${t.events} (${t.scope}, seq, id, occurred_at, actor_kind, actor_id, action, target_type, target_id, outcome,
+                              request_id, session_id, detail, subject, pii, prev_hash, hash)
+     SELECT $1, head.seq, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $15, $16, head.prev_hash, head.hash FROM head
+     RETURNING seq::float8 AS seq`,
+    [
+      scope,
+      event.id,
+      event.occurredAt,
+      event.actorKind,
+      event.actorId,
+      event.action,
+      event.targetType,
+      event.targetId,
+      event.outcome,
+      event.requestId,
+      event.sessionId,
+      event.detail,
+      event.bodyDigest,
+      chainLabel,
+      event.subject,
+      event.pii,
+    ],
+  );
+  return rows[0]?.seq;
+}
+
+export async function findHead(tx: Queryable, t: AuditTables, scope: string): Promise<HeadRow | undefined> {
+  const { rows } = await tx.query<HeadRow>(
+    `SELECT seq::float8 AS seq, hash, retention_days, pruned_through::float8 AS pruned_through FROM ${t.heads} WHERE ${t.scope} = $1`,
+    [scope],
+  );
+  return rows[0] === undefined ? undefined : { ...rows[0], hash: toBuffer(rows[0].hash) };
+}
+
+/** Events in sequence order after `afterSeq`, at most `limit`: the verifier's and the exporters' walk. */
+export async function eventsAfter(tx: Queryable, t: AuditTables, scope: string, afterSeq: number, limit: number): Promise<EventRow[]> {
+  const { rows } = await tx.query<EventRow>(
+    `SELECT ${eventColumns} FROM ${t.events} WHERE ${t.scope} = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
+    [scope, afterSeq, limit],
+  );
+  return rows.map(normalizeEvent);
+}
+
+export interface EventFilter {
+  from?: Date | undefined;
+  to?: Date | undefined;
+  actorKind?: string | undefined;
+  actorId?: string | undefined;
+  action?: string | undefined;
+  /** Actions under a prefix: `user` matches `user.create`, `user.password.set`, ... */
+  actionPrefix?: string | undefined;
+  targetType?: string | undefined;
+  targetId?: string | undefined;
+  outcome?: string | undefined;
+  requestId?: string | undefined;
+}
+
+/** The filter as SQL conditions on parameters numbered after the first `taken`. */
+function filterSql(filter: EventFilter, taken: number): { where: string; params: unknown[] } {
+  const conditions: string[] = [];
+  const params: unknown[] = [];
+  const add = (sql: string, value: unknown) => {
+    params.push(value);
+    conditions.push(sql.replace('?', `$${params.length + taken}`));
+  };
+  if (filter.from !== undefined) add('occurred_at >= ?', filter.from);
+  if (filter.to !== undefined) add('occurred_at < ?', filter.to);
+  if (filter.actorKind !== undefined) add('actor_kind = ?', filter.actorKind);
+  if (filter.actorId !== undefined) add('actor_id = ?', filter.actorId);
+  if (filter.action !== undefined) add('action = ?', filter.action);
+  // Actions hold only [a-z0-9.-] (the schema's pattern), so the prefix carries no LIKE wildcard.
+  if (filter.actionPrefix !== undefined) add('action LIKE ?', `${filter.actionPrefix}.%`);
+  if (filter.targetType !== undefined) add('target_type = ?', filter.targetType);
+  if (filter.targetId !== undefined) add('target_id = ?', filter.targetId);
+  if (filter.outcome !== undefined) add('outcome = ?', filter.outcome);
+  if (filter.requestId !== undefined) add('request_id = ?', filter.requestId);
+  return { where: conditions.map((condition) => ` AND ${condition}`).join(''), params };
+}
+
+/** Filtered events, newest first, before `beforeSeq` (keyset pagination). */
+export async function queryEvents(tx: Queryable, t: AuditTables, scope: string, filter: EventFilter, beforeSeq: number, limit: number): Promise<EventRow[]> {
+  const { where, params } = filterSql(filter, 3);
+  const { rows } = await tx.query<EventRow>(
+    `SELECT ${eventColumns} FROM ${t.events} WHERE ${t.scope} = $1 AND seq < $2${where} ORDER BY seq DESC LIMIT $3`,
+    [scope, beforeSeq, limit, ...params],
+  );
+  return rows.map(normalizeEvent);
+}
+
+/** Filtered events, oldest first, after `afterSeq`: the export's batches. */
+export async function exportEvents(tx: Queryable, t: AuditTables, scope: string, filter: EventFilter, afterSeq: number, limit: number): Promise<EventRow[]> {
+  const { where, params } = filterSql(filter, 3);
+  const { rows } = await tx.query<EventRow>(
+    `SELECT ${eventColumns} FROM ${t.events} WHERE ${t.scope} = $1 AND seq > $2${where} ORDER BY seq LIMIT $3`,
+    [scope, afterSeq, limit, ...params],
+  );
+  return rows.map(normalizeEvent);
+}
+
+/** Counts by action, actor and outcome over the filter. */
+export async function summarize(tx: Queryable, t: AuditTables, scope: string, filter: EventFilter): Promise<{ action: string; actor_kind: string; actor_id: string | null; outcome: string; count: number }[]> {
+  const { where, params } = filterSql(filter, 1);
+  const { rows } = await tx.query<{ action: string; actor_kind: string; actor_id: string | null; outcome: string; count: number }>(
+    `SELECT action, actor_kind, actor_id, outcome, count(*)::int AS count FROM ${t.events} WHERE ${t.scope} = $1${where}
+      GROUP BY action, actor_kind, actor_id, outcome ORDER BY count(*) DESC, action, actor_kind, actor_id, outcome LIMIT 10000`,
+    [scope, ...params],
+  );
+  return rows;
+}
+
+// --- checkpoints ---
+
+export async function listCheckpoints(tx: Queryable, t: AuditTables, scope: string): Promise<CheckpointRow[]> {
+  const { rows } = await tx.query<CheckpointRow>(
+    `SELECT seq::float8 AS seq, hash, kind, key_id, signature, signed_at FROM ${t.checkpoints} WHERE ${t.scope} = $1 ORDER BY seq`,
+    [scope],
+  );
+  return rows.map((row) => ({ ...row, hash: toBuffer(row.hash), signature: toBuffer(row.signature) }));
+}
+
+export async function lastCheckpointSeq(tx: Queryable, t: AuditTables, scope: string): Promise<number> {
+  const { rows } = await tx.query<{ seq: number | null }>(`SELECT max(seq)::float8 AS seq FROM ${t.checkpoints} WHERE ${t.scope} = $1`, [scope]);
+  return rows[0]?.seq ?? 0;
+}
+
+export async function insertCheckpoint(tx: Queryable, t: AuditTables, scope: string, checkpoint: CheckpointRow): Promise<void> {
+  await tx.query(
+    `INSERT INTO ${t.checkpoints} (${t.scope}, seq, hash, kind, key_id, signature, signed_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+     ON CONFLICT (${t.scope}, seq) DO NOTHING`,
+    [scope, checkpoint.seq, checkpoint.hash, checkpoint.kind, checkpoint.key_id, checkpoint.signature, checkpoint.signed_at],
+  );
+}
+
+/** The hash of one event (for a checkpoint at that seq). */
+export async function eventHash(tx: Queryable, t: AuditTables, scope: string, seq: number): Promise<Buffer | undefined> {
+  const { rows } = await tx.query<{ hash: Uint8Array }>(`SELECT hash FROM ${t.events} WHERE ${t.scope} = $1 AND seq = $2`, [scope, seq]);
+  return rows[0] === undefined ? undefined : toBuffer(rows[0].hash);
+}
+
+// --- retention ---
+
+export async function setRetention(tx: Queryable, t: AuditTables, scope: string, days: number | null): Promise<void> {
+  await tx.query(`UPDATE ${t.heads} SET retention_days = $2 WHERE ${t.scope} = $1`, [scope, days]);
+}
+
+/** The newest seq older than the cut-off (what may be pruned), or 0. */
+export async function lastSeqBefore(tx: Queryable, t: AuditTables, scope: string, cutoff: Date): Promise<number> {
+  const { rows } = await tx.query<{ seq: number | null }>(
+    `SELECT max(seq)::float8 AS seq FROM ${t.events} WHERE ${t.scope} = $1 AND occurred_at < $2`,
+    [scope, cutoff],
+  );
+  return rows[0]?.seq ?? 0;
+}
+
+/** Moves the boundary and deletes the events at or below it; returns how many went. */
+export async function pruneThrough(tx: Queryable, t: AuditTables, scope: string, seq: number): Promise<number> {
+  await tx.query(`UPDATE ${t.heads} SET pruned_through = greatest(pruned_through, $2) WHERE ${t.scope} = $1`, [scope, seq]);
+  const { rowCount } = await tx.query(`DELETE FROM ${t.events} WHERE ${t.scope} = $1 AND seq <= $2`, [scope, seq]);
+  return rowCount;
+}
+
+/** Scopes with retention set (for the pruning sweep); platform scope reads every tenant's head. */
+export async function scopesWithRetention(tx: Queryable, t: AuditTables): Promise<{ scope: string; retention_days: number }[]> {
+  const { rows } = await tx.query<{ scope: string; retention_days: number }>(
+    `SELECT ${t.scope} AS scope, retention_days FROM ${t.heads} WHERE retention_days IS NOT NULL ORDER BY 1`,
+  );
+  return rows;
+}
+
+/** Scopes whose head is past their last checkpoint (for the checkpoint sweep). */
+export async function scopesNeedingCheckpoint(tx: Queryable, t: AuditTables, limit: number): Promise<{ scope: string; seq: number }[]> {
+  const { rows } = await tx.query<{ scope: string; seq: number }>(
+    `SELECT h.${t.scope} AS scope, h.seq::float8 AS seq FROM ${t.heads} h
+      WHERE h.seq > coalesce((SELECT max(c.seq) FROM ${t.checkpoints} c WHERE c.${t.scope} = h.${t.scope}), 0)
+      ORDER BY 1 LIMIT $1`,
+    [limit],
+  );
+  return rows;
+}
+
+// --- subject keys ---
+
+export async function findSubjectKey(tx: Queryable, t: AuditTables, scope: string, subject: string): Promise<{ sealed_key: Buffer; key_version: number } | undefined> {
+  const { rows } = await tx.query<{ sealed_key: Uint8Array; key_version: number }>(
+    `SELECT sealed_key, key_version FROM ${t.subjectKeys} WHERE ${t.scope} = $1 AND subject = $2`,
+    [scope, subject],
+  );
+  return rows[0] === undefined ? undefined : { sealed_key: toBuffer(rows[0].sealed_key), key_version: rows[0].key_version };
+}
+
+export async function insertSubjectKey(tx: Queryable, t: AuditTables, scope: string, subject: string, sealed: { key: Buffer; keyVersion: number }, now: Date): Promise<void> {
+  await tx.query(
+    `INSERT INTO ${t.subjectKeys} (${t.scope}, subject, sealed_key, key_version, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+    [scope, subject, sealed.key, sealed.keyVersion, now],
+  );
+}
+
+export async function deleteSubjectKey(tx: Queryable, t: AuditTables, scope: string, subject: string): Promise<boolean> {
+  const { rowCount } = await tx.query(`DELETE FROM ${t.subjectKeys} WHERE ${t.scope} = $1 AND subject = $2`, [scope, subject]);
+  return rowCount > 0;
+}
+
+export async function countSubjectKeysByVersion(tx: Queryable, tenantId: string): Promise<{ key_version: number | null; count: number }[]> {
+  const { rows } = await tx.query<{ key_version: number | null; count: number }>(
+    'SELECT key_version, count(*)::int AS count FROM audit_subject_keys WHERE tenant_id = $1 GROUP BY key_version ORDER BY key_version',
+    [tenantId],
+  );
+  return rows;
+}
+
+export async function lockStaleSubjectKeys(tx: Queryable, tenantId: string, current: number, minDecryption: number, limit: number): Promise<{ subject: string; sealed_key: Buffer }[]> {
+  const { rows } = await tx.query<{ subject: string; sealed_key: Uint8Array }>(
+    `SELECT subject, sealed_key FROM audit_subject_keys WHERE tenant_id = $1 AND key_version < $2 AND key_version >= $3
+      ORDER BY subject LIMIT $4 FOR UPDATE SKIP LOCKED`,
+    [tenantId, current, minDecryption, limit],
+  );
+  return rows.map((row) => ({ subject: row.subject, sealed_key: toBuffer(row.sealed_key) }));
+}
+
+export async function resealSubjectKey(tx: Queryable, tenantId: string, subject: string, sealed: { key: Buffer; keyVersion: number }): Promise<void> {
+  await tx.query('UPDATE audit_subject_keys SET sealed_key = $3, key_version = $4 WHERE tenant_id = $1 AND subject = $2', [tenantId, subject, sealed.key, sealed.keyVersion]);
+}
+
+// --- delivery cursors ---
+
+export async function deliveryCursor(tx: Queryable, t: AuditTables, scope: string, sink: string): Promise<number | undefined> {
+  const { rows } = await tx.query<{ seq: number }>(`SELECT seq::float8 AS seq FROM ${t.deliveries} WHERE ${t.scope} = $1 AND sink = $2`, [scope, sink]);
+  return rows[0]?.seq;
+}
+
+export async function advanceDelivery(tx: Queryable, t: AuditTables, scope: string, sink: string, seq: number, now: Date): Promise<void> {
+  await tx.query(
+    `INSERT INTO ${t.deliveries} (${t.scope}, sink, seq, updated_at) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (${t.scope}, sink) DO UPDATE SET seq = greatest(${t.deliveries}.seq, excluded.seq), updated_at = excluded.updated_at`,
+    [scope, sink, seq, now],
+  );
+}
