@@ -27,7 +27,10 @@ import { authRoutes } from '../modules/sessions/auth-routes.ts';
 import { TokenService } from '../modules/sessions/tokens.ts';
 import { LoginSessionService, platformSessionRealm, tenantSessionRealm } from '../modules/sessions/login-sessions.ts';
 import { PlatformKeys } from '../modules/keys/platform-keys.ts';
+import { AuditDelivery, type AuditSink, BusSink, WebhookSink } from '../modules/audit/delivery.ts';
+import { auditRoutes } from '../modules/audit/routes.ts';
 import { type AuditRecorder, AuditService } from '../modules/audit/service.ts';
+import { type Bus, InProcessBus } from '../modules/bus/bus.ts';
 import { operatorRoutes } from '../modules/operators/routes.ts';
 import { OperatorsService } from '../modules/operators/service.ts';
 import { UsersService } from '../modules/identity/service.ts';
@@ -104,6 +107,7 @@ export function buildServices({
   return {
     keyring,
     audit: auditTrail,
+    bus: new InProcessBus(),
     transit: new TransitService(keyring, audit),
     tenancy,
     records: new RecordsService(db, keyring, audit, clock, { recordMaxBytes: config.recordMaxBytes }),
@@ -122,6 +126,7 @@ export function buildServices({
 export interface BulwarkServices {
   keyring: KeyringService;
   audit: AuditService;
+  bus: Bus;
   transit: TransitService;
   tenancy: TenancyService;
   records: RecordsService;
@@ -162,6 +167,42 @@ function setCommonHeaders(request: FastifyRequest, reply: FastifyReply): void {
   reply.header('x-content-type-options', 'nosniff');
   reply.header('referrer-policy', 'no-referrer');
   if (!request.url.startsWith('/docs')) reply.header('cache-control', 'no-store');
+}
+
+/**
+ * The audit trail's background work, while the app runs: signed checkpoints of every chain that moved,
+ * pruning past retention, and delivery to the configured sinks. Each failure is logged and retried on the
+ * next round; none of it is on a request's path.
+ */
+function startAuditJobs(app: FastifyInstance, db: Database, config: Config, clock: Clock): void {
+  const { audit, bus } = app.services;
+  const every = (seconds: number, work: () => Promise<unknown>, what: string) => {
+    if (seconds === 0) return undefined;
+    const timer = setInterval(() => {
+      work().catch((error: unknown) => app.log.error({ err: error }, what));
+    }, seconds * 1000);
+    timer.unref();
+    return timer;
+  };
+  const timers = [
+    every(config.auditCheckpointIntervalSeconds, () => audit.checkpointAll(), 'audit checkpoints failed'),
+    every(config.auditPruneIntervalSeconds, () => audit.pruneAll(), 'audit pruning failed'),
+  ];
+  const sinks: AuditSink[] = [];
+  if (config.auditWebhookUrl !== undefined && config.auditWebhookSecret !== undefined) sinks.push(new WebhookSink(config.auditWebhookUrl, config.auditWebhookSecret, clock));
+  if (config.auditBus) sinks.push(new BusSink(bus));
+  const delivery = new AuditDelivery(db, audit, sinks, clock, {
+    pollMs: 5_000,
+    batchSize: 100,
+    baseBackoffMs: 1_000,
+    maxBackoffMs: 300_000,
+    onError: (error, message) => app.log.warn({ err: error }, message),
+  });
+  delivery.start();
+  app.addHook('onClose', async () => {
+    for (const timer of timers) clearInterval(timer);
+    await delivery.stop();
+  });
 }
 
 /** Builds the Bulwark HTTP app without listening; tests call inject(), `server.ts` listens. */
@@ -329,6 +370,8 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   await app.register(accessRoutes, { access: services.access });
   await app.register(apiKeyRoutes, { apiKeys: services.apiKeys });
   await app.register(keysRoutes, { keyring, transit: services.transit });
+  await app.register(auditRoutes, { audit: services.audit });
+  startAuditJobs(app, db, config, clock);
   // Unwrapped data keys leave memory with the app.
   app.addHook('onClose', async () => keyring.close());
   return app;

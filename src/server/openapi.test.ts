@@ -42,7 +42,7 @@ describe('OpenAPI document', () => {
     }
   });
 
-  it('marks every operation except health, setup, login and the JWKS as requiring a bearer credential', () => {
+  it('marks every operation except health, setup, login, the JWKS and the checkpoint key as requiring a bearer credential', () => {
     const publicOperations = [
       'GET /healthz',
       'GET /readyz',
@@ -54,6 +54,7 @@ describe('OpenAPI document', () => {
       'POST /v1/auth/password',
       'POST /v1/auth/operator/login',
       'POST /v1/auth/operator/password',
+      'GET /v1/audit/checkpoint-key',
     ];
     for (const { path, method, operation } of operations()) {
       const isPublic = publicOperations.includes(`${method.toUpperCase()} ${path}`);

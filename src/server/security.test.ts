@@ -106,6 +106,19 @@ const routes: Record<string, { auth: RouteAuth; body?: unknown; bodyFor?: (value
   'DELETE /v1/operators/{operatorId}': { auth: 'operator' },
   'PUT /v1/operators/{operatorId}/password': { auth: 'operator', bodyFor: () => ({ password: `suite operator ${newId()} passphrase` }) },
   'DELETE /v1/operators/{operatorId}/lockout': { auth: 'operator' },
+  'GET /v1/tenants/{tenantId}/audit': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/audit/export': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/audit/summary': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/audit/verify': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/audit/settings': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/audit/settings': { auth: 'tenant', body: { retentionDays: 3650 } },
+  'GET /v1/audit': { auth: 'operator' },
+  'GET /v1/audit/export': { auth: 'operator' },
+  'GET /v1/audit/summary': { auth: 'operator' },
+  'POST /v1/audit/verify': { auth: 'operator' },
+  'GET /v1/audit/settings': { auth: 'operator' },
+  'PUT /v1/audit/settings': { auth: 'operator', body: { retentionDays: 3650 } },
+  'GET /v1/audit/checkpoint-key': { auth: 'public' },
   'GET /v1/tenants/{tenantId}/roles': { auth: 'tenant' },
   'POST /v1/tenants/{tenantId}/roles': { auth: 'tenant', bodyFor: () => ({ name: `suite-${newId()}`, permissions: ['records:read'] }) },
   'GET /v1/tenants/{tenantId}/roles/{roleName}': { auth: 'tenant' },
@@ -492,6 +505,54 @@ for (const engine of engines) {
           assert.equal(response.headers['allow'], expectedAllow, `${method} ${path}`);
         }
       }
+    });
+
+    /** The credential a route's own caller uses in tenant A: its key, the operator, or none. */
+    const callerOf = (operation: Operation): string | undefined =>
+      authOf(operation) === 'tenant' ? tenantA.apiKey : authOf(operation) === 'operator' ? test.operatorToken : undefined;
+    /** What changes state, and what hands out personal data in bulk: each is audited. */
+    const audited = () =>
+      operations.filter((operation) => (operation.method !== 'GET' || operation.path.endsWith('/audit/export')) && routes[operation.key]?.publicStatus === undefined);
+    const eventsOf = async (requestId: string) => {
+      const [tenant, platform] = await Promise.all([
+        test.storage.asOwner('SELECT action FROM audit_events WHERE request_id = $1', [requestId]),
+        test.storage.asOwner('SELECT action FROM platform_audit_events WHERE request_id = $1', [requestId]),
+      ]);
+      return [...tenant, ...platform].map((row) => String(row['action']));
+    };
+
+    it('every successful mutating request (and every export) leaves exactly one audit event, with its request id', async () => {
+      const routesChecked: string[] = [];
+      for (const operation of audited()) {
+        const response = await send(operation, await targets(tenantA), callerOf(operation));
+        assert.ok(operation.successStatuses.includes(response.statusCode), `${operation.key}: ${response.statusCode} ${response.body.slice(0, 200)}`);
+        const requestId = String(response.headers['x-request-id']);
+        const events = await eventsOf(requestId);
+        assert.equal(events.length, 1, `${operation.key}: ${events.join(', ') || 'no event'}`);
+        routesChecked.push(`${operation.key} -> ${events[0] ?? ''}`);
+      }
+      assert.ok(routesChecked.length >= 45, `${routesChecked.length} routes`);
+    });
+
+    it('when the audit event cannot be written, every mutating route answers 500 and changes nothing (fail-closed)', async () => {
+      const values = await targets(tenantA);
+      const state = await storedState(test, tenantA.tenantId);
+      const platform = await platformState(test);
+      // What the app role cannot see coming: both event tables refuse every insert.
+      for (const table of ['audit_events', 'platform_audit_events']) await test.storage.asOwner(`ALTER TABLE ${table} ADD CONSTRAINT audit_blocked CHECK (false) NOT VALID`);
+      try {
+        for (const operation of audited()) {
+          const response = await send(operation, values, callerOf(operation));
+          assertProblem(response, 500, 'internal_error', secrets);
+          assert.equal(response.json<{ detail: string }>().detail, 'An internal error occurred.', operation.key);
+        }
+      } finally {
+        for (const table of ['audit_events', 'platform_audit_events']) await test.storage.asOwner(`ALTER TABLE ${table} DROP CONSTRAINT IF EXISTS audit_blocked`);
+      }
+      assert.deepEqual(await storedState(test, tenantA.tenantId), state);
+      const after = (await platformState(test)) as { throttles: unknown };
+      // Login reservations are counted before the password check (by design) and survive the refusal.
+      assert.deepEqual({ ...after, throttles: null }, { ...(platform as object), throttles: null });
     });
 
     it('a database failure is a bare 500 internal_error: no SQL, no stack, no detail', async () => {

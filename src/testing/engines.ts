@@ -50,6 +50,11 @@ export interface TestDatabase {
   config: Config;
   /** PostgreSQL only: the URL of the throwaway database (as its owner). */
   ownerUrl?: string;
+  /**
+   * Runs SQL as the schema owner, around the app role's privileges and RLS: what an attacker with the
+   * database (or the disk) could do. Tamper tests use it; nothing in Bulwark can.
+   */
+  asOwner(sql: string, params?: readonly unknown[]): Promise<Record<string, unknown>[]>;
   close(): Promise<void>;
 }
 
@@ -60,8 +65,19 @@ export async function openTestDatabase(
 ): Promise<TestDatabase> {
   if (engine === 'pglite') {
     const config = testConfig(overrides);
-    const { db } = await openPgliteDatabase(await PGlite.create(options.pgliteDir), config.databaseAppRole);
-    return { engine, db, config, close: () => db.close() };
+    const pglite = await PGlite.create(options.pgliteDir);
+    const { db } = await openPgliteDatabase(pglite, config.databaseAppRole);
+    const asOwner = async (sql: string, params: readonly unknown[] = []) =>
+      pglite.transaction(async (tx) => {
+        // The session serves as the app role; the owner is its bootstrap role, back after RESET ROLE.
+        await tx.exec('RESET ROLE');
+        try {
+          return (await tx.query<Record<string, unknown>>(sql, params as unknown[])).rows;
+        } finally {
+          await tx.exec(`SET ROLE ${pg.escapeIdentifier(config.databaseAppRole)}`);
+        }
+      });
+    return { engine, db, config, asOwner, close: () => db.close() };
   }
   const name = `bulwark_test_${randomBytes(6).toString('hex')}`;
   await adminQuery(`CREATE DATABASE ${name}`);
@@ -75,6 +91,7 @@ export async function openTestDatabase(
       db,
       config,
       ownerUrl: url.toString(),
+      asOwner: async (sql, params = []) => (await adminQuery(sql, url.toString(), params)).rows as Record<string, unknown>[],
       close: async () => {
         await db.close();
         await adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
@@ -87,11 +104,11 @@ export async function openTestDatabase(
 }
 
 /** A statement on the PostgreSQL server as the test superuser (database lifecycle only). */
-export async function adminQuery(sql: string, url = postgresAdminUrl): Promise<pg.QueryResult> {
+export async function adminQuery(sql: string, url = postgresAdminUrl, params: readonly unknown[] = []): Promise<pg.QueryResult> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
-    return await client.query(sql);
+    return await client.query(sql, params as unknown[]);
   } finally {
     await client.end();
   }

@@ -125,7 +125,28 @@ export async function storedState(test: TestApp, tenantId: string): Promise<unkn
     );
     const policy = await tx.query('SELECT policy, updated_at FROM password_policies WHERE tenant_id = $1', [tenantId]);
     const sessions = await tx.query('SELECT id, user_id, revoked_at, revoked_reason FROM user_sessions WHERE tenant_id = $1 ORDER BY id', [tenantId]);
-    return { tenant: tenant.rows, records: records.rows, keys: keys.rows, users: users.rows, policy: policy.rows, sessions: sessions.rows };
+    const roles = await tx.query('SELECT name, permissions, updated_at FROM roles WHERE tenant_id = $1 ORDER BY name', [tenantId]);
+    const assignments = await tx.query('SELECT user_id, role_name FROM user_roles WHERE tenant_id = $1 ORDER BY user_id, role_name', [tenantId]);
+    const grants = await tx.query('SELECT id, permissions, revoked_at FROM support_grants WHERE tenant_id = $1 ORDER BY id', [tenantId]);
+    // Encryption counts move in the background (they are stored when keys leave memory): not part of the state.
+    const keyring = await tx.query(
+      'SELECT current_version, min_decryption_version, rotation_period_days, rotation_encryptions, customer_kms_configured_at FROM tenant_keyrings WHERE tenant_id = $1',
+      [tenantId],
+    );
+    const dataKeys = await tx.query('SELECT version, wrapped_key, destroyed_at FROM tenant_keys WHERE tenant_id = $1 ORDER BY version', [tenantId]);
+    return {
+      tenant: tenant.rows,
+      records: records.rows,
+      keys: keys.rows,
+      users: users.rows,
+      policy: policy.rows,
+      sessions: sessions.rows,
+      roles: roles.rows,
+      assignments: assignments.rows,
+      grants: grants.rows,
+      keyring: keyring.rows,
+      dataKeys: dataKeys.rows,
+    };
   });
 }
 

@@ -22,7 +22,8 @@ export const tenantPermissions = {
   'crypto:rewrap': 'Re-wrap ciphertext to the newest key version (never sees the plaintext).',
   'support-grants:read': 'List support-access grants.',
   'support-grants:write': 'Grant and revoke support access for platform operators.',
-  'audit:read': 'Read the audit trail.',
+  'audit:read': 'Read, export, summarise and verify the audit trail.',
+  'audit:write': "Set the audit trail's retention.",
 } as const;
 
 export const platformPermissions = {
@@ -32,6 +33,8 @@ export const platformPermissions = {
   'platform:root-key:rotate': 'Rotate the root key.',
   'platform:operators:read': 'List and read operator accounts.',
   'platform:operators:write': 'Create, change, disable and delete operator accounts; set their passwords; lift lockouts.',
+  'platform:audit:read': 'Read, export, summarise and verify the platform audit trail.',
+  'platform:audit:write': "Set the platform audit trail's retention.",
 } as const;
 
 export type TenantPermission = keyof typeof tenantPermissions;
@@ -81,8 +84,8 @@ export const platformRoles = {
     standingTenantPermissions: ['keys:read', 'keys:rotate'] satisfies TenantPermission[],
   },
   'platform-auditor': {
-    description: 'Reads tenants, operators and the key status; changes nothing.',
-    permissions: ['platform:tenants:read', 'platform:root-key:read', 'platform:operators:read'] satisfies PlatformPermission[],
+    description: 'Reads tenants, operators, the key status and the platform audit trail; changes nothing.',
+    permissions: ['platform:tenants:read', 'platform:root-key:read', 'platform:operators:read', 'platform:audit:read'] satisfies PlatformPermission[],
     standingTenantPermissions: ['keys:read'] satisfies TenantPermission[],
   },
 } as const satisfies Record<string, { description: string; permissions: readonly PlatformPermission[]; standingTenantPermissions: readonly TenantPermission[] }>;

@@ -5,7 +5,7 @@ import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { newId } from '../../platform/ids.ts';
 import { type Actor, currentRequest } from '../../platform/http/request-context.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
-import { EnvelopeError, open, seal } from '../keys/envelope.ts';
+import { EnvelopeError, envelopeKeyVersion, open, seal } from '../keys/envelope.ts';
 import type { PlatformKeys } from '../keys/platform-keys.ts';
 import type { Reencryptor, TenantKeys } from '../keys/service.ts';
 import type { AuditAction } from './actions.ts';
@@ -14,7 +14,7 @@ import {
   type AuditTables,
   appendEvent,
   countSubjectKeysByVersion,
-  deleteSubjectKey,
+  eraseSubjectKey,
   ensureHead,
   type EventFilter,
   type EventRow,
@@ -24,7 +24,7 @@ import {
   findHead,
   findSubjectKey,
   insertCheckpoint,
-  insertSubjectKey,
+  storeSubjectKey,
   lastSeqBefore,
   listCheckpoints,
   lockStaleSubjectKeys,
@@ -155,7 +155,8 @@ export class AuditService implements Reencryptor, AuditRecorder {
   readonly #clock: Clock;
   readonly #tenants: TenantSealing;
   readonly #platformKeys: PlatformKeys;
-  readonly #subjectKeys: TtlCache<KeyObject>;
+  /** Unwrapped subject keys with their generation (the envelope key version of the events they seal). */
+  readonly #subjectKeys: TtlCache<{ key: KeyObject; generation: number }>;
   readonly #heads = new Set<string>();
   readonly #listeners = new Set<(scope: AuditScope) => void>();
 
@@ -190,7 +191,8 @@ export class AuditService implements Reencryptor, AuditRecorder {
     const ensure = this.#heads.has(`${tables.heads}/${scopeId}`) ? undefined : ensureHead(tx, tables, scopeId, genesisHash(scopeId));
     for (let attempt = 0; attempt < maxIdAttempts; attempt += 1) {
       const id = newId();
-      const pii = subjectKey !== undefined && hasPersonal ? seal(subjectKey, 1, Buffer.from(JSON.stringify(personal), 'utf8'), piiContext(scopeId, id)) : null;
+      const pii =
+        subjectKey !== undefined && hasPersonal ? seal(subjectKey.key, subjectKey.generation, Buffer.from(JSON.stringify(personal), 'utf8'), piiContext(scopeId, id)) : null;
       const body = {
         scope: scopeId,
         id,
@@ -239,22 +241,24 @@ export class AuditService implements Reencryptor, AuditRecorder {
     if (this.#subjectKeys.get(cacheKey) !== undefined) return;
     const tables = tablesOf(scope);
     let stored = await this.#transaction(scope, (tx) => findSubjectKey(tx, tables, scopeId, subject));
-    if (stored === undefined) {
+    if (stored?.sealed_key == null) {
+      // None yet, or erased: a fresh key of the next generation.
+      const generation = (stored?.generation ?? 0) + 1;
       const fresh = randomBytes(subjectKeyBytes);
       try {
         const sealed = await this.#sealSubjectKey(scope, subject, fresh);
         stored = await this.#transaction(scope, async (tx) => {
-          await insertSubjectKey(tx, tables, scopeId, subject, sealed, this.#clock.now());
+          await storeSubjectKey(tx, tables, scopeId, subject, { ...sealed, generation }, this.#clock.now());
           return findSubjectKey(tx, tables, scopeId, subject);
         });
       } finally {
         fresh.fill(0);
       }
-      if (stored === undefined) throw new BulwarkError('internal_error', { detail: 'audit subject key was not stored' });
     }
+    if (stored?.sealed_key == null) throw new BulwarkError('internal_error', { detail: 'audit subject key was not stored' });
     const key = await this.#openSubjectKey(scope, subject, stored.sealed_key);
     try {
-      this.#subjectKeys.set(cacheKey, createSecretKey(key));
+      this.#subjectKeys.set(cacheKey, { key: createSecretKey(key), generation: stored.generation });
     } finally {
       key.fill(0);
     }
@@ -264,7 +268,7 @@ export class AuditService implements Reencryptor, AuditRecorder {
   async forgetSubject(scope: AuditScope, subject: string): Promise<boolean> {
     const scopeId = scopeKey(scope);
     const deleted = await this.#transaction(scope, async (tx) => {
-      const removed = await deleteSubjectKey(tx, tablesOf(scope), scopeId, subject);
+      const removed = await eraseSubjectKey(tx, tablesOf(scope), scopeId, subject, this.#clock.now());
       if (removed) await this.record(tx, scope, { action: 'audit.subject.forget', target: { type: 'audit-subject', id: subject } });
       return removed;
     });
@@ -281,6 +285,12 @@ export class AuditService implements Reencryptor, AuditRecorder {
     const items = await this.#present(scope, page);
     const last = page.at(-1);
     return { items, nextCursor: rows.length > limit && last !== undefined ? encodeSeqCursor(last.seq) : null };
+  }
+
+  /** Events after `afterSeq` in sequence order, as the API shows them: what the sinks deliver. */
+  async eventsAfter(scope: AuditScope, afterSeq: number, limit: number): Promise<AuditRecord[]> {
+    const rows = await this.#transaction(scope, (tx) => eventsAfter(tx, tablesOf(scope), scopeKey(scope), afterSeq, limit));
+    return this.#present(scope, rows);
   }
 
   /** Batches of events in sequence order, for a streamed export; each batch is read in its own short transaction. */
@@ -527,7 +537,7 @@ export class AuditService implements Reencryptor, AuditRecorder {
   /** Rows as the API shows them, personal data opened where the subject's key still exists. */
   async #present(scope: AuditScope, rows: EventRow[]): Promise<AuditRecord[]> {
     const scopeId = scopeKey(scope);
-    const keys = new Map<string, KeyObject | null>();
+    const keys = new Map<string, { key: KeyObject; generation: number } | null>();
     for (const subject of new Set(rows.flatMap((row) => (row.subject === null ? [] : [row.subject])))) {
       const cached = this.#subjectKeys.get(`${scopeId}/${subject}`);
       if (cached !== undefined) {
@@ -535,15 +545,15 @@ export class AuditService implements Reencryptor, AuditRecorder {
         continue;
       }
       const stored = await this.#transaction(scope, (tx) => findSubjectKey(tx, tablesOf(scope), scopeId, subject));
-      if (stored === undefined) {
+      if (stored?.sealed_key == null) {
         keys.set(subject, null);
         continue;
       }
       const raw = await this.#openSubjectKey(scope, subject, stored.sealed_key);
       try {
-        const key = createSecretKey(raw);
-        this.#subjectKeys.set(`${scopeId}/${subject}`, key);
-        keys.set(subject, key);
+        const entry = { key: createSecretKey(raw), generation: stored.generation };
+        this.#subjectKeys.set(`${scopeId}/${subject}`, entry);
+        keys.set(subject, entry);
       } finally {
         raw.fill(0);
       }
@@ -552,10 +562,11 @@ export class AuditService implements Reencryptor, AuditRecorder {
       let personal: PersonalData = {};
       let personalData: AuditRecord['personalData'] = 'none';
       if (row.subject !== null && row.pii !== null) {
-        const key = keys.get(row.subject) ?? null;
-        if (key === null) personalData = 'erased';
+        const current = keys.get(row.subject) ?? null;
+        // Sealed under an earlier generation of the subject's key: that key was destroyed.
+        if (current === null || envelopeKeyVersion(row.pii) !== current.generation) personalData = 'erased';
         else {
-          personal = openPersonal(row.pii, scopeId, row.id, key);
+          personal = openPersonal(row.pii, scopeId, row.id, current.key);
           personalData = 'present';
         }
       }
@@ -583,7 +594,7 @@ export class AuditService implements Reencryptor, AuditRecorder {
 
 function openPersonal(pii: Buffer, scope: string, eventId: string, key: KeyObject): PersonalData {
   try {
-    return JSON.parse(open(pii, piiContext(scope, eventId), (version) => (version === 1 ? key : undefined)).toString('utf8')) as PersonalData;
+    return JSON.parse(open(pii, piiContext(scope, eventId), () => key).toString('utf8')) as PersonalData;
   } catch (error) {
     if (error instanceof EnvelopeError) throw new BulwarkError('data_integrity_failed', { cause: error, detail: `audit event ${eventId}: personal data ${error.reason}` });
     throw error;

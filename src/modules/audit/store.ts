@@ -295,29 +295,55 @@ export async function scopesNeedingCheckpoint(tx: Queryable, t: AuditTables, lim
 
 // --- subject keys ---
 
-export async function findSubjectKey(tx: Queryable, t: AuditTables, scope: string, subject: string): Promise<{ sealed_key: Buffer; key_version: number } | undefined> {
-  const { rows } = await tx.query<{ sealed_key: Uint8Array; key_version: number }>(
-    `SELECT sealed_key, key_version FROM ${t.subjectKeys} WHERE ${t.scope} = $1 AND subject = $2`,
+export interface SubjectKeyRow {
+  generation: number;
+  /** Null once the subject was forgotten (its personal data erased). */
+  sealed_key: Buffer | null;
+  key_version: number | null;
+}
+
+export async function findSubjectKey(tx: Queryable, t: AuditTables, scope: string, subject: string): Promise<SubjectKeyRow | undefined> {
+  const { rows } = await tx.query<SubjectKeyRow>(
+    `SELECT generation, sealed_key, key_version FROM ${t.subjectKeys} WHERE ${t.scope} = $1 AND subject = $2`,
     [scope, subject],
   );
-  return rows[0] === undefined ? undefined : { sealed_key: toBuffer(rows[0].sealed_key), key_version: rows[0].key_version };
+  const row = rows[0];
+  return row === undefined ? undefined : { ...row, sealed_key: row.sealed_key === null ? null : toBuffer(row.sealed_key) };
 }
 
-export async function insertSubjectKey(tx: Queryable, t: AuditTables, scope: string, subject: string, sealed: { key: Buffer; keyVersion: number }, now: Date): Promise<void> {
+/**
+ * Stores a new key for the subject: the first (generation 1), or the next after an erasure. Does nothing
+ * when the subject already has a live key (another instance was first); the caller reads back which won.
+ */
+export async function storeSubjectKey(
+  tx: Queryable,
+  t: AuditTables,
+  scope: string,
+  subject: string,
+  sealed: { key: Buffer; keyVersion: number; generation: number },
+  now: Date,
+): Promise<void> {
   await tx.query(
-    `INSERT INTO ${t.subjectKeys} (${t.scope}, subject, sealed_key, key_version, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
-    [scope, subject, sealed.key, sealed.keyVersion, now],
+    `INSERT INTO ${t.subjectKeys} (${t.scope}, subject, generation, sealed_key, key_version, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+     ON CONFLICT (${t.scope}, subject) DO UPDATE SET generation = excluded.generation, sealed_key = excluded.sealed_key,
+       key_version = excluded.key_version, created_at = excluded.created_at, erased_at = NULL
+     WHERE ${t.subjectKeys}.sealed_key IS NULL AND ${t.subjectKeys}.generation = excluded.generation - 1`,
+    [scope, subject, sealed.generation, sealed.key, sealed.keyVersion, now],
   );
 }
 
-export async function deleteSubjectKey(tx: Queryable, t: AuditTables, scope: string, subject: string): Promise<boolean> {
-  const { rowCount } = await tx.query(`DELETE FROM ${t.subjectKeys} WHERE ${t.scope} = $1 AND subject = $2`, [scope, subject]);
+/** Destroys the subject's key, keeping its generation (the next key is the one after it). */
+export async function eraseSubjectKey(tx: Queryable, t: AuditTables, scope: string, subject: string, now: Date): Promise<boolean> {
+  const { rowCount } = await tx.query(
+    `UPDATE ${t.subjectKeys} SET sealed_key = NULL, key_version = NULL, erased_at = $3 WHERE ${t.scope} = $1 AND subject = $2 AND sealed_key IS NOT NULL`,
+    [scope, subject, now],
+  );
   return rowCount > 0;
 }
 
 export async function countSubjectKeysByVersion(tx: Queryable, tenantId: string): Promise<{ key_version: number | null; count: number }[]> {
   const { rows } = await tx.query<{ key_version: number | null; count: number }>(
-    'SELECT key_version, count(*)::int AS count FROM audit_subject_keys WHERE tenant_id = $1 GROUP BY key_version ORDER BY key_version',
+    'SELECT key_version, count(*)::int AS count FROM audit_subject_keys WHERE tenant_id = $1 AND sealed_key IS NOT NULL GROUP BY key_version ORDER BY key_version',
     [tenantId],
   );
   return rows;

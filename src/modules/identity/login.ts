@@ -200,7 +200,8 @@ export class PasswordLogin {
       const [, , , succeeded] = await Promise.all([
         settleLoginAttempt(tx, throttles, scope, { account, source }),
         upgraded === undefined ? undefined : realm.upgradeHash(tx, found.id, previousHash, upgraded),
-        refusal === undefined ? realm.recordLogin(tx, found, now) : undefined,
+        // A password change checks the current password; it is not a login.
+        refusal === undefined && options.purpose !== 'password-change' ? realm.recordLogin(tx, found, now) : undefined,
         refusal === undefined ? options.onSuccess(tx, found.id) : undefined,
       ]);
       const detail = { ...(upgraded === undefined ? {} : { hashUpgraded: true }) };

@@ -435,6 +435,10 @@ export class KeyringService {
    * key to its current version, which is how such a rotation completes.
    */
   async rotateRoot(): Promise<{ rootVersion: number; rotated: boolean; tenants: number; keysRewrapped: number; platformKeysRewrapped: number }> {
+    // The rotation spans one transaction per tenant, so its event cannot share one: it is written first, and
+    // nothing is rotated unless it was (fail-closed). A rotation that stops half way is run again.
+    const before = await this.describeRoot();
+    await this.#audit.recordAlone('platform', { action: 'root-key.rotate', target: { type: 'root-key', id: before.keyName }, detail: { fromVersion: before.currentVersion } });
     let rotated = true;
     const description = await this.#provider.rotate().catch((error: unknown) => {
       if (!(error instanceof RootKeyError && error.reason === 'unsupported')) throw rootKeyProblem(error);
@@ -465,10 +469,7 @@ export class KeyringService {
       });
     }
     const platformKeysRewrapped = (await this.#platformKeys?.rewrapUnderRoot()) ?? 0;
-    const result = { rootVersion: description.currentVersion, rotated, tenants: tenants.length, keysRewrapped, platformKeysRewrapped };
-    // The re-wrap spans one transaction per tenant; the event records the whole, once it is done.
-    await this.#audit.recordAlone('platform', { action: 'root-key.rotate', target: { type: 'root-key', id: description.keyName }, detail: result });
-    return result;
+    return { rootVersion: description.currentVersion, rotated, tenants: tenants.length, keysRewrapped, platformKeysRewrapped };
   }
 
   /**

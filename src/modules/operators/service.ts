@@ -278,8 +278,8 @@ export class OperatorsService {
   // --- login ---
 
   /** Logs an operator in; `onSuccess` runs in the transaction that records the login (it starts the session). */
-  async authenticate<T>(attempt: PasswordAttempt, onSuccess: (tx: Queryable, operatorId: string) => Promise<T>): Promise<T> {
-    return this.#login.authenticate(this.#realm(await this.#keys.get('operators')), attempt, { onSuccess });
+  async authenticate<T extends { sessionId: string }>(attempt: PasswordAttempt, onSuccess: (tx: Queryable, operatorId: string) => Promise<T>): Promise<T> {
+    return this.#login.authenticate(this.#realm(await this.#keys.get('operators')), attempt, { onSuccess, sessionOf: (result) => result.sessionId });
   }
 
   /** Self-service change with the current password; also the way out of an expired or admin-set password. */

@@ -75,7 +75,10 @@ export const authRoutes: RoutePlugin<AuthRouteServices> = async (app, { login, u
       },
     },
     async (request) => {
-      const issued = await login.authenticate({ ...request.body, source: request.ip }, { onSuccess: (tx, userId) => sessions.startIn(tx, request.body.tenantId, userId) });
+      const issued = await login.authenticate(
+        { ...request.body, source: request.ip },
+        { onSuccess: (tx, userId) => sessions.startIn(tx, request.body.tenantId, userId), sessionOf: (started) => started.sessionId },
+      );
       return tokensFor(issued, 'user');
     },
   );

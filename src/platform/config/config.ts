@@ -34,6 +34,11 @@ export interface Config {
   readonly supportGrantMaxHours: number;
   readonly accessTokenTtlSeconds: number;
   readonly authCacheTtlMs: number;
+  readonly auditCheckpointIntervalSeconds: number;
+  readonly auditPruneIntervalSeconds: number;
+  readonly auditBus: boolean;
+  readonly auditWebhookUrl: string | undefined;
+  readonly auditWebhookSecret: string | undefined;
   readonly shutdownTimeoutMs: number;
 }
 
@@ -76,6 +81,9 @@ export function loadConfig(environment: Source = process.env, overrides: Partial
   for (const needed of required[String(values['rootKeyProvider'])] ?? []) {
     const [key = '', env = ''] = needed.split(':');
     if (values[key] === undefined) problems.push(`${env} is required when BULWARK_ROOT_KEY_PROVIDER=${String(values['rootKeyProvider'])}`);
+  }
+  if ((values['auditWebhookUrl'] === undefined) !== (values['auditWebhookSecret'] === undefined)) {
+    problems.push('BULWARK_AUDIT_WEBHOOK_URL and BULWARK_AUDIT_WEBHOOK_SECRET go together: set both or neither');
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(values) as unknown as Config;

@@ -303,6 +303,45 @@ export const optionSpecs: readonly OptionSpec[] = [
     parse: integer(0, 60000),
   },
   {
+    key: 'auditCheckpointIntervalSeconds',
+    env: 'BULWARK_AUDIT_CHECKPOINT_INTERVAL_SECONDS',
+    description:
+      'How often every audit chain that moved is pinned by a signed checkpoint (0: never on a timer). Cutting the tail of a chain after its last checkpoint and rewriting the head goes unnoticed, so this bounds what such an attack can hide.',
+    default: '60',
+    parse: integer(0, 86_400),
+  },
+  {
+    key: 'auditPruneIntervalSeconds',
+    env: 'BULWARK_AUDIT_PRUNE_INTERVAL_SECONDS',
+    description: 'How often audit events past their retention period are pruned (0: never on a timer).',
+    default: '3600',
+    parse: integer(0, 604_800),
+  },
+  {
+    key: 'auditBus',
+    env: 'BULWARK_AUDIT_BUS',
+    description:
+      'Publish every committed audit event on the bus, in order: `bulwark.t.<tenantId>.audit` and `bulwark.platform.audit` (for SIEMs once the NATS bus lands; until then in-process subscribers only).',
+    default: 'false',
+    parse: boolean,
+  },
+  {
+    key: 'auditWebhookUrl',
+    env: 'BULWARK_AUDIT_WEBHOOK_URL',
+    description:
+      'Optional sink: every committed audit event, of every chain, is POSTed here in order (batches of up to 100, JSON), signed with BULWARK_AUDIT_WEBHOOK_SECRET, retried with backoff until a 2xx. At least once: receivers drop repeats by event id. Secret: configuration errors do not echo its value.',
+    secret: true,
+    parse: url('https', 'http'),
+  },
+  {
+    key: 'auditWebhookSecret',
+    env: 'BULWARK_AUDIT_WEBHOOK_SECRET',
+    description:
+      'HMAC-SHA256 key for the audit webhook (at least 32 characters): `x-bulwark-signature: t=<unix seconds>,v1=<hex HMAC of "<t>.<body>">`. Required with BULWARK_AUDIT_WEBHOOK_URL. Secret: configuration errors do not echo its value.',
+    secret: true,
+    parse: text(32, 512),
+  },
+  {
     key: 'shutdownTimeoutMs',
     env: 'BULWARK_SHUTDOWN_TIMEOUT_MS',
     description: 'How long a graceful shutdown waits for in-flight requests before closing anyway.',

@@ -105,15 +105,20 @@ CREATE POLICY platform_read ON audit_checkpoints FOR SELECT
 GRANT SELECT, INSERT ON audit_checkpoints TO {{app_role}};
 
 -- One random 256-bit key per data subject, sealed under the tenant's data key (versioned, re-encrypted on
--- rotation, shredded with the tenant). Erasing a person deletes their row: their events stay in the chain and
--- still verify (the chain covers the ciphertext), while the personal data in them can no longer be opened.
+-- rotation, shredded with the tenant). Erasing a person destroys their key (sealed_key NULL): their events
+-- stay in the chain and still verify (the chain covers the ciphertext), while the personal data in them can
+-- no longer be opened. A subject that acts again gets a new key of the next generation; the generation is
+-- the key version inside each event's envelope, so an older event is never tried with a newer key.
 CREATE TABLE audit_subject_keys (
   tenant_id    text        NOT NULL REFERENCES tenants (id),
   subject      text        NOT NULL CHECK (char_length(subject) BETWEEN 1 AND 80),
-  sealed_key   bytea       NOT NULL,
-  key_version  integer     NOT NULL CHECK (key_version > 0),
+  generation   integer     NOT NULL CHECK (generation > 0),
+  sealed_key   bytea,
+  key_version  integer     CHECK (key_version > 0),
   created_at   timestamptz NOT NULL,
-  PRIMARY KEY (tenant_id, subject)
+  erased_at    timestamptz,
+  PRIMARY KEY (tenant_id, subject),
+  CHECK ((sealed_key IS NULL) = (key_version IS NULL) AND (sealed_key IS NULL) = (erased_at IS NOT NULL))
 );
 ALTER TABLE audit_subject_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE audit_subject_keys FORCE ROW LEVEL SECURITY;
@@ -123,7 +128,7 @@ CREATE POLICY tenant_guard ON audit_subject_keys AS RESTRICTIVE
 CREATE POLICY tenant_isolation ON audit_subject_keys
   USING (tenant_id = current_setting('app.tenant_id', true))
   WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
-GRANT SELECT, INSERT, UPDATE, DELETE ON audit_subject_keys TO {{app_role}};
+GRANT SELECT, INSERT, UPDATE ON audit_subject_keys TO {{app_role}};
 
 -- How far each sink has delivered a chain (the outbox cursor): events after it are delivered in order.
 CREATE TABLE audit_deliveries (
@@ -193,10 +198,13 @@ CREATE TABLE platform_audit_checkpoints (
 CREATE TABLE platform_audit_subject_keys (
   realm        text        NOT NULL CHECK (realm = 'platform'),
   subject      text        NOT NULL CHECK (char_length(subject) BETWEEN 1 AND 80),
-  sealed_key   bytea       NOT NULL,
-  key_version  integer     NOT NULL CHECK (key_version > 0),
+  generation   integer     NOT NULL CHECK (generation > 0),
+  sealed_key   bytea,
+  key_version  integer     CHECK (key_version > 0),
   created_at   timestamptz NOT NULL,
-  PRIMARY KEY (realm, subject)
+  erased_at    timestamptz,
+  PRIMARY KEY (realm, subject),
+  CHECK ((sealed_key IS NULL) = (key_version IS NULL) AND (sealed_key IS NULL) = (erased_at IS NOT NULL))
 );
 CREATE TABLE platform_audit_deliveries (
   realm       text        NOT NULL CHECK (realm = 'platform'),
@@ -231,5 +239,5 @@ CREATE POLICY platform_only ON platform_audit_deliveries
 GRANT SELECT, INSERT, UPDATE ON platform_audit_heads TO {{app_role}};
 GRANT SELECT, INSERT, DELETE ON platform_audit_events TO {{app_role}};
 GRANT SELECT, INSERT ON platform_audit_checkpoints TO {{app_role}};
-GRANT SELECT, INSERT, UPDATE, DELETE ON platform_audit_subject_keys TO {{app_role}};
+GRANT SELECT, INSERT, UPDATE ON platform_audit_subject_keys TO {{app_role}};
 GRANT SELECT, INSERT, UPDATE ON platform_audit_deliveries TO {{app_role}};
