@@ -1,4 +1,5 @@
 import { ConfigError } from '../platform/config/config.ts';
+import { runAudit } from './commands/audit.ts';
 import { runKeys } from './commands/keys.ts';
 import { runMigrate } from './commands/migrate.ts';
 import { runServe } from './commands/serve.ts';
@@ -10,12 +11,14 @@ Commands:
   migrate   Apply pending database migrations and exit
   keys      Key operations: rotate-root, rotate --tenant <id>, status [--json]
             (\`bulwark keys --help\` for details)
+  audit     Verify the audit hash chains: verify [--tenant <id>] [--json]
+            (\`bulwark audit --help\` for details)
 
 Configuration comes from BULWARK_* environment variables; see docs/configuration.md and docs/cli.md.
 With the embedded PGlite database (no BULWARK_DATABASE_URL) only one process may open the data folder:
-stop \`bulwark serve\` before running \`migrate\` or \`keys\`. With PostgreSQL they can run alongside it.`;
+stop \`bulwark serve\` before running \`migrate\`, \`keys\` or \`audit\`. With PostgreSQL they can run alongside it.`;
 
-const commands: Record<string, (args: string[]) => Promise<number | undefined>> = { serve: runServe, migrate: runMigrate, keys: runKeys };
+const commands: Record<string, (args: string[]) => Promise<number | undefined>> = { serve: runServe, migrate: runMigrate, keys: runKeys, audit: runAudit };
 
 const [name, ...args] = process.argv.slice(2);
 const command = name === undefined || !Object.hasOwn(commands, name) ? undefined : commands[name];

@@ -1,17 +1,14 @@
 import { parseArgs } from 'node:util';
-import { openRootKeyProvider } from '../../modules/keys/root-providers.ts';
 import type { RootKeyDescription } from '../../modules/keys/root/provider.ts';
 import type { KeyringInfo, KeyringService, KeyVersionInfo } from '../../modules/keys/service.ts';
 import { findKeyring, listKeys } from '../../modules/keys/store.ts';
 import { countRecordsByKeyVersion } from '../../modules/records/store.ts';
-import { findTenant, listTenants } from '../../modules/tenancy/store.ts';
-import { systemClock } from '../../platform/clock.ts';
-import { type Config, loadConfig } from '../../platform/config/config.ts';
+import { findTenant } from '../../modules/tenancy/store.ts';
+import { loadConfig } from '../../platform/config/config.ts';
 import type { Database } from '../../platform/db/database.ts';
-import { openDatabase } from '../../platform/db/open.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { isId } from '../../platform/ids.ts';
-import { buildServices } from '../../server/app.ts';
+import { allTenantIds, openStorage, writeJson } from '../storage.ts';
 
 export const keysUsage = `Usage: bulwark keys <subcommand> [options]
 
@@ -57,18 +54,16 @@ export async function runKeys(args: string[]): Promise<number> {
     return 0;
   }
 
-  const config = loadConfig();
-  const session = await openSession(config);
+  const storage = await openStorage(loadConfig());
   try {
-    await commands[invocation.subcommand](session, invocation);
+    await commands[invocation.subcommand]({ db: storage.db, keyring: storage.services.keyring }, invocation);
     return 0;
   } catch (error) {
     if (!(error instanceof BulwarkError)) throw error;
     process.stderr.write(`bulwark keys ${invocation.subcommand} failed: ${failureMessage(error, invocation)}\n`);
     return 1;
   } finally {
-    await session.keyring.close();
-    await session.db.close();
+    await storage.close();
   }
 }
 
@@ -107,19 +102,6 @@ function parseInvocation(args: string[]): Invocation | 'help' {
 interface Session {
   db: Database;
   keyring: KeyringService;
-}
-
-async function openSession(config: Config): Promise<Session> {
-  const rootKeys = await openRootKeyProvider(config, systemClock);
-  for (const warning of rootKeys.warnings) process.stderr.write(`warning: ${warning}\n`);
-  const { db, migrations, warnings } = await openDatabase(config);
-  for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
-  if (migrations.applied.length > 0) {
-    process.stderr.write(`Applied ${migrations.applied.length} pending migration(s) first: ${migrations.applied.join(', ')}\n`);
-  }
-  // No key cache: every operation unwraps what it needs and drops it right after.
-  const services = buildServices({ config: { ...config, keyCacheTtlMs: 0 }, db, rootKeys: rootKeys.provider });
-  return { db, keyring: services.keyring };
 }
 
 const commands: Record<Subcommand, (session: Session, invocation: Invocation) => Promise<void>> = {
@@ -179,17 +161,6 @@ async function status({ db, keyring }: Session, { json }: Invocation): Promise<v
     return;
   }
   process.stdout.write(`${formatRoot(root)}\n${formatTenants(tenants)}\n`);
-}
-
-async function allTenantIds(db: Database): Promise<string[]> {
-  const ids: string[] = [];
-  const pageSize = 500;
-  for (;;) {
-    const after = ids[ids.length - 1] ?? '';
-    const page = await db.withPlatform((tx) => listTenants(tx, after, pageSize));
-    ids.push(...page.map((tenant) => tenant.id));
-    if (page.length < pageSize) return ids;
-  }
 }
 
 /** Read-only: describes live keyrings through the service, and destroyed ones (which it refuses) from the store. */
@@ -265,8 +236,4 @@ function failureMessage(error: BulwarkError, invocation: Invocation): string {
   // material (root key errors name files, versions and KMS answers, never keys or tokens).
   const message = error.code === 'not_found' && invocation.tenantId !== undefined ? `tenant ${invocation.tenantId} does not exist.` : error.message;
   return `${message}${error.detail === undefined ? '' : ` (${error.detail})`} [${error.code}]`;
-}
-
-function writeJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
