@@ -14,7 +14,7 @@ export async function storedDataContains(storage: TestDatabase, pgliteDir: strin
     await storage.db.close();
     return needles.map((needle) => filesContain(pgliteDir, Buffer.from(needle)));
   }
-  const dump = execFileSync('pg_dump', ['--data-only', '--no-owner', storage.ownerUrl ?? ''], { maxBuffer: 64 * 1024 * 1024 }).toString();
+  const dump = execFileSync('pg_dump', ['--data-only', '--no-owner', storage.ownerUrl ?? ''], { maxBuffer: 1024 * 1024 * 1024 }).toString();
   return needles.map((needle) => dump.includes(needle));
 }
 

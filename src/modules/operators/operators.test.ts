@@ -203,7 +203,9 @@ for (const engine of engines) {
         admin('PATCH', `/v1/operators/${second.id}`, { role: 'platform-auditor' }),
         test.call({ method: 'PATCH', url: `/v1/operators/${test.operator.id}`, token: secondToken, body: { role: 'platform-auditor' } }),
       ]);
-      assert.deepEqual(demotions.map((response) => response.statusCode).sort(), [200, 409]);
+      // One wins; the other is refused as the last admin (409), or because its caller was just demoted (403).
+      const statuses = demotions.map((response) => response.statusCode).sort();
+      assert.ok(statuses[0] === 200 && (statuses[1] === 409 || statuses[1] === 403), statuses.join(', '));
       const admins = await test.storage.db.withPlatform((tx) => tx.query("SELECT id FROM operators WHERE role = 'platform-admin' AND status = 'active'"));
       assert.equal(admins.rows.length, 1);
       // Back to the start: the test operator is the admin.
