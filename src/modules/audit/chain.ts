@@ -3,13 +3,14 @@ import { createHash } from 'node:crypto';
 /**
  * The hash chain of an audit scope (a tenant, or the platform). Each event's hash is
  *
- *   hash(n) = SHA-256( chainLabel || u64be(n) || hash(n-1) || SHA-256(canonical body of event n) )
+ *   hash(n) = SHA-256( chainLabel || u64be(n) || hash(n-1) || id(n) || SHA-256(canonical body of event n) )
  *
  * with hash(0) = SHA-256(genesisLabel || scope). The body is everything stored with the event except its
- * seq and prev_hash: scope, id, time, actor, action, target, outcome, request and session ids, the detail,
+ * seq, id and prev_hash: scope, time, actor, action, target, outcome, request and session ids, the detail,
  * the subject and the sealed personal data (its ciphertext bytes: erasing the subject's key later leaves the
- * chain intact). The database computes the outer hash while it holds the head's lock (store.appendEvent);
- * the application computes the body digest beforehand and recomputes everything when it verifies.
+ * chain intact). The database draws the id and computes the outer hash while it holds the head's lock
+ * (bulwark_audit_append, migration 0009); the application computes the body digest beforehand and
+ * recomputes everything when it verifies.
  */
 export const chainLabel = Buffer.from('bulwark/audit/chain/v1', 'utf8');
 const genesisLabel = Buffer.from('bulwark/audit/genesis/v1', 'utf8');
@@ -18,16 +19,15 @@ export function genesisHash(scope: string): Buffer {
   return createHash('sha256').update(genesisLabel).update(scope, 'utf8').digest();
 }
 
-export function linkHash(seq: number, prevHash: Buffer, bodyDigest: Buffer): Buffer {
+export function linkHash(seq: number, prevHash: Buffer, id: string, bodyDigest: Buffer): Buffer {
   const seqBytes = Buffer.alloc(8);
   seqBytes.writeBigUInt64BE(BigInt(seq));
-  return createHash('sha256').update(chainLabel).update(seqBytes).update(prevHash).update(bodyDigest).digest();
+  return createHash('sha256').update(chainLabel).update(seqBytes).update(prevHash).update(id, 'utf8').update(bodyDigest).digest();
 }
 
 /** What the body digest covers, in a fixed order. */
 export interface EventBody {
   scope: string;
-  id: string;
   occurredAt: Date;
   actorKind: string;
   actorId: string | null;
@@ -64,7 +64,6 @@ export function bodyDigest(body: EventBody): Buffer {
   const fields = [
     'bulwark/audit/event/v1',
     body.scope,
-    body.id,
     body.occurredAt.toISOString(),
     body.actorKind,
     body.actorId,

@@ -2,7 +2,6 @@ import { createHash, createPublicKey, createSecretKey, type KeyObject, randomByt
 import type { Clock } from '../../platform/clock.ts';
 import type { Database, Queryable } from '../../platform/db/database.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
-import { newId } from '../../platform/ids.ts';
 import { type Actor, currentRequest } from '../../platform/http/request-context.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
 import { EnvelopeError, envelopeKeyVersion, open, seal } from '../keys/envelope.ts';
@@ -59,9 +58,9 @@ export interface AuditEvent {
 
 /** What a service needs of the audit trail: an event in the transaction of its change. */
 export interface AuditRecorder {
-  record(tx: Queryable, scope: AuditScope, event: AuditEvent): Promise<{ seq: number; id: string }>;
+  record(tx: Queryable, scope: AuditScope, event: AuditEvent): Promise<void>;
   /** For events that change nothing else (reads of sensitive material, refusals): a transaction of its own. */
-  recordAlone(scope: AuditScope, event: AuditEvent): Promise<{ seq: number; id: string }>;
+  recordAlone(scope: AuditScope, event: AuditEvent): Promise<void>;
 }
 
 /** An event as the API shows it. */
@@ -114,7 +113,6 @@ interface PersonalData {
   email?: string;
 }
 
-const maxIdAttempts = 5;
 const walkBatch = 1000;
 const subjectKeyBytes = 32;
 
@@ -132,7 +130,9 @@ function subjectOf(actor: Actor): string | null {
   return `${actor.kind}:${actor.id}`;
 }
 
-const piiContext = (scope: string, eventId: string) => ({ tenantId: scope, table: 'audit_events', column: 'pii', rowId: eventId });
+// The sealed personal data is bound to its chain and subject; its place in the chain is the chain's to prove
+// (the hash covers the ciphertext), since the event id is drawn by the database after it is sealed.
+const piiContext = (scope: string, subject: string) => ({ tenantId: scope, table: 'audit_events', column: 'pii', rowId: subject });
 const subjectKeyContext = (scope: string, subject: string) => ({ tenantId: scope, table: 'audit_subject_keys', column: 'sealed_key', rowId: subject });
 
 /**
@@ -157,7 +157,6 @@ export class AuditService implements Reencryptor, AuditRecorder {
   readonly #platformKeys: PlatformKeys;
   /** Unwrapped subject keys with their generation (the envelope key version of the events they seal). */
   readonly #subjectKeys: TtlCache<{ key: KeyObject; generation: number }>;
-  readonly #heads = new Set<string>();
   readonly #listeners = new Set<(scope: AuditScope) => void>();
 
   constructor(db: Database, clock: Clock, tenants: TenantSealing, platformKeys: PlatformKeys, options: AuditOptions) {
@@ -171,13 +170,13 @@ export class AuditService implements Reencryptor, AuditRecorder {
 
   /**
    * Writes an event into `tx`, the transaction of the change it records (of the scope's tenant context, or
-   * the platform scope). Throws, failing the transaction, when the event cannot be written.
+   * the platform scope), as its last statement: the database sends it with the COMMIT, and if it cannot be
+   * written the transaction fails instead of committing. Call it when the change itself is done.
    */
-  async record(tx: Queryable, scope: AuditScope, event: AuditEvent): Promise<{ seq: number; id: string }> {
+  async record(tx: Queryable, scope: AuditScope, event: AuditEvent): Promise<void> {
     const request = currentRequest();
     const actor = event.actor ?? request?.actor ?? { kind: 'system', id: null };
     const scopeId = scopeKey(scope);
-    const tables = tablesOf(scope);
     const subject = subjectOf(actor);
     const subjectKey = subject === null ? undefined : this.#subjectKeys.get(`${scopeId}/${subject}`);
     const personal: PersonalData = { ...(request === undefined ? {} : { source: request.source, userAgent: request.userAgent }), ...event.personal };
@@ -187,41 +186,32 @@ export class AuditService implements Reencryptor, AuditRecorder {
       ...(request?.grantId !== null && request?.grantId !== undefined && actor.kind === 'operator' ? { supportGrantId: request.grantId } : {}),
       ...(subject !== null && subjectKey === undefined && hasPersonal ? { personalDataOmitted: true } : {}),
     };
-    const occurredAt = this.#clock.now();
-    const ensure = this.#heads.has(`${tables.heads}/${scopeId}`) ? undefined : ensureHead(tx, tables, scopeId, genesisHash(scopeId));
-    for (let attempt = 0; attempt < maxIdAttempts; attempt += 1) {
-      const id = newId();
-      const pii =
-        subjectKey !== undefined && hasPersonal ? seal(subjectKey.key, subjectKey.generation, Buffer.from(JSON.stringify(personal), 'utf8'), piiContext(scopeId, id)) : null;
-      const body = {
-        scope: scopeId,
-        id,
-        occurredAt,
-        actorKind: actor.kind,
-        actorId: actor.id,
-        action: event.action,
-        targetType: event.target?.type ?? null,
-        targetId: event.target?.id ?? null,
-        outcome: event.outcome ?? 'success',
-        requestId: request?.requestId ?? null,
-        sessionId: event.sessionId ?? (event.actor === undefined ? (request?.sessionId ?? null) : null),
-        detail,
-        subject: pii === null ? null : subject,
-        pii,
-      };
-      const [, seq] = await Promise.all([ensure, appendEvent(tx, tables, scopeId, { ...body, detail: canonicalJson(detail), bodyDigest: bodyDigest(body) }, chainLabel)]);
-      if (seq !== undefined) {
-        this.#heads.add(`${tables.heads}/${scopeId}`);
-        for (const listener of this.#listeners) queueMicrotask(() => listener(scope));
-        return { seq, id };
-      }
-    }
-    throw new BulwarkError('internal_error', { detail: 'no free audit event id' });
+    const pii =
+      subject !== null && subjectKey !== undefined && hasPersonal
+        ? seal(subjectKey.key, subjectKey.generation, Buffer.from(JSON.stringify(personal), 'utf8'), piiContext(scopeId, subject))
+        : null;
+    const body = {
+      scope: scopeId,
+      occurredAt: this.#clock.now(),
+      actorKind: actor.kind,
+      actorId: actor.id,
+      action: event.action,
+      targetType: event.target?.type ?? null,
+      targetId: event.target?.id ?? null,
+      outcome: event.outcome ?? 'success',
+      requestId: request?.requestId ?? null,
+      sessionId: event.sessionId ?? (event.actor === undefined ? (request?.sessionId ?? null) : null),
+      detail,
+      subject: pii === null ? null : subject,
+      pii,
+    };
+    await appendEvent(tx, tablesOf(scope), scopeId, { ...body, detail: canonicalJson(detail), bodyDigest: bodyDigest(body) }, { chain: chainLabel, genesis: genesisHash(scopeId) });
+    for (const listener of this.#listeners) queueMicrotask(() => listener(scope));
   }
 
   /** `record` in a transaction of its own: for events that change nothing else (reads, refusals). */
-  async recordAlone(scope: AuditScope, event: AuditEvent): Promise<{ seq: number; id: string }> {
-    return this.#transaction(scope, (tx) => this.record(tx, scope, event));
+  async recordAlone(scope: AuditScope, event: AuditEvent): Promise<void> {
+    await this.#transaction(scope, (tx) => this.record(tx, scope, event));
   }
 
   /** Told (in a microtask, possibly before the commit) whenever an event was written; sinks wake up on it. */
@@ -406,7 +396,7 @@ export class AuditService implements Reencryptor, AuditRecorder {
             ? 'missing_event'
             : !row.prev_hash.equals(prev)
               ? 'broken_link'
-              : !linkHash(row.seq, row.prev_hash, bodyDigest(bodyOf(scopeId, row))).equals(row.hash)
+              : !linkHash(row.seq, row.prev_hash, row.id, bodyDigest(bodyOf(scopeId, row))).equals(row.hash)
                 ? 'hash_mismatch'
                 : undefined;
         if (reason !== undefined) {
@@ -566,7 +556,7 @@ export class AuditService implements Reencryptor, AuditRecorder {
         // Sealed under an earlier generation of the subject's key: that key was destroyed.
         if (current === null || envelopeKeyVersion(row.pii) !== current.generation) personalData = 'erased';
         else {
-          personal = openPersonal(row.pii, scopeId, row.id, current.key);
+          personal = openPersonal(row.pii, scopeId, row.subject, row.id, current.key);
           personalData = 'present';
         }
       }
@@ -592,9 +582,9 @@ export class AuditService implements Reencryptor, AuditRecorder {
   }
 }
 
-function openPersonal(pii: Buffer, scope: string, eventId: string, key: KeyObject): PersonalData {
+function openPersonal(pii: Buffer, scope: string, subject: string, eventId: string, key: KeyObject): PersonalData {
   try {
-    return JSON.parse(open(pii, piiContext(scope, eventId), () => key).toString('utf8')) as PersonalData;
+    return JSON.parse(open(pii, piiContext(scope, subject), () => key).toString('utf8')) as PersonalData;
   } catch (error) {
     if (error instanceof EnvelopeError) throw new BulwarkError('data_integrity_failed', { cause: error, detail: `audit event ${eventId}: personal data ${error.reason}` });
     throw error;
@@ -605,7 +595,6 @@ function openPersonal(pii: Buffer, scope: string, eventId: string, key: KeyObjec
 function bodyOf(scope: string, row: EventRow) {
   return {
     scope,
-    id: row.id,
     occurredAt: row.occurred_at,
     actorKind: row.actor_kind,
     actorId: row.actor_id,

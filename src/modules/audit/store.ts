@@ -76,13 +76,7 @@ function normalizeEvent(row: EventRow): EventRow {
   return { ...row, pii: row.pii === null ? null : toBuffer(row.pii), prev_hash: toBuffer(row.prev_hash), hash: toBuffer(row.hash) };
 }
 
-/** Creates the chain's head with its genesis hash unless it exists. */
-export async function ensureHead(tx: Queryable, t: AuditTables, scope: string, genesis: Buffer): Promise<void> {
-  await tx.query(`INSERT INTO ${t.heads} (${t.scope}, seq, hash, prev_hash) VALUES ($1, 0, $2, $2) ON CONFLICT DO NOTHING`, [scope, genesis]);
-}
-
 export interface NewEvent {
-  id: string;
   occurredAt: Date;
   actorKind: string;
   actorId: string | null;
@@ -96,47 +90,36 @@ export interface NewEvent {
   detail: string;
   subject: string | null;
   pii: Buffer | null;
-  /** SHA-256 of the canonical event body (everything but seq and prev_hash). */
+  /** SHA-256 of the canonical event body (everything but seq, id and prev_hash). */
   bodyDigest: Buffer;
 }
 
+const appendFunctions = { audit_events: 'bulwark_audit_append', platform_audit_events: 'bulwark_platform_audit_append' } as const;
+
 /**
- * Appends an event in one statement: the head's row lock orders the writers of one chain, the new sequence
- * number and hash are computed from the locked head (hash = SHA-256(label || seq || prev || body digest),
- * `chainLabel` below), and the event is inserted with them. No round trip happens while the lock is held
- * besides this statement and the commit. Returns the seq, or undefined when the event id is already taken
- * by an earlier event of the chain (the caller draws another id; nothing was written).
+ * Appends an event through the chain's append function (migration 0009): id, seq and hash are decided there,
+ * under the head's row lock. Deferred: the caller's transaction sends it with its COMMIT, and a failure fails
+ * the transaction.
  */
-export async function appendEvent(tx: Queryable, t: AuditTables, scope: string, event: NewEvent, chainLabel: Buffer): Promise<number | undefined> {
-  const { rows } = await tx.query<{ seq: number }>(
-    `WITH head AS (
-       UPDATE ${t.heads} SET seq = seq + 1, prev_hash = hash, hash = sha256($14::bytea || int8send(seq + 1) || hash || $13::bytea)
-        WHERE ${t.scope} = $1 AND NOT EXISTS (SELECT 1 FROM ${t.events} e WHERE e.${t.scope} = $1 AND e.id = $2)
-        RETURNING seq, prev_hash, hash)
-     INSERT INTO ${t.events} (${t.scope}, seq, id, occurred_at, actor_kind, actor_id, action, target_type, target_id, outcome,
-                              request_id, session_id, detail, subject, pii, prev_hash, hash)
-     SELECT $1, head.seq, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $15, $16, head.prev_hash, head.hash FROM head
-     RETURNING seq::float8 AS seq`,
-    [
-      scope,
-      event.id,
-      event.occurredAt,
-      event.actorKind,
-      event.actorId,
-      event.action,
-      event.targetType,
-      event.targetId,
-      event.outcome,
-      event.requestId,
-      event.sessionId,
-      event.detail,
-      event.bodyDigest,
-      chainLabel,
-      event.subject,
-      event.pii,
-    ],
-  );
-  return rows[0]?.seq;
+export async function appendEvent(tx: Queryable, t: AuditTables, scope: string, event: NewEvent, labels: { chain: Buffer; genesis: Buffer }): Promise<void> {
+  await tx.defer(`SELECT ${appendFunctions[t.events]}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb, $15, $16)`, [
+    scope,
+    labels.genesis,
+    labels.chain,
+    event.bodyDigest,
+    event.occurredAt,
+    event.actorKind,
+    event.actorId,
+    event.action,
+    event.targetType,
+    event.targetId,
+    event.outcome,
+    event.requestId,
+    event.sessionId,
+    event.detail,
+    event.subject,
+    event.pii,
+  ]);
 }
 
 export async function findHead(tx: Queryable, t: AuditTables, scope: string): Promise<HeadRow | undefined> {
@@ -272,6 +255,11 @@ export async function pruneThrough(tx: Queryable, t: AuditTables, scope: string,
   await tx.query(`UPDATE ${t.heads} SET pruned_through = greatest(pruned_through, $2) WHERE ${t.scope} = $1`, [scope, seq]);
   const { rowCount } = await tx.query(`DELETE FROM ${t.events} WHERE ${t.scope} = $1 AND seq <= $2`, [scope, seq]);
   return rowCount;
+}
+
+/** Creates the chain's head with its genesis hash unless it exists (settings before the first event). */
+export async function ensureHead(tx: Queryable, t: AuditTables, scope: string, genesis: Buffer): Promise<void> {
+  await tx.query(`INSERT INTO ${t.heads} (${t.scope}, seq, hash, prev_hash) VALUES ($1, 0, $2, $2) ON CONFLICT DO NOTHING`, [scope, genesis]);
 }
 
 /** Scopes with retention set (for the pruning sweep); platform scope reads every tenant's head. */

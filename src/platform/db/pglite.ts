@@ -88,5 +88,9 @@ export function queryable(target: PGlite | Transaction): Queryable {
     async query<Row>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<Row>> {
       return normalize(await target.query<Row>(sql, params as unknown[]), sql);
     },
+    // One in-process session: nothing to pipeline, so a deferred statement runs at once.
+    async defer(sql: string, params: readonly unknown[] = []): Promise<void> {
+      await target.query(sql, params as unknown[]);
+    },
   };
 }

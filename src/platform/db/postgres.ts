@@ -32,13 +32,20 @@ export function openPostgres(options: PostgresOptions): Database {
     let connectionLost = false;
     try {
       // BEGIN and the context go out with the work's first statements, in one write.
-      const tx = queryable(client);
+      const deferred: Promise<unknown>[] = [];
+      const tx = queryable(client, deferred);
       const opened = Promise.all([tx.query('BEGIN'), tx.query(setContextSql, contextParams(context))]);
       opened.catch(() => undefined);
       try {
         const result = await work(tx);
         await opened;
-        await client.query('COMMIT');
+        // Deferred statements went out just before; after one failed, PostgreSQL answers COMMIT with ROLLBACK,
+        // so their outcomes (awaited after the COMMIT's) decide whether this committed.
+        const commit = corked(client, () => client.query('COMMIT'));
+        const outcomes = await Promise.allSettled(deferred);
+        await commit;
+        const failed = outcomes.find((outcome) => outcome.status === 'rejected');
+        if (failed !== undefined) throw failed.reason;
         return result;
       } catch (error) {
         await client.query('ROLLBACK').catch(() => {
@@ -93,22 +100,31 @@ export function openPostgres(options: PostgresOptions): Database {
  * is done. Measured on a login (two transactions of three to four statements each): one writev per batch
  * instead of one per statement took a quarter of the main thread's time in socket writes away.
  */
-function queryable(client: pg.PoolClient): Queryable {
+function queryable(client: pg.PoolClient, deferred: Promise<unknown>[]): Queryable {
   const socket = socketOf(client);
   let batching = false;
+  const send = (sql: string, params: readonly unknown[]) => {
+    if (socket !== undefined && !batching) {
+      batching = true;
+      socket.cork();
+      queueMicrotask(() => {
+        batching = false;
+        socket.uncork();
+      });
+    }
+    return client.query(params.length > 0 ? prepared(sql, params) : sql);
+  };
   return {
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- implements the generic Queryable.query
     async query<Row>(sql: string, params: readonly unknown[] = []) {
-      if (socket !== undefined && !batching) {
-        batching = true;
-        socket.cork();
-        queueMicrotask(() => {
-          batching = false;
-          socket.uncork();
-        });
-      }
-      const result = await client.query(params.length > 0 ? prepared(sql, params) : sql);
+      const result = await send(sql, params);
       return { rows: result.rows as Row[], rowCount: result.rowCount ?? result.rows.length };
+    },
+    async defer(sql: string, params: readonly unknown[] = []) {
+      const pending = send(sql, params);
+      // Observed by the transaction at its end; until then a rejection must not count as unhandled.
+      pending.catch(() => undefined);
+      deferred.push(pending);
     },
   };
 }
