@@ -139,12 +139,53 @@ for (const engine of engines) {
       assert.equal(key.statusCode, 201, key.body);
     });
 
-    it('the last tenant-admin keeps the role', async () => {
+    it('the last active tenant-admin keeps the role, stays enabled and stays: also under concurrent demotions', async () => {
       const admin = (await test.call({ method: 'GET', url: '/v1/me', token: adminToken })).json<{ id: string }>();
       assertProblem(await as(apiKey, 'PUT', `/users/${admin.id}/roles`, { roles: ['member'] }), 409, 'conflict');
+      assertProblem(await as(apiKey, 'PATCH', `/users/${admin.id}`, { status: 'disabled' }), 409, 'conflict');
+      assertProblem(await as(apiKey, 'DELETE', `/users/${admin.id}`), 409, 'conflict');
       const second = await userWith(['tenant-admin']);
       assert.equal((await as(apiKey, 'PUT', `/users/${admin.id}/roles`, { roles: ['tenant-admin', 'auditor'] })).statusCode, 200);
       assert.equal((await as(apiKey, 'PUT', `/users/${second.id}/roles`, { roles: [] })).statusCode, 200);
+
+      // A tenant with exactly two admins, each demoted at the same moment: one demotion wins, the other
+      // finds it would leave none (per-tenant lock). Disabling and deleting race the same way.
+      const fresh = await test.tenantWithKey('Two admins');
+      const inFresh = (method: 'PUT' | 'PATCH' | 'DELETE' | 'POST', path: string, body?: unknown) =>
+        test.call({ method, url: `/v1/tenants/${fresh.tenantId}${path}`, token: fresh.apiKey, body });
+      const first = (await test.call({ method: 'GET', url: '/v1/me', token: fresh.adminToken })).json<{ id: string }>().id;
+      const other = (await inFresh('POST', '/users', { email: `admin-${newId()}@example.org` })).json<{ id: string }>().id;
+      const races: [string, (id: string) => Promise<{ statusCode: number }>][] = [
+        ['demote', (id) => inFresh('PUT', `/users/${id}/roles`, { roles: ['member'] })],
+        ['disable', (id) => inFresh('PATCH', `/users/${id}`, { status: 'disabled' })],
+      ];
+      for (const [what, act] of races) {
+        for (let round = 0; round < 3; round += 1) {
+          for (const id of [first, other]) {
+            await inFresh('PATCH', `/users/${id}`, { status: 'active' });
+            assert.equal((await inFresh('PUT', `/users/${id}/roles`, { roles: ['tenant-admin'] })).statusCode, 200);
+          }
+          const statuses = (await Promise.all([act(first), act(other)])).map((response) => response.statusCode).sort();
+          assert.deepEqual(statuses, [200, 409], `${what}, round ${round}`);
+        }
+      }
+      const [{ n } = { n: 0 }] = (
+        await test.storage.db.withTenant(fresh.tenantId, (tx) =>
+          tx.query<{ n: number }>(
+            "SELECT count(*)::int AS n FROM user_roles r JOIN users u ON u.tenant_id = r.tenant_id AND u.id = r.user_id WHERE r.tenant_id = $1 AND r.role_name = 'tenant-admin' AND u.status = 'active'",
+            [fresh.tenantId],
+          ),
+        )
+      ).rows;
+      assert.equal(n, 1, 'exactly one active tenant-admin remains');
+    });
+
+    it("a disabled user's sessions end at once", async () => {
+      const user = await userWith(['viewer']);
+      const token = user.token;
+      assert.equal((await test.call({ method: 'GET', url: '/v1/me', token })).statusCode, 200);
+      assert.equal((await as(apiKey, 'PATCH', `/users/${user.id}`, { status: 'disabled' })).statusCode, 200);
+      assertProblem(await test.call({ method: 'GET', url: '/v1/me', token }), 401, 'invalid_credentials');
     });
 
     it('support grants: scoped, counted, refused after expiry or revocation, and never for credentials', async () => {

@@ -18,6 +18,7 @@ import type { CreateGrantBody, CreateRoleBody, Role, SupportGrant, UpdateRoleBod
 import {
   deleteRole,
   countRoleHolders,
+  holdsRole,
   findRole,
   type GrantRow,
   insertGrant,
@@ -243,7 +244,7 @@ export class AccessService implements Authorizer {
       assertHeld(caller, touched);
       const losesAdmin = current.some((row) => row.role_name === tenantAdmin) && !roles.includes(tenantAdmin);
       if (losesAdmin) {
-        if ((await countRoleHolders(tx, tenantId, tenantAdmin, userId)) === 0) throw new BulwarkError('conflict', { message: 'The tenant would have no tenant-admin left.' });
+        if ((await countRoleHolders(tx, tenantId, tenantAdmin, userId)) === 0) throw new BulwarkError('conflict', { message: 'The tenant would have no active tenant-admin left.' });
       }
       await replaceUserRoles(tx, tenantId, userId, roles, this.#clock.now());
       await this.#audit.record(tx, { tenantId }, {
@@ -254,6 +255,15 @@ export class AccessService implements Authorizer {
     });
     this.#users.delete(`${tenantId}:${userId}`);
     return { roles: [...roles].sort() };
+  }
+
+  /**
+   * In the transaction that deletes or disables a user: refuses (409) when the user is the tenant's last
+   * active tenant-admin, under the same per-tenant lock as role changes.
+   */
+  async assertAdminRemains(tx: Queryable, tenantId: string, userId: string): Promise<void> {
+    if (!(await holdsRole(tx, tenantId, userId, tenantAdmin))) return;
+    if ((await countRoleHolders(tx, tenantId, tenantAdmin, userId)) === 0) throw new BulwarkError('conflict', { message: 'The tenant would have no active tenant-admin left.' });
   }
 
   /** The first roles of a user being created, in the creating transaction (the creation is audited there). */

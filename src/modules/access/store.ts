@@ -75,12 +75,24 @@ export async function replaceUserRoles(tx: Queryable, tenantId: string, userId: 
 }
 
 /** Users holding the role, not counting `exceptUserId`. */
+// Changes that could leave a tenant without an active tenant-admin take this lock, per tenant, for the rest of
+// their transaction: two admins demoting (or deleting, or disabling) each other at once cannot both pass.
+const adminChangeLockSpace = 724_518_300;
+
+/** Active users other than `exceptUserId` holding the role, counted under the tenant's admin-change lock. */
 export async function countRoleHolders(tx: Queryable, tenantId: string, roleName: string, exceptUserId: string): Promise<number> {
+  await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [adminChangeLockSpace, tenantId]);
   const { rows } = await tx.query<{ n: number }>(
-    'SELECT count(*)::int AS n FROM user_roles WHERE tenant_id = $1 AND role_name = $2 AND user_id <> $3',
+    `SELECT count(*)::int AS n FROM user_roles r JOIN users u ON u.tenant_id = r.tenant_id AND u.id = r.user_id
+      WHERE r.tenant_id = $1 AND r.role_name = $2 AND r.user_id <> $3 AND u.status = 'active'`,
     [tenantId, roleName, exceptUserId],
   );
   return rows[0]?.n ?? 0;
+}
+
+export async function holdsRole(tx: Queryable, tenantId: string, userId: string, roleName: string): Promise<boolean> {
+  const { rows } = await tx.query('SELECT 1 FROM user_roles WHERE tenant_id = $1 AND user_id = $2 AND role_name = $3', [tenantId, userId, roleName]);
+  return rows.length > 0;
 }
 
 export async function userExists(tx: Queryable, tenantId: string, userId: string): Promise<boolean> {

@@ -110,15 +110,20 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
       schema: {
         tags,
         summary: 'Update a user',
-        description: 'E-mail, names, or status (`disabled` blocks login). A taken e-mail answers 409 conflict.',
+        description:
+          'E-mail, names, or status (`disabled` blocks login and ends every session of the user). A taken e-mail answers 409 conflict, as does disabling the last active tenant-admin.',
         params: userParams,
         body: updateUserBody,
         response: { 200: user },
       },
     },
     async (request) => {
+      const { tenantId, userId } = request.params;
       await mayManage(request);
-      return service.update(request.params.tenantId, request.params.userId, request.body);
+      const updated = await service.update(tenantId, userId, request.body, { guard: (tx) => access.assertAdminRemains(tx, tenantId, userId) });
+      // A disabled user's sessions end at once, not when their refresh tokens run out.
+      if (request.body.status === 'disabled') await sessions.revokeAllOf(tenantId, userId, 'admin');
+      return updated;
     },
   );
 
@@ -126,11 +131,20 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
     `${users}/:userId`,
     {
       config: { auth: 'tenant', permission: 'users:write' },
-      schema: { tags, summary: 'Delete a user', description: 'Deletes the user and its password history.', params: userParams, response: { 204: Type.Null({ description: 'Deleted.' }) } },
+      schema: {
+        tags,
+        summary: 'Delete a user',
+        description: 'Deletes the user, its password history and its sessions. The last active tenant-admin cannot be deleted (409 conflict).',
+        params: userParams,
+        response: { 204: Type.Null({ description: 'Deleted.' }) },
+      },
     },
     async (request, reply) => {
+      const { tenantId, userId } = request.params;
       await mayManage(request);
-      await service.delete(request.params.tenantId, request.params.userId);
+      await service.delete(tenantId, userId, { guard: (tx) => access.assertAdminRemains(tx, tenantId, userId) });
+      // The rows went with the user; this drops the sessions' cached liveness on this instance too.
+      await sessions.revokeAllOf(tenantId, userId, 'user_deleted');
       return reply.code(204).send(null);
     },
   );

@@ -186,11 +186,13 @@ export class UsersService implements Reencryptor {
     });
   }
 
-  async update(tenantId: string, id: string, change: UpdateUserBody): Promise<User> {
+  /** `guard` runs in the transaction before a user is disabled (e.g. keep the last admin active). */
+  async update(tenantId: string, id: string, change: UpdateUserBody, options: { guard?: (tx: Queryable) => Promise<void> } = {}): Promise<User> {
     return this.#keyring.withKeys(tenantId, (keys) =>
       this.#db.withTenant(tenantId, async (tx) => {
         const row = await findUser(tx, tenantId, id, { forUpdate: true });
         if (row === undefined) throw notFound();
+        if (change.status === 'disabled' && row.status !== 'disabled') await options.guard?.(tx);
         const pii = openPii(keys, tenantId, row);
         const next: UserPii = {
           ...pii,
@@ -220,8 +222,11 @@ export class UsersService implements Reencryptor {
     return (await this.get(tenantId, id)).email;
   }
 
-  async delete(tenantId: string, id: string): Promise<void> {
+  /** `guard` runs in the transaction before the user goes (e.g. keep the last admin). */
+  async delete(tenantId: string, id: string, options: { guard?: (tx: Queryable) => Promise<void> } = {}): Promise<void> {
     const deleted = await this.#db.withTenant(tenantId, async (tx) => {
+      if ((await findUser(tx, tenantId, id, { forUpdate: true })) === undefined) throw notFound();
+      await options.guard?.(tx);
       const removed = await deleteUser(tx, tenantId, id);
       if (removed) await this.#audit.record(tx, { tenantId }, { action: 'user.delete', target: { type: 'user', id } });
       return removed;
