@@ -5,6 +5,7 @@ import { loadConfig } from '../../platform/config/config.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { isId } from '../../platform/ids.ts';
 import { allTenantIds, openStorage, writeJson } from '../storage.ts';
+import { UsageError, withUsage } from '../usage.ts';
 
 export const auditUsage = `Usage: bulwark audit verify [--tenant <id>] [--json]
 
@@ -20,27 +21,16 @@ Options:
 Exit codes: 0 every chain verifies, 3 a chain is broken, 1 failed, 2 usage error, 78 bad configuration.
 With the embedded PGlite database, stop \`bulwark serve\` first (one process per data folder).`;
 
-class UsageError extends Error {}
-
 interface ChainReport extends VerifyReport {
   chain: string;
 }
 
 /** `bulwark audit verify`: an offline check of the tamper evidence, as an auditor would run it. */
 export async function runAudit(args: string[]): Promise<number> {
-  let invocation: { tenantId: string | undefined; json: boolean } | 'help';
-  try {
-    invocation = parseInvocation(args);
-  } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
-    process.stderr.write(`${error.message}\n\n${auditUsage}\n`);
-    return 2;
-  }
-  if (invocation === 'help') {
-    process.stdout.write(`${auditUsage}\n`);
-    return 0;
-  }
-  const { tenantId, json } = invocation;
+  return withUsage(args, auditUsage, parseInvocation, verifyChains);
+}
+
+async function verifyChains({ tenantId, json }: { tenantId: string | undefined; json: boolean }): Promise<number> {
   const storage = await openStorage(loadConfig());
   try {
     const scopes: { chain: string; scope: AuditScope }[] = [];

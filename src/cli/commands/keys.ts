@@ -9,6 +9,7 @@ import type { Database } from '../../platform/db/database.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { isId } from '../../platform/ids.ts';
 import { allTenantIds, openStorage, writeJson } from '../storage.ts';
+import { UsageError, withUsage } from '../usage.ts';
 
 export const keysUsage = `Usage: bulwark keys <subcommand> [options]
 
@@ -37,23 +38,12 @@ interface Invocation {
   tenantId?: string;
 }
 
-class UsageError extends Error {}
-
 /** `bulwark keys ...`: offline key operations, straight on the configured storage and root key provider. */
 export async function runKeys(args: string[]): Promise<number> {
-  let invocation: Invocation | 'help';
-  try {
-    invocation = parseInvocation(args);
-  } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
-    process.stderr.write(`${error.message}\n\n${keysUsage}\n`);
-    return 2;
-  }
-  if (invocation === 'help') {
-    process.stdout.write(`${keysUsage}\n`);
-    return 0;
-  }
+  return withUsage(args, keysUsage, parseInvocation, runSubcommand);
+}
 
+async function runSubcommand(invocation: Invocation): Promise<number> {
   const storage = await openStorage(loadConfig());
   try {
     await commands[invocation.subcommand]({ db: storage.db, keyring: storage.services.keyring }, invocation);

@@ -1,4 +1,5 @@
 import { toBuffer, type Queryable } from '../../platform/db/database.ts';
+import type { EventBody } from './chain.ts';
 
 /**
  * The tables of one chain's scope: a tenant's (`audit_*`, keyed by tenant_id) or the platform's
@@ -76,23 +77,12 @@ function normalizeEvent(row: EventRow): EventRow {
   return { ...row, pii: row.pii === null ? null : toBuffer(row.pii), prev_hash: toBuffer(row.prev_hash), hash: toBuffer(row.hash) };
 }
 
-export interface NewEvent {
-  occurredAt: Date;
-  actorKind: string;
-  actorId: string | null;
-  action: string;
-  targetType: string | null;
-  targetId: string | null;
-  outcome: string;
-  requestId: string | null;
-  sessionId: string | null;
+export type NewEvent = Omit<EventBody, 'scope' | 'detail'> & {
   /** The canonical JSON text of the detail (what the body digest covers). */
   detail: string;
-  subject: string | null;
-  pii: Buffer | null;
   /** SHA-256 of the canonical event body (everything but seq, id and prev_hash). */
   bodyDigest: Buffer;
-}
+};
 
 const appendFunctions = { audit_events: 'bulwark_audit_append', platform_audit_events: 'bulwark_platform_audit_append' } as const;
 

@@ -280,6 +280,8 @@ BEGIN
 END
 $$;
 
+-- The same steps on the platform's tables. Two functions with static SQL rather than one with EXECUTE: static
+-- statements are planned once per session, dynamic ones on every call, and this is on every write's path.
 CREATE FUNCTION bulwark_platform_audit_append(
   p_scope text, p_genesis bytea, p_label bytea, p_digest bytea, p_occurred_at timestamptz, p_actor_kind text, p_actor_id text,
   p_action text, p_target_type text, p_target_id text, p_outcome text, p_request_id text, p_session_id text, p_detail jsonb,
