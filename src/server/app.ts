@@ -35,7 +35,8 @@ import { operatorRoutes } from '../modules/operators/routes.ts';
 import { OperatorsService } from '../modules/operators/service.ts';
 import { UsersService } from '../modules/identity/service.ts';
 import { accessRoutes } from '../modules/access/routes.ts';
-import { allTenantPermissions, assertRouteAccess } from '../modules/access/permissions.ts';
+import { assertRouteAccess } from '../modules/access/permissions.ts';
+import { currentRequest } from '../platform/http/request-context.ts';
 import { AccessService } from '../modules/access/service.ts';
 import { recordsRoutes } from '../modules/records/routes.ts';
 import { RecordsService } from '../modules/records/service.ts';
@@ -349,8 +350,11 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
     adminSchema: createUserBody,
     check: (admin) => services.users.assertAcceptableForNewTenant(admin),
     async create(tenantId, admin) {
-      const user = await services.users.create(tenantId, admin);
-      await services.access.setUserRoles(tenantId, user.id, ['tenant-admin'], new Set(allTenantPermissions));
+      // The operator acts in the new tenant's chain: its key there is made ready first.
+      const actor = currentRequest()?.actor;
+      if (actor != null) await services.audit.prepareSubject({ tenantId }, actor);
+      const roles = ['tenant-admin'];
+      const user = await services.users.create(tenantId, admin, { roles: { names: roles, grant: (tx, userId) => services.access.grantInitialRoles(tx, tenantId, userId, roles) } });
       return { id: user.id, email: user.email };
     },
   };

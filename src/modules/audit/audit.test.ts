@@ -325,6 +325,16 @@ for (const engine of engines) {
       assert.equal((await verifyChain('/v1/audit', test.operatorToken)).ok, true);
       assertProblem(await test.call({ method: 'GET', url: '/v1/audit', token: apiKey }), 403, 'forbidden');
       assertProblem(await audit('', test.operatorToken), 403, 'support_grant_required');
+
+      // With its first admin: the tenant in the platform's chain, the admin (and its role) in the tenant's.
+      const admin = { email: `first-${newId()}@example.org`, password: 'a long and unusual passphrase 9!' };
+      const withAdmin = await test.call({ method: 'POST', url: '/v1/tenants', token: test.operatorToken, body: { name: 'With admin', admin } });
+      assert.equal(withAdmin.statusCode, 201, withAdmin.body);
+      const id = String(withAdmin.headers['x-request-id']);
+      const tenantEvents = (await test.storage.asOwner('SELECT tenant_id, action, detail FROM audit_events WHERE request_id = $1', [id])) as { tenant_id: string; action: string; detail: { roles: string[] } }[];
+      const platformEvents = await test.storage.asOwner('SELECT action FROM platform_audit_events WHERE request_id = $1', [id]);
+      assert.deepEqual(platformEvents.map((row) => row['action']), ['tenant.create']);
+      assert.deepEqual(tenantEvents.map((row) => [row.tenant_id, row.action, row.detail.roles]), [[withAdmin.json<{ id: string }>().id, 'user.create', ['tenant-admin']]]);
     });
 
     it('delivers committed events in order to a signed webhook, retrying a failure, and on the bus', async () => {
