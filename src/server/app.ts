@@ -167,7 +167,8 @@ function setCommonHeaders(request: FastifyRequest, reply: FastifyReply): void {
   reply.header('x-request-id', request.id);
   reply.header('x-content-type-options', 'nosniff');
   reply.header('referrer-policy', 'no-referrer');
-  if (!request.url.startsWith('/docs')) reply.header('cache-control', 'no-store');
+  // No caching, unless the route chose otherwise (public keys: the JWKS, the audit checkpoint key).
+  if (!request.url.startsWith('/docs') && !reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
 }
 
 /**

@@ -206,6 +206,10 @@ for (const engine of engines) {
       const used = listed.find((item) => item.id === grant.id);
       assert.equal(used?.useCount, 2);
       assert.ok(used.lastUsedAt);
+      // Each use is in the tenant's audit trail, by the operator, through the grant.
+      const uses = (await as(apiKey, 'GET', `/audit?action=support-grant.use&targetId=${grant.id}`)).json<{ items: { actor: { kind: string; id: string }; detail: Record<string, unknown> }[] }>().items;
+      assert.equal(uses.length, 2);
+      assert.ok(uses.every((event) => event.actor.kind === 'operator' && event.actor.id === test.operator.id && event.detail['permission'] === 'records:read'));
 
       clock.advance(2 * 3_600_000);
       // The access token expired with the clock too: a fresh login, and the grant has run out.
@@ -227,6 +231,13 @@ for (const engine of engines) {
       const forMe = await as(apiKey, 'POST', '/support-grants', { permissions: ['records:read'], reason: 'Mine', durationHours: 1, operatorId: test.operator.id });
       assert.equal((await readRecords()).statusCode, 200);
       await as(apiKey, 'DELETE', `/support-grants/${forMe.json<{ id: string }>().id}`);
+      // A change made through a grant names the grant in its event.
+      const writing = (await as(apiKey, 'POST', '/support-grants', { permissions: ['records:write'], reason: 'Fix', durationHours: 1, operatorId: test.operator.id })).json<{ id: string }>();
+      const written = await writeRecord(operator);
+      assert.equal(written.statusCode, 201, written.body);
+      const [event] = (await as(apiKey, 'GET', `/audit?requestId=${String(written.headers['x-request-id'])}&action=record.create`)).json<{ items: { actor: { kind: string }; detail: Record<string, unknown> }[] }>().items;
+      assert.deepEqual([event?.actor.kind, event?.detail['supportGrantId']], ['operator', writing.id]);
+      await as(apiKey, 'DELETE', `/support-grants/${writing.id}`);
 
       for (const permission of ['api-keys:write', 'roles:write', 'support-grants:write', 'keys:customer-key']) {
         assertProblem(await as(apiKey, 'POST', '/support-grants', { permissions: [permission], reason: 'No', durationHours: 1 }), 400, 'validation_failed');

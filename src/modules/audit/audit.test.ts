@@ -131,6 +131,13 @@ for (const engine of engines) {
       assert.equal((await verifyChain()).ok, true);
     });
 
+    it('a verification that runs while the chain grows reports it intact', async () => {
+      const writes = Promise.all(Array.from({ length: 30 }, (_, index) => putRecord({ data: { index } })));
+      const reports = await Promise.all(Array.from({ length: 10 }, () => test.app.services.audit.verify({ tenantId })));
+      await writes;
+      assert.deepEqual(reports.map((report) => report.firstBreak), Array.from({ length: 10 }, () => null));
+    });
+
     it('checkpoints are signed with the published key and verify outside Bulwark', async () => {
       await test.app.services.audit.checkpoint({ tenantId });
       const published = (await test.call({ method: 'GET', url: '/v1/audit/checkpoint-key' })).json<{ keyId: string; publicKey: string }>();
@@ -144,6 +151,12 @@ for (const engine of engines) {
       assert.ok(verify(null, payload, createPublicKey(published.publicKey), Buffer.from(checkpoint.signature)));
       const report = await verifyChain();
       assert.ok(report.ok && report.checkpointsChecked >= 1);
+      // The same checkpoints through the API, and the key may be cached (it is public).
+      const listed = (await test.call({ method: 'GET', url: `/v1/tenants/${tenantId}/audit/checkpoints`, token: apiKey })).json<{ items: { seq: number; hash: string; kind: string; signature: string; signedAt: string }[] }>().items;
+      const last = listed.at(-1);
+      assert.ok(last !== undefined && last.seq === checkpoint.seq);
+      assert.ok(verify(null, checkpointPayload(tenantId, last.seq, Buffer.from(last.hash, 'hex'), last.kind, new Date(last.signedAt)), createPublicKey(published.publicKey), Buffer.from(last.signature, 'base64')));
+      assert.equal((await test.call({ method: 'GET', url: '/v1/audit/checkpoint-key' })).headers['cache-control'], 'public, max-age=300');
     });
 
     it('tampering is found, at the first broken sequence number: an edited detail, a deleted event, two swapped, a cut tail', async () => {
@@ -248,6 +261,17 @@ for (const engine of engines) {
       assert.equal(success.actor.kind, 'user');
       assert.ok(refreshed.refreshToken.startsWith('bwr_'));
       assert.ok(!JSON.stringify(auth).includes(password) && !JSON.stringify(auth).includes(tokens.refreshToken), 'no secret in any event');
+
+      // A password change names the user who proved their password, and where from.
+      const changed = await test.call({
+        method: 'POST',
+        url: '/v1/auth/password',
+        body: { tenantId, email, currentPassword: password, newPassword: 'another long passphrase 77!' },
+        headers: { 'user-agent': 'changer/1' },
+      });
+      assert.equal(changed.statusCode, 204, changed.body);
+      const [change] = (await audit(`?requestId=${String(changed.headers['x-request-id'])}`)).json<Page>().items;
+      assert.deepEqual([change?.action, change?.actor.kind, change?.target?.id === change?.actor.id, change?.userAgent], ['auth.password.change', 'user', true, 'changer/1']);
     });
 
     it("forgetting a subject erases its personal data from every event; the chain still verifies", async () => {

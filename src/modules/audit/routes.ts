@@ -13,6 +13,7 @@ import {
   auditSummary,
   auditSummaryQuery,
   checkpointKey,
+  checkpointList,
   verifyReport,
 } from './schemas.ts';
 import { type AuditRecord, type AuditScope, type AuditService, decodeSeqCursor } from './service.ts';
@@ -216,6 +217,21 @@ export const auditRoutes: RoutePlugin<{ audit: AuditService }> = async (app, { a
         await audit.recordAlone(scope, { action: 'audit.verify', outcome: report.ok ? 'success' : 'failure', detail: { ...report } });
         return report;
       },
+    );
+
+    app.get(
+      `${chain.base}/checkpoints`,
+      {
+        config: { auth: chain.auth, permission: chain.read },
+        schema: {
+          tags,
+          summary: `The signed checkpoints of ${chain.what} audit chain`,
+          description: 'Oldest first. Each signs (scope, seq, hash, kind, signedAt) with the key at /v1/audit/checkpoint-key, so the chain can be checked outside Bulwark.',
+          ...params,
+          response: { 200: checkpointList },
+        },
+      },
+      async (request) => ({ items: await audit.checkpoints(chain.scopeOf(request)) }),
     );
 
     app.get(

@@ -109,3 +109,16 @@ export const checkpointKey = Type.Object({
   publicKey: Type.String({ description: 'SPKI, PEM.' }),
   jwk: Type.Record(Type.String(), Type.String()),
 });
+
+export const checkpointList = Type.Object({
+  items: Type.Array(
+    Type.Object({
+      seq: Type.Integer(),
+      hash: Type.String({ description: 'The hash of the event at seq (hex).' }),
+      kind: Type.String({ description: '`periodic`, or `retention` (the boundary below which events were pruned).' }),
+      keyId: Type.String(),
+      signature: Type.String({ description: 'Ed25519 over the payload in docs/audit.md, base64.' }),
+      signedAt: Type.String({ format: 'date-time' }),
+    }),
+  ),
+});

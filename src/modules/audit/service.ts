@@ -12,6 +12,7 @@ import { type BreakReason, bodyDigest, canonicalJson, type ChainBreak, chainLabe
 import {
   type AuditTables,
   appendEvent,
+  countEvents,
   countSubjectKeysByVersion,
   eraseSubjectKey,
   ensureHead,
@@ -21,10 +22,11 @@ import {
   eventsAfter,
   exportEvents,
   findHead,
+  findHeadWithCheckpoints,
   findSubjectKey,
   insertCheckpoint,
   storeSubjectKey,
-  lastSeqBefore,
+  lastSeqOlderThan,
   listCheckpoints,
   lockStaleSubjectKeys,
   platformAuditTables,
@@ -297,8 +299,11 @@ export class AuditService implements Reencryptor, AuditRecorder {
   }
 
   async summary(scope: AuditScope, filter: EventFilter) {
-    const rows = await this.#transaction(scope, (tx) => summarize(tx, tablesOf(scope), scopeKey(scope), filter));
-    const total = rows.reduce((sum, row) => sum + row.count, 0);
+    const { rows, total } = await this.#transaction(scope, async (tx) => ({
+      rows: await summarize(tx, tablesOf(scope), scopeKey(scope), filter),
+      // Counted on its own: the groups are capped, the total is not.
+      total: await countEvents(tx, tablesOf(scope), scopeKey(scope), filter),
+    }));
     const countBy = (key: (row: (typeof rows)[number]) => string) => {
       const counts = new Map<string, number>();
       for (const row of rows) counts.set(key(row), (counts.get(key(row)) ?? 0) + row.count);
@@ -318,6 +323,19 @@ export class AuditService implements Reencryptor, AuditRecorder {
   async checkpointKey(): Promise<{ keyId: string; publicKey: KeyObject }> {
     const publicKey = createPublicKey((await this.#platformKeys.get('audit')).signingKey);
     return { keyId: keyIdOf(publicKey), publicKey };
+  }
+
+  /** The chain's signed checkpoints, oldest first: what an outsider verifies with the checkpoint key. */
+  async checkpoints(scope: AuditScope): Promise<{ seq: number; hash: string; kind: string; keyId: string; signature: string; signedAt: string }[]> {
+    const rows = await this.#transaction(scope, (tx) => listCheckpoints(tx, tablesOf(scope), scopeKey(scope)));
+    return rows.map((row) => ({
+      seq: row.seq,
+      hash: row.hash.toString('hex'),
+      kind: row.kind,
+      keyId: row.key_id,
+      signature: row.signature.toString('base64'),
+      signedAt: row.signed_at.toISOString(),
+    }));
   }
 
   /** Signs the chain's head as a checkpoint (nothing to do when it has no events or is signed already). */
@@ -353,10 +371,8 @@ export class AuditService implements Reencryptor, AuditRecorder {
     const scopeId = scopeKey(scope);
     const tables = tablesOf(scope);
     const { publicKey, keyId } = await this.checkpointKey();
-    const { head, checkpoints } = await this.#transaction(scope, async (tx) => ({
-      head: await findHead(tx, tables, scopeId),
-      checkpoints: await listCheckpoints(tx, tables, scopeId),
-    }));
+    // The head and the checkpoints as of one moment; events written after it are the next verification's.
+    const { head, checkpoints } = await this.#transaction(scope, (tx) => findHeadWithCheckpoints(tx, tables, scopeId));
     const report = (firstBreak: ChainBreak | null, eventsChecked: number): VerifyReport => ({
       ok: firstBreak === null,
       eventsChecked,
@@ -389,7 +405,7 @@ export class AuditService implements Reencryptor, AuditRecorder {
     let after = expectedSeq - 1;
     let walkBroke = false;
     walk: for (;;) {
-      const rows = await this.#transaction(scope, (tx) => eventsAfter(tx, tables, scopeId, after, walkBatch));
+      const rows = await this.#transaction(scope, (tx) => eventsAfter(tx, tables, scopeId, after, walkBatch, head.seq));
       for (const row of rows) {
         const reason: BreakReason | undefined =
           row.seq !== expectedSeq
@@ -451,8 +467,7 @@ export class AuditService implements Reencryptor, AuditRecorder {
     return this.#transaction(scope, async (tx) => {
       const head = await findHead(tx, tables, scopeId);
       if (head?.retention_days == null) return { prunedThrough: head?.pruned_through ?? 0, deleted: 0 };
-      const cutoff = new Date(this.#clock.now().getTime() - head.retention_days * 86_400_000);
-      const boundary = await lastSeqBefore(tx, tables, scopeId, cutoff);
+      const boundary = await lastSeqOlderThan(tx, tables, scopeId, head.retention_days);
       if (boundary <= head.pruned_through) return { prunedThrough: head.pruned_through, deleted: 0 };
       const hash = await eventHash(tx, tables, scopeId, boundary);
       if (hash === undefined) throw new BulwarkError('data_integrity_failed', { detail: `audit ${scopeId}: boundary event ${boundary} is missing` });

@@ -120,13 +120,50 @@ export async function findHead(tx: Queryable, t: AuditTables, scope: string): Pr
   return rows[0] === undefined ? undefined : { ...rows[0], hash: toBuffer(rows[0].hash) };
 }
 
-/** Events in sequence order after `afterSeq`, at most `limit`: the verifier's and the exporters' walk. */
-export async function eventsAfter(tx: Queryable, t: AuditTables, scope: string, afterSeq: number, limit: number): Promise<EventRow[]> {
+/** Events in sequence order after `afterSeq` (and at most `upToSeq`), at most `limit`: the verifier's and the sinks' walk. */
+export async function eventsAfter(tx: Queryable, t: AuditTables, scope: string, afterSeq: number, limit: number, upToSeq = Number.MAX_SAFE_INTEGER): Promise<EventRow[]> {
   const { rows } = await tx.query<EventRow>(
-    `SELECT ${eventColumns} FROM ${t.events} WHERE ${t.scope} = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
-    [scope, afterSeq, limit],
+    `SELECT ${eventColumns} FROM ${t.events} WHERE ${t.scope} = $1 AND seq > $2 AND seq <= $4 ORDER BY seq LIMIT $3`,
+    [scope, afterSeq, limit, upToSeq],
   );
   return rows.map(normalizeEvent);
+}
+
+/**
+ * The head and every checkpoint, read by one statement (one snapshot): a checkpoint past the head is then
+ * tampering, never a write that happened between two reads.
+ */
+export async function findHeadWithCheckpoints(tx: Queryable, t: AuditTables, scope: string): Promise<{ head: HeadRow | undefined; checkpoints: CheckpointRow[] }> {
+  // JSON numbers: exact to 2^53, far past any chain's length. PGlite hands json back as text, pg parsed.
+  const { rows } = await tx.query<{ head: { seq: number; hash: string; retention_days: number | null; pruned_through: number } | null; checkpoints: unknown }>(
+    `SELECT (SELECT json_build_object('seq', h.seq, 'hash', encode(h.hash, 'hex'), 'retention_days', h.retention_days, 'pruned_through', h.pruned_through)
+               FROM ${t.heads} h WHERE h.${t.scope} = $1) AS head,
+            (SELECT coalesce(json_agg(json_build_object('seq', c.seq, 'hash', encode(c.hash, 'hex'), 'kind', c.kind, 'key_id', c.key_id,
+                                                        'signature', encode(c.signature, 'hex'), 'signed_at', c.signed_at) ORDER BY c.seq), '[]'::json)
+               FROM ${t.checkpoints} c WHERE c.${t.scope} = $1) AS checkpoints`,
+    [scope],
+  );
+  const row = rows[0];
+  const head = row?.head ?? undefined;
+  const checkpoints = (typeof row?.checkpoints === 'string' ? JSON.parse(row.checkpoints) : (row?.checkpoints ?? [])) as {
+    seq: number;
+    hash: string;
+    kind: 'periodic' | 'retention';
+    key_id: string;
+    signature: string;
+    signed_at: string;
+  }[];
+  return {
+    head: head === undefined ? undefined : { seq: head.seq, hash: Buffer.from(head.hash, 'hex'), retention_days: head.retention_days, pruned_through: head.pruned_through },
+    checkpoints: checkpoints.map((checkpoint) => ({
+      seq: checkpoint.seq,
+      hash: Buffer.from(checkpoint.hash, 'hex'),
+      kind: checkpoint.kind,
+      key_id: checkpoint.key_id,
+      signature: Buffer.from(checkpoint.signature, 'hex'),
+      signed_at: new Date(checkpoint.signed_at),
+    })),
+  };
 }
 
 export interface EventFilter {
@@ -185,7 +222,14 @@ export async function exportEvents(tx: Queryable, t: AuditTables, scope: string,
   return rows.map(normalizeEvent);
 }
 
-/** Counts by action, actor and outcome over the filter. */
+/** Events matching the filter. */
+export async function countEvents(tx: Queryable, t: AuditTables, scope: string, filter: EventFilter): Promise<number> {
+  const { where, params } = filterSql(filter, 1);
+  const { rows } = await tx.query<{ n: number }>(`SELECT count(*)::float8 AS n FROM ${t.events} WHERE ${t.scope} = $1${where}`, [scope, ...params]);
+  return rows[0]?.n ?? 0;
+}
+
+/** Counts by action, actor and outcome over the filter (the 10,000 largest groups). */
 export async function summarize(tx: Queryable, t: AuditTables, scope: string, filter: EventFilter): Promise<{ action: string; actor_kind: string; actor_id: string | null; outcome: string; count: number }[]> {
   const { where, params } = filterSql(filter, 1);
   const { rows } = await tx.query<{ action: string; actor_kind: string; actor_id: string | null; outcome: string; count: number }>(
@@ -199,6 +243,7 @@ export async function summarize(tx: Queryable, t: AuditTables, scope: string, fi
 // --- checkpoints ---
 
 export async function listCheckpoints(tx: Queryable, t: AuditTables, scope: string): Promise<CheckpointRow[]> {
+  // Newest last; for the API's list and the verifier (which reads them with the head, findHeadWithCheckpoints).
   const { rows } = await tx.query<CheckpointRow>(
     `SELECT seq::float8 AS seq, hash, kind, key_id, signature, signed_at FROM ${t.checkpoints} WHERE ${t.scope} = $1 ORDER BY seq`,
     [scope],
@@ -231,11 +276,14 @@ export async function setRetention(tx: Queryable, t: AuditTables, scope: string,
   await tx.query(`UPDATE ${t.heads} SET retention_days = $2 WHERE ${t.scope} = $1`, [scope, days]);
 }
 
-/** The newest seq older than the cut-off (what may be pruned), or 0. */
-export async function lastSeqBefore(tx: Queryable, t: AuditTables, scope: string, cutoff: Date): Promise<number> {
+/**
+ * The newest seq older than `days` (what may be pruned), or 0. Aged by the database's clock, as the delete
+ * policy (retention_only) is: the two agree on what is old enough.
+ */
+export async function lastSeqOlderThan(tx: Queryable, t: AuditTables, scope: string, days: number): Promise<number> {
   const { rows } = await tx.query<{ seq: number | null }>(
-    `SELECT max(seq)::float8 AS seq FROM ${t.events} WHERE ${t.scope} = $1 AND occurred_at < $2`,
-    [scope, cutoff],
+    `SELECT max(seq)::float8 AS seq FROM ${t.events} WHERE ${t.scope} = $1 AND occurred_at < now() - make_interval(days => $2)`,
+    [scope, days],
   );
   return rows[0]?.seq ?? 0;
 }

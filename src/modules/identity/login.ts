@@ -1,6 +1,7 @@
 import type { Clock } from '../../platform/clock.ts';
 import type { Database, Queryable } from '../../platform/db/database.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
+import { actAs } from '../../platform/http/request-context.ts';
 import type { AuditEvent, AuditRecorder, AuditScope, AuditService } from '../audit/service.ts';
 import type { KeyringService, TenantKeys } from '../keys/service.ts';
 import { blockLoginSubject, clearLoginSubject, reserveLoginAttempts, settleLoginAttempt, type ThrottleTable, userThrottles } from './login-throttles-store.ts';
@@ -305,6 +306,7 @@ export class LoginService {
   /** Self-service change with the current password; also the way out of an expired or admin-set password. */
   async changePassword(attempt: LoginAttempt & { newPassword: string }): Promise<{ userId: string }> {
     const userId = await this.authenticate(attempt, { purpose: 'password-change', onSuccess: async (_tx, id) => id });
+    actAs({ kind: 'user', id: userId });
     await this.#users.setPassword(attempt.tenantId, userId, attempt.newPassword, { mustChangePassword: false, action: 'auth.password.change' });
     return { userId };
   }

@@ -5,6 +5,7 @@ import { BulwarkError, notFound } from '../../platform/errors/bulwark-error.ts';
 import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
 import { newId } from '../../platform/ids.ts';
 import { digestsEqual } from '../../platform/secret-compare.ts';
+import { actAs } from '../../platform/http/request-context.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
 import type { PlatformRole } from '../access/permissions.ts';
 import type { LoginRealm, PasswordAttempt, PasswordLogin } from '../identity/login.ts';
@@ -286,6 +287,7 @@ export class OperatorsService {
   async changePassword(attempt: PasswordAttempt & { newPassword: string }): Promise<{ operatorId: string }> {
     const realm = this.#realm(await this.#keys.get('operators'));
     const id = await this.#login.authenticate(realm, attempt, { purpose: 'password-change', onSuccess: async (_tx, operatorId) => operatorId });
+    actAs({ kind: 'operator', id });
     await this.setPassword(id, attempt.newPassword, { mustChangePassword: false, action: 'auth.password.change' });
     return { operatorId: id };
   }

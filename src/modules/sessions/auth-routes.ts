@@ -191,8 +191,10 @@ export const authRoutes: RoutePlugin<AuthRouteServices> = async (app, { login, u
       schema: { tags, summary: 'Public keys of the access tokens', description: 'JWKS (RFC 7517): the signing key and retired keys still within their verification window.', response: { 200: jwksDocument } },
     },
     async (_request, reply) => {
+      const document = await tokens.jwks();
+      // Only a success may be cached: an error (the database away) answers no-store.
       void reply.header('cache-control', 'public, max-age=300');
-      return tokens.jwks();
+      return document;
     },
   );
 

@@ -45,10 +45,11 @@ export class TenancyService implements TenantGate {
     const now = this.#clock.now();
     return this.#db.withPlatform(async (tx) => {
       const tenant = await withFreshId((id) => insertTenant(tx, { id, name: input.name, region, now }));
-      await this.#audit.record(tx, 'platform', { action: 'tenant.create', target: { type: 'tenant', id: tenant.id }, detail: { region } });
       // The tenant and its 256-bit data key exist together or not at all.
       await enterTenantContext(tx, tenant.id);
       await this.#keyrings.createKeyring(tx, tenant.id);
+      // Last: the platform chain's head stays locked from here to the commit, not through the key wrap.
+      await this.#audit.record(tx, 'platform', { action: 'tenant.create', target: { type: 'tenant', id: tenant.id }, detail: { region } });
       return tenant;
     });
   }

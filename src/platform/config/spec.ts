@@ -329,7 +329,7 @@ export const optionSpecs: readonly OptionSpec[] = [
     key: 'auditWebhookUrl',
     env: 'BULWARK_AUDIT_WEBHOOK_URL',
     description:
-      'Optional sink: every committed audit event, of every chain, is POSTed here in order (batches of up to 100, JSON), signed with BULWARK_AUDIT_WEBHOOK_SECRET, retried with backoff until a 2xx. At least once: receivers drop repeats by event id. Secret: configuration errors do not echo its value.',
+      'Optional sink: every committed audit event, of every chain, is POSTed here in order (batches of up to 100, JSON), signed with BULWARK_AUDIT_WEBHOOK_SECRET, retried with backoff until a 2xx. At least once: receivers drop repeats by event id.',
     secret: true,
     parse: url('https', 'http'),
   },
@@ -337,7 +337,7 @@ export const optionSpecs: readonly OptionSpec[] = [
     key: 'auditWebhookSecret',
     env: 'BULWARK_AUDIT_WEBHOOK_SECRET',
     description:
-      'HMAC-SHA256 key for the audit webhook (at least 32 characters): `x-bulwark-signature: t=<unix seconds>,v1=<hex HMAC of "<t>.<body>">`. Required with BULWARK_AUDIT_WEBHOOK_URL. Secret: configuration errors do not echo its value.',
+      'HMAC-SHA256 key for the audit webhook (at least 32 characters): `x-bulwark-signature: t=<unix seconds>,v1=<hex HMAC of "<t>.<body>">`. Required with BULWARK_AUDIT_WEBHOOK_URL.',
     secret: true,
     parse: text(32, 512),
   },

@@ -33,3 +33,12 @@ export function runInRequest(context: RequestContext, work: () => void): void {
 export function currentRequest(): RequestContext | undefined {
   return storage.getStore();
 }
+
+/**
+ * The request's caller proved who they are without a bearer token (a password change with the current
+ * password): from here on its events are that account's.
+ */
+export function actAs(actor: Actor): void {
+  const context = storage.getStore();
+  if (context !== undefined) context.actor = actor;
+}
