@@ -59,8 +59,9 @@ async function runEngine(engine: Engine, database: DatabaseUrls | undefined, poo
   const bench = await openBenchApp({ engine, poolMax, ...(database === undefined ? {} : { database }) });
   try {
     const { app, db, config } = bench;
-    const { tenancy, records, keyring, audit } = app.services;
-    const unaudited = new RecordsService(db, keyring, noAudit, systemClock, { recordMaxBytes: config.recordMaxBytes });
+    const { tenancy, records, keyring, audit, limits } = app.services;
+    // The same quota checks as the audited service: only the audit trail differs.
+    const unaudited = new RecordsService(db, keyring, noAudit, limits, systemClock, { recordMaxBytes: config.recordMaxBytes });
     const tenants: string[] = [];
     for (let index = 0; index < timing.tenants; index += 1) tenants.push((await tenancy.create({ name: `Audit bench ${index + 1}` })).id);
     const [hot = ''] = tenants;

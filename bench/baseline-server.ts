@@ -49,7 +49,7 @@ async function seedPlainRecord(seed: Seed, database: DatabaseUrls): Promise<void
 
 function postgresReader(spec: BaselineSpec, database: DatabaseUrls): Reader {
   if (spec.scenario === 'pipelined-rls') {
-    const db = openPostgres({ url: database.login, appRole: spec.appRole, poolMax: spec.poolMax });
+    const db = openPostgres({ url: database.login, appRole: spec.appRole, poolMax: spec.poolMax, tenantMaxConnections: spec.poolMax, statementTimeoutMs: 0 });
     return {
       read: async (tenantId, collection, id) =>
         (await db.tenantQuery<RecordRow>(tenantId, selectRecordSql, [tenantId, collection, id])).rows[0],

@@ -45,6 +45,15 @@ import { ApiKeyService } from '../modules/sessions/service.ts';
 import { type TenantOnboarding, tenancyRoutes } from '../modules/tenancy/routes.ts';
 import { createUserBody } from '../modules/identity/schemas.ts';
 import { TenancyService } from '../modules/tenancy/service.ts';
+import { LimitsAdmission } from '../modules/limits/admission.ts';
+import { openRateLimiter } from '../modules/limits/open.ts';
+import { platformLimitsOf } from '../modules/limits/policy.ts';
+import { limitsRoutes } from '../modules/limits/routes.ts';
+import { LimitsService } from '../modules/limits/service.ts';
+import { Metrics } from '../platform/metrics.ts';
+import cors from '@fastify/cors';
+import { readFileSync } from 'node:fs';
+import type { ServerOptions } from 'node:http';
 
 export interface AppDependencies {
   config: Config;
@@ -85,7 +94,8 @@ export function buildServices({
     ...(onBackgroundError === undefined ? {} : { onBackgroundError }),
   });
   const tenancy = new TenancyService(db, keyring, audit, clock, { regions: config.regions, statusCacheTtlMs: config.authCacheTtlMs });
-  const users = new UsersService(db, keyring, audit, clock);
+  const limits = new LimitsService(db, audit, clock, tenancy, { defaults: platformLimitsOf(config), cacheTtlMs: config.authCacheTtlMs });
+  const users = new UsersService(db, keyring, audit, limits, clock);
   const sessionOptions = { refreshTtlMs: 14 * 86_400_000, sessionMaxMs: 30 * 86_400_000, revocationCacheTtlMs: config.authCacheTtlMs };
   const sessions = new LoginSessionService(tenantSessionRealm(db), audit, clock, sessionOptions);
   const operatorSessions = new LoginSessionService(platformSessionRealm(db), audit, clock, sessionOptions);
@@ -111,7 +121,8 @@ export function buildServices({
     bus: new InProcessBus(),
     transit: new TransitService(keyring, audit),
     tenancy,
-    records: new RecordsService(db, keyring, audit, clock, { recordMaxBytes: config.recordMaxBytes }),
+    limits,
+    records: new RecordsService(db, keyring, audit, limits, clock, { recordMaxBytes: config.recordMaxBytes }),
     users,
     login: new LoginService(db, keyring, users, passwordLogin, { tenantStatus: (tenantId) => tenancy.status(tenantId) }),
     sessions,
@@ -119,7 +130,7 @@ export function buildServices({
     operatorSessions,
     tokens,
     accessTokens: new AccessTokenAuthenticator(tokens, { userSessions: sessions, operatorSessions, operators }),
-    apiKeys: new ApiKeyService(db, audit, clock, { cacheTtlMs: config.authCacheTtlMs, ...(onBackgroundError === undefined ? {} : { onBackgroundError }) }),
+    apiKeys: new ApiKeyService(db, audit, limits, clock, { cacheTtlMs: config.authCacheTtlMs, ...(onBackgroundError === undefined ? {} : { onBackgroundError }) }),
     access,
   };
 }
@@ -130,6 +141,7 @@ export interface BulwarkServices {
   bus: Bus;
   transit: TransitService;
   tenancy: TenancyService;
+  limits: LimitsService;
   records: RecordsService;
   users: UsersService;
   login: LoginService;
@@ -145,6 +157,7 @@ export interface BulwarkServices {
 declare module 'fastify' {
   interface FastifyInstance {
     services: BulwarkServices;
+    metrics: Metrics;
   }
 }
 
@@ -163,13 +176,39 @@ const problemSchema = Type.Object(
 
 const noQuery = Type.Object({}, { additionalProperties: false });
 
+const apiContentSecurityPolicy = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
 function setCommonHeaders(request: FastifyRequest, reply: FastifyReply): void {
   reply.header('x-request-id', request.id);
   reply.header('x-content-type-options', 'nosniff');
   reply.header('referrer-policy', 'no-referrer');
+  // Over HTTPS (ours, or a trusted proxy's per X-Forwarded-Proto) browsers are told to stay on it.
+  if (request.protocol === 'https') reply.header('strict-transport-security', 'max-age=31536000; includeSubDomains');
+  if (request.url.startsWith('/docs')) return;
+  // The API answers data, never pages: nothing in a response may run, load or be framed if a browser renders it.
+  reply.header('content-security-policy', apiContentSecurityPolicy);
   // No caching, unless the route chose otherwise (public keys: the JWKS, the audit checkpoint key).
-  if (!request.url.startsWith('/docs') && !reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
+  if (!reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
 }
+
+/** Swagger UI's own CSP, stricter: no third-party validator badge, fonts and styles from here only. */
+function docsContentSecurityPolicy(header: string): string {
+  return header
+    .replace(' validator.swagger.io', '')
+    .replace(/ https:/g, '')
+    .replace("frame-ancestors 'self'", "frame-ancestors 'none'")
+    .replace(/\s*upgrade-insecure-requests;?/, '');
+}
+
+/** BULWARK_TRUST_PROXY as Fastify takes it: a hop count becomes "the nearest n hops". */
+function trustProxyOption(trust: Config['trustProxy']): boolean | string[] | ((address: string, hop: number) => boolean) {
+  if (trust === false) return false;
+  if (typeof trust === 'number') return (_address, hop) => hop < trust;
+  return [...trust];
+}
+
+/** Routes that take no large body (most) read at most this much; records, transit and imports say their own. */
+const smallBodyLimit = 64 * 1024;
 
 /**
  * The audit trail's background work, while the app runs: signed checkpoints of every chain that moved,
@@ -211,8 +250,14 @@ function startAuditJobs(app: FastifyInstance, db: Database, config: Config, cloc
 export async function buildApp({ config, db, rootKeys, clock = systemClock, logger }: AppDependencies): Promise<FastifyInstance> {
   // Typed as Fastify's logger interface so the instance type stays the plain FastifyInstance.
   const loggerInstance: FastifyBaseLogger = logger ?? createLogger(config.logLevel);
+  const tls = config.tlsCertFile !== undefined && config.tlsKeyFile !== undefined ? { cert: readFileSync(config.tlsCertFile), key: readFileSync(config.tlsKeyFile) } : undefined;
+  // Node checks the header and request deadlines on this interval (default 30 s, which would let a slow client far past them).
+  const socketDeadlines = { headersTimeout: config.headersTimeoutSeconds * 1000, connectionsCheckingInterval: Math.min(5_000, config.headersTimeoutSeconds * 500) };
   const app = Fastify({
     loggerInstance,
+    // Typed as the plain HTTP server either way: the app uses only what https.Server shares with it.
+    ...((tls === undefined ? { http: socketDeadlines } : { https: { ...tls, ...socketDeadlines } }) as { http: ServerOptions }),
+    trustProxy: trustProxyOption(config.trustProxy),
     genReqId: (request) => {
       const inbound = request.headers['x-request-id'];
       return typeof inbound === 'string' && isId(inbound) ? inbound : newId();
@@ -221,9 +266,9 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
     bodyLimit: config.bodyLimitBytes,
     // Draining is answered by our own hook below, as problem+json with a request id.
     return503OnClosing: false,
-    // Slow clients cannot hold a connection open indefinitely (issue #6 tunes these further).
+    // Slow clients cannot hold a connection: headers and the whole request have deadlines, idle sockets close.
     connectionTimeout: 60_000,
-    requestTimeout: 30_000,
+    requestTimeout: config.requestTimeoutSeconds * 1000,
     keepAliveTimeout: 5_000,
     routerOptions: { maxParamLength: 128 },
     onProtoPoisoning: 'error',
@@ -272,13 +317,39 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   const { keyring, tenancy } = services;
   app.decorate('services', services);
   await services.tokens.init();
-  registerAuth(app, [services.apiKeys, services.accessTokens], tenancy, services.access, services.audit);
+  const metrics = new Metrics({ topTenants: 10 });
+  app.decorate('metrics', metrics);
+  const rateLimits = await openRateLimiter(config, clock, {
+    warn: (message, error) => app.log.warn({ err: error }, message),
+    storeError: () => metrics.storeError(),
+    degradedDecision: (mode) => metrics.degradedDecision(mode),
+  });
+  app.addHook('onClose', async () => rateLimits.limiter.close());
+  const admission = new LimitsAdmission({
+    limiter: rateLimits.limiter,
+    platform: platformLimitsOf(config),
+    tenantLimits: (tenantId) => services.limits.limitsOf(tenantId),
+    audit: services.audit,
+    metrics,
+    clock,
+    onAuditError: (error) => app.log.error({ err: error }, 'recording a rate-limit refusal failed'),
+  });
+  app.decorateRequest('rateLimits', null);
+  registerAuth(app, [services.apiKeys, services.accessTokens], tenancy, services.access, services.audit, admission);
+  // A route's own bucket (login, transit, export) is charged once the body is parsed and valid.
+  app.addHook('preHandler', async (request, reply) => admission.chargeRoute(request, reply));
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
+  });
 
   const methodRouter = FindMyWay();
   const routedMethods = new Set<string>();
   app.addHook('onRoute', (route) => {
-    // Swagger UI's own routes are the only ones registered without an explicit auth level.
+    // Swagger UI's own routes and the CORS preflight are the only ones registered without an explicit auth level.
     if (route.url.startsWith('/docs')) route.config = { auth: 'public', ...route.config };
+    const preflight = route.method === 'OPTIONS';
+    if (preflight) route.config = { auth: 'public', rateLimit: 'exempt', ...route.config };
+    route.bodyLimit ??= Math.min(smallBodyLimit, config.bodyLimitBytes);
     assertRouteAccess(`${[route.method].flat().join(',')} ${route.url}`, route.config ?? {});
     const { permission } = route.config ?? {};
     if (permission !== undefined && route.schema) {
@@ -291,7 +362,8 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
       } as typeof route.schema;
     }
     // Unknown query parameters are rejected like unknown body fields, also on routes that take none.
-    if (!route.url.startsWith('/docs') && route.schema?.querystring === undefined) {
+    // (A preflight carries the query of the request it asks about.)
+    if (!route.url.startsWith('/docs') && !preflight && route.schema?.querystring === undefined) {
       route.schema = { ...route.schema, querystring: noQuery };
     }
     if (route.config?.auth !== 'public' && route.schema) {
@@ -342,11 +414,22 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'An access token (JWT of a user or an operator) or a tenant API key (`bwk_...`).' } } },
     },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { validatorUrl: null }, staticCSP: true, transformStaticCSP: docsContentSecurityPolicy });
+  // CORS is off unless origins are listed: then exactly those may call with a bearer token (no cookies, so no credentials mode).
+  if (config.corsOrigins !== undefined) {
+    await app.register(cors, {
+      origin: [...config.corsOrigins],
+      methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      allowedHeaders: ['authorization', 'content-type', 'if-match', 'if-none-match', 'x-request-id'],
+      exposedHeaders: ['x-request-id', 'etag', 'location', 'retry-after', 'ratelimit', 'ratelimit-policy'],
+      maxAge: 600,
+      strictPreflight: true,
+    });
+  }
 
   app.get('/openapi.json', { config: { auth: 'public' }, schema: { hide: true } }, async () => app.swagger());
 
-  await app.register(healthRoutes, { db, rootKeys });
+  await app.register(healthRoutes, { db, rootKeys, rateLimitStore: rateLimits.probe });
   const onboarding: TenantOnboarding = {
     adminSchema: createUserBody,
     check: (admin) => services.users.assertAcceptableForNewTenant(admin),
@@ -361,7 +444,13 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   };
   await app.register(tenancyRoutes, { tenancy, onboarding });
   await app.register(recordsRoutes, { records: services.records, recordMaxBytes: config.recordMaxBytes });
-  await app.register(identityRoutes, { users: services.users, login: services.login, sessions: services.sessions, access: services.access });
+  await app.register(identityRoutes, {
+    users: services.users,
+    login: services.login,
+    sessions: services.sessions,
+    access: services.access,
+    importBodyLimit: config.bodyLimitBytes,
+  });
   await app.register(authRoutes, {
     login: services.login,
     users: services.users,
@@ -374,7 +463,8 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   await app.register(operatorRoutes, { operators: services.operators });
   await app.register(accessRoutes, { access: services.access });
   await app.register(apiKeyRoutes, { apiKeys: services.apiKeys });
-  await app.register(keysRoutes, { keyring, transit: services.transit });
+  await app.register(keysRoutes, { keyring, transit: services.transit, transitBodyLimit: config.bodyLimitBytes });
+  await app.register(limitsRoutes, { limits: services.limits });
   await app.register(auditRoutes, { audit: services.audit });
   startAuditJobs(app, db, config, clock);
   // Unwrapped data keys leave memory with the app.

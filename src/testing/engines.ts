@@ -40,8 +40,16 @@ export function engineSkip(engine: EngineName): string | false {
 
 export const engines: readonly EngineName[] = ['pglite', 'postgres'];
 
+/**
+ * Tests call from one address at machine speed: the rate buckets are lifted unless a test sets them
+ * (the limits tests do). Quotas and concurrency caps keep their defaults.
+ */
+const unlimitedRates = Object.fromEntries(
+  (['rateLimitRequests', 'rateLimitLogin', 'rateLimitCrypto', 'rateLimitExport', 'rateLimitAnonymous', 'rateLimitOperator'] as const).map((key) => [key, 'unlimited']),
+);
+
 export function testConfig(overrides: Partial<Record<keyof Config, string>> = {}): Config {
-  return loadConfig({}, { env: 'test', logLevel: process.env['BULWARK_TEST_LOG_LEVEL'] ?? 'silent', ...overrides });
+  return loadConfig({}, { env: 'test', logLevel: process.env['BULWARK_TEST_LOG_LEVEL'] ?? 'silent', ...unlimitedRates, ...overrides });
 }
 
 export interface TestDatabase {

@@ -24,6 +24,7 @@ export const tenantPermissions = {
   'support-grants:write': 'Grant and revoke support access for platform operators.',
   'audit:read': 'Read, export, summarise and verify the audit trail.',
   'audit:write': "Set the audit trail's retention.",
+  'limits:read': "Read the tenant's rate limits, quotas and usage.",
 } as const;
 
 export const platformPermissions = {
@@ -35,6 +36,7 @@ export const platformPermissions = {
   'platform:operators:write': 'Create, change, disable and delete operator accounts; set their passwords; lift lockouts.',
   'platform:audit:read': 'Read, export, summarise and verify the platform audit trail.',
   'platform:audit:write': "Set the platform audit trail's retention.",
+  'platform:limits:write': "Set a tenant's rate limits, quotas and concurrency cap.",
 } as const;
 
 export type TenantPermission = keyof typeof tenantPermissions;
@@ -79,14 +81,14 @@ export function isBuiltInRole(name: string): name is BuiltInRole {
  */
 export const platformRoles = {
   'platform-admin': {
-    description: 'Runs the platform: tenants, operators, the root key; rotates tenant keys.',
+    description: "Runs the platform: tenants, operators, the root key, tenants' limits; rotates tenant keys.",
     permissions: Object.keys(platformPermissions) as PlatformPermission[],
-    standingTenantPermissions: ['keys:read', 'keys:rotate'] satisfies TenantPermission[],
+    standingTenantPermissions: ['keys:read', 'keys:rotate', 'limits:read'] satisfies TenantPermission[],
   },
   'platform-auditor': {
-    description: 'Reads tenants, operators, the key status and the platform audit trail; changes nothing.',
+    description: "Reads tenants, operators, the key status, tenants' limits and the platform audit trail; changes nothing.",
     permissions: ['platform:tenants:read', 'platform:root-key:read', 'platform:operators:read', 'platform:audit:read'] satisfies PlatformPermission[],
-    standingTenantPermissions: ['keys:read'] satisfies TenantPermission[],
+    standingTenantPermissions: ['keys:read', 'limits:read'] satisfies TenantPermission[],
   },
 } as const satisfies Record<string, { description: string; permissions: readonly PlatformPermission[]; standingTenantPermissions: readonly TenantPermission[] }>;
 

@@ -14,6 +14,7 @@ export const auditActions = [
   'operator.password.set',
   'operator.lockout.clear',
   'root-key.rotate',
+  'limits.update',
   // Authentication (in the realm's chain: the tenant's, or the platform's for operators)
   'auth.login',
   'auth.lockout',
@@ -52,6 +53,8 @@ export const auditActions = [
   'crypto.rewrap',
   // Authorization refusals of authenticated callers
   'access.denied',
+  // A tenant (or operator) throttled by a rate limit: sampled, at most one event per bucket per minute
+  'limit.exceeded',
   // The audit trail itself
   'audit.verify',
   'audit.export',

@@ -145,7 +145,8 @@ export const auditRoutes: RoutePlugin<{ audit: AuditService }> = async (app, { a
     app.get(
       `${chain.base}/export`,
       {
-        config: { auth: chain.auth, permission: chain.read },
+        // A tenant's exports spend its `export` bucket; an operator's, only the operator's own.
+        config: { auth: chain.auth, permission: chain.read, rateLimit: { bucket: 'export' } },
         schema: {
           tags,
           summary: `Export ${chain.what} audit trail`,

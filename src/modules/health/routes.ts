@@ -7,11 +7,21 @@ import type { RoutePlugin } from '../../platform/http/route-kit.ts';
 const tags = ['health'];
 const probeTimeoutMs = 2_000;
 
-export const healthRoutes: RoutePlugin<{ db: Database; rootKeys: RootKeyProvider }> = async (app, { db, rootKeys }) => {
+/** Redis, when it holds the rate-limit buckets: required for readiness only when limits fail closed without it. */
+export interface RateLimitStoreProbe {
+  ping(): Promise<void>;
+  required: boolean;
+}
+
+export const healthRoutes: RoutePlugin<{ db: Database; rootKeys: RootKeyProvider; rateLimitStore: RateLimitStoreProbe | undefined }> = async (
+  app,
+  { db, rootKeys, rateLimitStore },
+) => {
   app.get(
     '/healthz',
     {
-      config: { auth: 'public' },
+      // Probes are never rate limited: a throttled probe would take a healthy instance out of rotation.
+      config: { auth: 'public', rateLimit: 'exempt' },
       schema: { tags, summary: 'Liveness', description: 'The process is up and serving HTTP.', response: { 200: Type.Object({ status: Type.Literal('ok') }) } },
     },
     async () => ({ status: 'ok' as const }),
@@ -20,23 +30,40 @@ export const healthRoutes: RoutePlugin<{ db: Database; rootKeys: RootKeyProvider
   app.get(
     '/readyz',
     {
-      config: { auth: 'public' },
+      config: { auth: 'public', rateLimit: 'exempt' },
       schema: {
         tags,
         summary: 'Readiness',
-        description: 'Ready when the database and the root key provider answer (the bus joins when its module lands). 503 otherwise.',
+        description:
+          'Ready when the database and the root key provider answer (the bus joins when its module lands). With Redis configured, `rateLimitStore` reports it; it decides readiness only when `BULWARK_RATE_LIMIT_REDIS_FAILURE=closed`. 503 otherwise.',
         response: {
-          200: Type.Object({ status: Type.Literal('ready'), checks: Type.Object({ database: Type.Literal('ok'), rootKey: Type.Literal('ok') }) }),
+          200: Type.Object({
+            status: Type.Literal('ready'),
+            checks: Type.Object({
+              database: Type.Literal('ok'),
+              rootKey: Type.Literal('ok'),
+              rateLimitStore: Type.Optional(Type.Union([Type.Literal('ok'), Type.Literal('unavailable')])),
+            }),
+          }),
         },
       },
     },
     async () => {
-      const [database, rootKey] = await Promise.allSettled([withTimeout(db.ping(), probeTimeoutMs), withTimeout(rootKeys.ping(), probeTimeoutMs)]);
-      if (database.status === 'rejected' || rootKey.status === 'rejected') {
-        const checks = { database: database.status === 'fulfilled' ? 'ok' : 'unavailable', rootKey: rootKey.status === 'fulfilled' ? 'ok' : 'unavailable' };
+      const outcome = (probe: PromiseSettledResult<unknown>) => (probe.status === 'fulfilled' ? ('ok' as const) : ('unavailable' as const));
+      const [database, rootKey, store] = await Promise.allSettled([
+        withTimeout(db.ping(), probeTimeoutMs),
+        withTimeout(rootKeys.ping(), probeTimeoutMs),
+        rateLimitStore === undefined ? Promise.resolve() : withTimeout(rateLimitStore.ping(), probeTimeoutMs),
+      ]);
+      const checks = {
+        database: outcome(database),
+        rootKey: outcome(rootKey),
+        ...(rateLimitStore === undefined ? {} : { rateLimitStore: outcome(store) }),
+      };
+      if (checks.database !== 'ok' || checks.rootKey !== 'ok' || (rateLimitStore?.required === true && checks.rateLimitStore !== 'ok')) {
         throw new BulwarkError('service_unavailable', { detail: `readiness: ${JSON.stringify(checks)}`, extensions: { checks } });
       }
-      return { status: 'ready' as const, checks: { database: 'ok' as const, rootKey: 'ok' as const } };
+      return { status: 'ready' as const, checks: { ...checks, database: 'ok' as const, rootKey: 'ok' as const } };
     },
   );
 };

@@ -26,9 +26,10 @@ const tags = ['users'];
 const users = '/v1/tenants/:tenantId/users';
 
 /** A tenant's users and its password policy. Login, sessions and tokens build on these. */
-export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginService; sessions: LoginSessionService; access: AccessService }> = async (
+/** `importBodyLimit`: an import batch may use the whole request body limit (most routes get a small one). */
+export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginService; sessions: LoginSessionService; access: AccessService; importBodyLimit: number }> = async (
   app,
-  { users: service, login, sessions, access },
+  { users: service, login, sessions, access, importBodyLimit },
 ) => {
   // Changing another user's password, e-mail, status or existence needs every permission that user holds.
   const mayManage = (request: FastifyRequest<{ Params: { tenantId: string; userId: string } }>) =>
@@ -70,6 +71,7 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
     '/v1/tenants/:tenantId/user-imports',
     {
       config: { auth: 'tenant', permission: 'users:write' },
+      bodyLimit: importBodyLimit,
       schema: {
         tags,
         summary: 'Import users with their existing password hashes',

@@ -5,6 +5,7 @@ import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
 import { newId } from '../../platform/ids.ts';
 import type { EnvelopeContext } from '../keys/envelope.ts';
 import type { AuditRecorder } from '../audit/service.ts';
+import type { QuotaGuard } from '../limits/service.ts';
 import type { KeyringService, Reencryptor, TenantKeys } from '../keys/service.ts';
 import { assertPasswordAcceptable, defaultPasswordPolicy, type PasswordPolicy, policyProblems, withPolicyDefaults } from './password-policy.ts';
 import { type Argon2Params, defaultArgon2Params, hashPassword, importedHash, ImportedHashError } from './passwords.ts';
@@ -102,9 +103,11 @@ export class UsersService implements Reencryptor {
   readonly #clock: Clock;
   readonly #argon2: Argon2Params;
   readonly #audit: AuditRecorder;
+  readonly #quotas: QuotaGuard;
 
-  constructor(db: Database, keyring: KeyringService, audit: AuditRecorder, clock: Clock, options: { argon2?: Argon2Params } = {}) {
+  constructor(db: Database, keyring: KeyringService, audit: AuditRecorder, quotas: QuotaGuard, clock: Clock, options: { argon2?: Argon2Params } = {}) {
     this.#db = db;
+    this.#quotas = quotas;
     this.#keyring = keyring;
     this.#audit = audit;
     this.#clock = clock;
@@ -322,6 +325,7 @@ export class UsersService implements Reencryptor {
   ): Promise<User[]> {
     return this.#keyring.withKeys(tenantId, (keys) =>
       this.#db.withTenant(tenantId, async (tx) => {
+        await this.#quotas.assertUserCapacity(tx, tenantId, entries.length);
         const created: User[] = [];
         for (const [index, entry] of entries.entries()) {
           const emailHmac = keys.lookupHash(normalizeEmail(entry.pii.email));

@@ -19,7 +19,11 @@ import type { TransitService } from './transit.ts';
 const keyTags = ['keys'];
 const transitTags = ['transit'];
 
-export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: TransitService }> = async (app, { keyring, transit }) => {
+/**
+ * `transitBodyLimit`: transit batches may use the whole request body limit (most routes get a small one).
+ * A batch spends one unit of the tenant's `crypto` rate bucket per item.
+ */
+export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: TransitService; transitBodyLimit: number }> = async (app, { keyring, transit, transitBodyLimit }) => {
   const describe = async (tenantId: string) => ({ ...(await keyring.describe(tenantId)), reencrypting: keyring.isReencrypting(tenantId) });
 
   app.get(
@@ -192,11 +196,13 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
   );
 
   const transitSchema = { tags: transitTags, params: tenantParams };
+  const transitLimit = { bucket: 'crypto' as const, cost: (request: { body: unknown }) => (request.body as { items: unknown[] }).items.length };
 
   app.post(
     '/v1/tenants/:tenantId/crypto/encrypt',
     {
-      config: { auth: 'tenant', permission: 'crypto:encrypt' },
+      config: { auth: 'tenant', permission: 'crypto:encrypt', rateLimit: transitLimit },
+      bodyLimit: transitBodyLimit,
       schema: {
         ...transitSchema,
         summary: 'Encrypt with the tenant key',
@@ -211,7 +217,8 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
   app.post(
     '/v1/tenants/:tenantId/crypto/decrypt',
     {
-      config: { auth: 'tenant', permission: 'crypto:decrypt' },
+      config: { auth: 'tenant', permission: 'crypto:decrypt', rateLimit: transitLimit },
+      bodyLimit: transitBodyLimit,
       schema: {
         ...transitSchema,
         summary: 'Decrypt with the tenant key',
@@ -226,7 +233,8 @@ export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: Transit
   app.post(
     '/v1/tenants/:tenantId/crypto/rewrap',
     {
-      config: { auth: 'tenant', permission: 'crypto:rewrap' },
+      config: { auth: 'tenant', permission: 'crypto:rewrap', rateLimit: transitLimit },
+      bodyLimit: transitBodyLimit,
       schema: {
         ...transitSchema,
         summary: 'Move ciphertexts to the current key version',

@@ -5,6 +5,7 @@ import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
 import { retryWithNewId, withFreshId } from '../../platform/ids.ts';
 import type { EnvelopeContext } from '../keys/envelope.ts';
 import type { AuditRecorder } from '../audit/service.ts';
+import type { QuotaGuard } from '../limits/service.ts';
 import type { KeyringService, Reencryptor, TenantKeys } from '../keys/service.ts';
 import type { StoredRecord } from './schemas.ts';
 import {
@@ -58,8 +59,11 @@ export class RecordsService implements Reencryptor {
   readonly #maxBytes: number;
   readonly #audit: AuditRecorder;
 
-  constructor(db: Database, keyring: KeyringService, audit: AuditRecorder, clock: Clock, options: { recordMaxBytes: number }) {
+  readonly #quotas: QuotaGuard;
+
+  constructor(db: Database, keyring: KeyringService, audit: AuditRecorder, quotas: QuotaGuard, clock: Clock, options: { recordMaxBytes: number }) {
     this.#db = db;
+    this.#quotas = quotas;
     this.#keyring = keyring;
     this.#audit = audit;
     this.#clock = clock;
@@ -89,6 +93,7 @@ export class RecordsService implements Reencryptor {
       return this.#db.withTenant(tenantId, async (tx) => {
         const inserted = await insertRecord(tx, sealed);
         if (inserted === undefined) return retryWithNewId;
+        await this.#quotas.reserveRecords(tx, tenantId, { records: 1, bytes: sealed.bodyBytes });
         await this.#audit.record(tx, { tenantId }, recordEvent('record.create', inserted));
         return inserted;
       });
@@ -115,6 +120,7 @@ export class RecordsService implements Reencryptor {
         throw new BulwarkError('precondition_failed', { message: 'The record does not match If-Match.' });
       }
       if (current) {
+        await this.#quotas.reserveRecords(tx, tenantId, { records: 0, bytes: sealed.bodyBytes - current.body_bytes });
         const replaced = await replaceRecord(tx, sealed);
         await this.#audit.record(tx, { tenantId }, recordEvent('record.replace', replaced));
         return { row: replaced, created: false };
@@ -122,6 +128,7 @@ export class RecordsService implements Reencryptor {
       const inserted = await insertRecord(tx, sealed);
       // Another writer created the same id between our lock attempt and the insert.
       if (!inserted) throw new BulwarkError('conflict', { message: 'The record was created concurrently; retry.' });
+      await this.#quotas.reserveRecords(tx, tenantId, { records: 1, bytes: sealed.bodyBytes });
       await this.#audit.record(tx, { tenantId }, recordEvent('record.create', inserted));
       return { row: inserted, created: true };
     });
@@ -136,6 +143,7 @@ export class RecordsService implements Reencryptor {
         throw new BulwarkError('precondition_failed', { message: 'The record does not match If-Match.' });
       }
       await deleteRecord(tx, tenantId, collection, id);
+      await this.#quotas.reserveRecords(tx, tenantId, { records: -1, bytes: -current.body_bytes });
       await this.#audit.record(tx, { tenantId }, recordEvent('record.delete', current));
     });
   }

@@ -7,11 +7,13 @@ export interface RecordRow {
   /** The sealed envelope, or plain JSON when key_version is null (written before encryption at rest). */
   body: Buffer;
   key_version: number | null;
+  /** Bytes of the record's JSON, as counted against the tenant's quota. */
+  body_bytes: number;
   created_at: Date;
   updated_at: Date;
 }
 
-const columns = 'collection, id, version, body, key_version, created_at, updated_at';
+const columns = 'collection, id, version, body, key_version, body_bytes, created_at, updated_at';
 
 function normalize(row: RecordRow): RecordRow {
   return { ...row, body: toBuffer(row.body) };

@@ -63,7 +63,8 @@ export const authRoutes: RoutePlugin<AuthRouteServices> = async (app, { login, u
   app.post(
     '/v1/auth/login',
     {
-      config: { auth: 'public' },
+      // The tenant's login bucket, on top of the address's: one tenant's login storm cannot take the hashing capacity of all.
+      config: { auth: 'public', rateLimit: { bucket: 'login', tenantOf: (request) => (request.body as { tenantId: string }).tenantId } },
       bodyLimit,
       schema: {
         tags,

@@ -11,6 +11,7 @@ import { TtlCache } from '../../platform/ttl-cache.ts';
 import { isTenantPermission } from '../access/permissions.ts';
 import { assertHeld } from '../access/service.ts';
 import type { AuditRecorder } from '../audit/service.ts';
+import type { QuotaGuard } from '../limits/service.ts';
 import type { ApiKey } from './schemas.ts';
 import {
   apiKeyCredentialSql,
@@ -46,9 +47,17 @@ export class ApiKeyService implements Authenticator {
   readonly #verified: TtlCache<VerifiedKey>;
   readonly #onBackgroundError: (error: unknown, message: string) => void;
   readonly #audit: AuditRecorder;
+  readonly #quotas: QuotaGuard;
 
-  constructor(db: Database, audit: AuditRecorder, clock: Clock, options: { cacheTtlMs: number; onBackgroundError?: (error: unknown, message: string) => void }) {
+  constructor(
+    db: Database,
+    audit: AuditRecorder,
+    quotas: QuotaGuard,
+    clock: Clock,
+    options: { cacheTtlMs: number; onBackgroundError?: (error: unknown, message: string) => void },
+  ) {
     this.#db = db;
+    this.#quotas = quotas;
     this.#audit = audit;
     this.#clock = clock;
     this.#verified = new TtlCache(options.cacheTtlMs, 50_000, clock);
@@ -71,6 +80,7 @@ export class ApiKeyService implements Authenticator {
     assertHeld(caller, scopes);
     const secret = randomBytes(32).toString('base64url');
     const created = await this.#db.withTenant(tenantId, async (tx) => {
+      await this.#quotas.assertApiKeyCapacity(tx, tenantId);
       const key = await withFreshId((id) => insertApiKey(tx, { tenantId, id, name: input.name, scopes, secretHash: sha256(secret), expiresAt, now }));
       await this.#audit.record(tx, { tenantId }, { action: 'api-key.create', target: { type: 'api-key', id: key.id }, detail: { scopes, expiresAt: key.expiresAt } });
       return key;

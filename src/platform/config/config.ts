@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import type { Limit } from '../../modules/limits/policy.ts';
+import type { Rate } from '../../modules/limits/rate-store.ts';
 import { optionSpecs } from './spec.ts';
 
 export interface Config {
@@ -11,6 +13,30 @@ export interface Config {
   readonly databaseAppRole: string;
   readonly databasePoolMax: number;
   readonly redisUrl: string | undefined;
+  readonly redisTimeoutMs: number;
+  readonly rateLimitRedisFailure: 'local' | 'open' | 'closed';
+  readonly allowMemoryRateLimits: boolean;
+  readonly rateLimitRequests: Limit<Rate>;
+  readonly rateLimitLogin: Limit<Rate>;
+  readonly rateLimitCrypto: Limit<Rate>;
+  readonly rateLimitExport: Limit<Rate>;
+  readonly rateLimitAnonymous: Limit<Rate>;
+  readonly rateLimitOperator: Limit<Rate>;
+  readonly quotaRecords: Limit<number>;
+  readonly quotaRecordBytes: Limit<number>;
+  readonly quotaApiKeys: Limit<number>;
+  readonly quotaUsers: Limit<number>;
+  readonly tenantMaxConcurrentRequests: Limit<number>;
+  readonly databaseTenantMaxConnections: number | undefined;
+  readonly databaseStatementTimeoutMs: number;
+  readonly headersTimeoutSeconds: number;
+  readonly requestTimeoutSeconds: number;
+  readonly trustProxy: false | number | readonly string[];
+  readonly tlsCertFile: string | undefined;
+  readonly tlsKeyFile: string | undefined;
+  readonly corsOrigins: readonly string[] | undefined;
+  readonly metricsPort: number | undefined;
+  readonly metricsHost: string;
   readonly natsUrl: string | undefined;
   readonly setupToken: string | undefined;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -81,6 +107,13 @@ export function loadConfig(environment: Source = process.env, overrides: Partial
   for (const needed of required[String(values['rootKeyProvider'])] ?? []) {
     const [key = '', env = ''] = needed.split(':');
     if (values[key] === undefined) problems.push(`${env} is required when BULWARK_ROOT_KEY_PROVIDER=${String(values['rootKeyProvider'])}`);
+  }
+  if ((values['tlsCertFile'] === undefined) !== (values['tlsKeyFile'] === undefined)) {
+    problems.push('BULWARK_TLS_CERT_FILE and BULWARK_TLS_KEY_FILE go together: set both or neither');
+  }
+  const { headersTimeoutSeconds, requestTimeoutSeconds } = values as { headersTimeoutSeconds?: number; requestTimeoutSeconds?: number };
+  if (headersTimeoutSeconds !== undefined && requestTimeoutSeconds !== undefined && headersTimeoutSeconds > requestTimeoutSeconds) {
+    problems.push('BULWARK_HEADERS_TIMEOUT_SECONDS must not exceed BULWARK_REQUEST_TIMEOUT_SECONDS');
   }
   if ((values['auditWebhookUrl'] === undefined) !== (values['auditWebhookSecret'] === undefined)) {
     problems.push('BULWARK_AUDIT_WEBHOOK_URL and BULWARK_AUDIT_WEBHOOK_SECRET go together: set both or neither');

@@ -3,6 +3,7 @@
  * JSON config file, how it is validated and its default. docs/configuration.md is generated from it.
  */
 import type { Config } from './config.ts';
+import { parseRate } from '../../modules/limits/policy.ts';
 
 export interface OptionSpec {
   key: keyof Config;
@@ -44,6 +45,25 @@ function url(...protocols: string[]) {
 
 function boolean(raw: string) {
   return raw === 'true' || raw === 'false' ? { value: raw === 'true' } : { error: 'must be true or false' };
+}
+
+/** Comma-separated exact http(s) origins (scheme, host, port; no path); undefined when one is not. */
+function originList(raw: string): string[] | undefined {
+  const origins = raw.split(',').map((origin) => origin.trim());
+  const valid = origins.every((origin) => {
+    try {
+      const url = new URL(origin);
+      return (url.protocol === 'https:' || url.protocol === 'http:') && url.origin === origin;
+    } catch {
+      return false;
+    }
+  });
+  return valid ? origins : undefined;
+}
+
+function countOrUnlimited(min: number, max: number) {
+  const count = integer(min, max);
+  return (raw: string) => (raw === 'unlimited' ? { value: 'unlimited' } : count(raw));
 }
 
 function text(min: number, max: number) {
@@ -114,9 +134,189 @@ export const optionSpecs: readonly OptionSpec[] = [
   {
     key: 'redisUrl',
     env: 'BULWARK_REDIS_URL',
-    description: 'Redis URL for shared rate-limit counters and revocation fan-out. Validated now; used once the limits module lands.',
+    description:
+      'Redis URL for the rate-limit buckets, shared by every instance so a tenant has one budget across them. Unset: buckets in each process (production refuses that unless `BULWARK_ALLOW_MEMORY_RATE_LIMITS=true`).',
     secret: true,
     parse: url('redis', 'rediss'),
+  },
+  {
+    key: 'redisTimeoutMs',
+    env: 'BULWARK_REDIS_TIMEOUT_MS',
+    description: 'How long a rate-limit call to Redis may take before it counts as a failure (then `BULWARK_RATE_LIMIT_REDIS_FAILURE` decides).',
+    default: '200',
+    parse: integer(10, 10_000),
+  },
+  {
+    key: 'rateLimitRedisFailure',
+    env: 'BULWARK_RATE_LIMIT_REDIS_FAILURE',
+    description:
+      'While Redis is unreachable: `local` limits with each instance\'s own buckets (the budget multiplies by the instances), `open` allows every request, `closed` refuses every limited request with 503 `rate_limiter_unavailable`. Each decision counts in `bulwark_rate_limit_degraded_decisions_total`; Redis is retried every second.',
+    default: 'local',
+    parse: oneOf('local', 'open', 'closed'),
+  },
+  {
+    key: 'allowMemoryRateLimits',
+    env: 'BULWARK_ALLOW_MEMORY_RATE_LIMITS',
+    description: 'Accept per-process rate-limit buckets in production (`true`): with several instances each one allows the full budget.',
+    default: 'false',
+    parse: boolean,
+  },
+  {
+    key: 'rateLimitRequests',
+    env: 'BULWARK_RATE_LIMIT_REQUESTS',
+    description:
+      'Default rate of every authenticated request of one tenant, `<limit>/<window>` (a token bucket of `limit` that refills over the window) or `unlimited`. Operators override it per tenant (`PUT /v1/tenants/{tenantId}/limits`).',
+    default: '2000/10s',
+    parse: parseRate,
+  },
+  {
+    key: 'rateLimitLogin',
+    env: 'BULWARK_RATE_LIMIT_LOGIN',
+    description: 'Default rate of password logins into one tenant (all its users together), on top of the per-account and per-address lockouts.',
+    default: '300/1m',
+    parse: parseRate,
+  },
+  {
+    key: 'rateLimitCrypto',
+    env: 'BULWARK_RATE_LIMIT_CRYPTO',
+    description: 'Default rate of transit items (encrypt, decrypt, rewrap; a batch costs its items) of one tenant.',
+    default: '10000/10s',
+    parse: parseRate,
+  },
+  {
+    key: 'rateLimitExport',
+    env: 'BULWARK_RATE_LIMIT_EXPORT',
+    description: 'Default rate of audit exports of one tenant.',
+    default: '10/1m',
+    parse: parseRate,
+  },
+  {
+    key: 'rateLimitAnonymous',
+    env: 'BULWARK_RATE_LIMIT_ANONYMOUS',
+    description:
+      'Rate of unauthenticated calls (login, refresh, setup, public keys, docs) and failed authentications per client address. Over it, the address gets 429 also with credentials until its bucket refills. Behind a proxy set `BULWARK_TRUST_PROXY`, or every client shares the proxy\'s address.',
+    default: '600/1m',
+    parse: parseRate,
+  },
+  {
+    key: 'rateLimitOperator',
+    env: 'BULWARK_RATE_LIMIT_OPERATOR',
+    description: 'Rate of every request of one platform operator.',
+    default: '2000/10s',
+    parse: parseRate,
+  },
+  {
+    key: 'quotaRecords',
+    env: 'BULWARK_QUOTA_RECORDS',
+    description: 'Default quota: records one tenant may store (`unlimited` lifts it). Over it, writes answer 403 `quota_exceeded`.',
+    default: '1000000',
+    parse: countOrUnlimited(0, Number.MAX_SAFE_INTEGER),
+  },
+  {
+    key: 'quotaRecordBytes',
+    env: 'BULWARK_QUOTA_RECORD_BYTES',
+    description: 'Default quota: total bytes of record data (the JSON of each `data`) one tenant may store.',
+    default: '1073741824',
+    parse: countOrUnlimited(0, Number.MAX_SAFE_INTEGER),
+  },
+  {
+    key: 'quotaApiKeys',
+    env: 'BULWARK_QUOTA_API_KEYS',
+    description: 'Default quota: live (unrevoked, unexpired) API keys of one tenant.',
+    default: '100',
+    parse: countOrUnlimited(0, 1_000_000),
+  },
+  {
+    key: 'quotaUsers',
+    env: 'BULWARK_QUOTA_USERS',
+    description: 'Default quota: users of one tenant.',
+    default: '10000',
+    parse: countOrUnlimited(0, 100_000_000),
+  },
+  {
+    key: 'tenantMaxConcurrentRequests',
+    env: 'BULWARK_TENANT_MAX_CONCURRENT_REQUESTS',
+    description: 'Default cap on one tenant\'s requests in progress on one instance; more answer 429 `concurrency_limit_exceeded`.',
+    default: '32',
+    parse: countOrUnlimited(1, 100_000),
+  },
+  {
+    key: 'databaseTenantMaxConnections',
+    env: 'BULWARK_DATABASE_TENANT_MAX_CONNECTIONS',
+    description:
+      'PostgreSQL: the most pool connections one tenant\'s transactions hold at once; its further transactions wait for one of its own, so a slow tenant cannot take the whole pool. Default: half of `BULWARK_DATABASE_POOL_MAX`.',
+    parse: integer(1, 1000),
+  },
+  {
+    key: 'databaseStatementTimeoutMs',
+    env: 'BULWARK_DATABASE_STATEMENT_TIMEOUT_MS',
+    description: 'PostgreSQL `statement_timeout` of the app\'s connections (0: none); a transaction idle for 6 times as long is ended by the server.',
+    default: '10000',
+    parse: integer(0, 600_000),
+  },
+  {
+    key: 'headersTimeoutSeconds',
+    env: 'BULWARK_HEADERS_TIMEOUT_SECONDS',
+    description: 'A client must send the request headers within this time (slowloris).',
+    default: '10',
+    parse: integer(1, 300),
+  },
+  {
+    key: 'requestTimeoutSeconds',
+    env: 'BULWARK_REQUEST_TIMEOUT_SECONDS',
+    description: 'A client must send the whole request (headers and body) within this time.',
+    default: '30',
+    parse: integer(1, 3600),
+  },
+  {
+    key: 'trustProxy',
+    env: 'BULWARK_TRUST_PROXY',
+    description:
+      'Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed: `false`, a number of hops, or comma-separated addresses and CIDRs (`10.0.0.0/8,127.0.0.1`). The client address feeds rate limits, lockouts and the audit trail, so trust only your own proxies.',
+    default: 'false',
+    parse: (raw: string) => {
+      if (raw === 'false') return { value: false };
+      if (/^\d{1,2}$/.test(raw)) return { value: Number(raw) };
+      const entries = raw.split(',').map((entry) => entry.trim());
+      return entries.every((entry) => /^[0-9A-Fa-f.:]+(\/\d{1,3})?$/.test(entry))
+        ? { value: entries }
+        : { error: 'must be false, a hop count, or comma-separated IP addresses / CIDRs' };
+    },
+  },
+  {
+    key: 'tlsCertFile',
+    env: 'BULWARK_TLS_CERT_FILE',
+    description: 'PEM certificate chain: with `BULWARK_TLS_KEY_FILE` the server speaks HTTPS itself and sends `Strict-Transport-Security`.',
+    parse: text(1, 4096),
+  },
+  {
+    key: 'tlsKeyFile',
+    env: 'BULWARK_TLS_KEY_FILE',
+    description: 'PEM private key of `BULWARK_TLS_CERT_FILE`.',
+    parse: text(1, 4096),
+  },
+  {
+    key: 'corsOrigins',
+    env: 'BULWARK_CORS_ORIGINS',
+    description:
+      'Browser origins allowed to call the API cross-origin (comma-separated, exact: `https://app.example.com`). Unset: CORS is off and browsers allow same-origin only. No wildcard: bearer tokens are never meant for any site.',
+    parse: (raw: string) => {
+      const origins = originList(raw);
+      return origins !== undefined ? { value: origins } : { error: 'must be comma-separated origins such as https://app.example.com (no wildcard)' };
+    },
+  },
+  {
+    key: 'metricsPort',
+    env: 'BULWARK_METRICS_PORT',
+    description: 'Port of the Prometheus endpoint (`GET /metrics`), a listener of its own so it never shares the API\'s exposure. Unset: no metrics listener.',
+    parse: integer(0, 65535),
+  },
+  {
+    key: 'metricsHost',
+    env: 'BULWARK_METRICS_HOST',
+    description: 'Address the metrics listener binds to.',
+    default: '127.0.0.1',
+    parse: (raw: string) => (/^[A-Za-z0-9.:[\]-]{1,253}$/.test(raw) ? { value: raw } : { error: 'must be a host name or IP address' }),
   },
   {
     key: 'natsUrl',
@@ -239,16 +439,8 @@ export const optionSpecs: readonly OptionSpec[] = [
     parse: (raw: string) => {
       if (raw === 'none') return { value: [] };
       if (raw === '*') return { value: ['*'] };
-      const origins = raw.split(',').map((origin) => origin.trim());
-      const valid = origins.every((origin) => {
-        try {
-          const url = new URL(origin);
-          return (url.protocol === 'https:' || url.protocol === 'http:') && url.origin === origin;
-        } catch {
-          return false;
-        }
-      });
-      return valid ? { value: origins } : { error: 'must be `none`, `*`, or comma-separated origins such as https://vault.example.com:8200' };
+      const origins = originList(raw);
+      return origins !== undefined ? { value: origins } : { error: 'must be `none`, `*`, or comma-separated origins such as https://vault.example.com:8200' };
     },
   },
   {

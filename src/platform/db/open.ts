@@ -16,7 +16,10 @@ export interface OpenedDatabase {
   warnings: string[];
 }
 
-type DatabaseConfig = Pick<Config, 'env' | 'databaseUrl' | 'databaseAdminUrl' | 'databaseAppRole' | 'databasePoolMax' | 'dataDir'>;
+type DatabaseConfig = Pick<
+  Config,
+  'env' | 'databaseUrl' | 'databaseAdminUrl' | 'databaseAppRole' | 'databasePoolMax' | 'databaseTenantMaxConnections' | 'databaseStatementTimeoutMs' | 'dataDir'
+>;
 
 /** Opens the configured engine, migrates it as the owner and returns a handle that serves as the app role. */
 export async function openDatabase(config: DatabaseConfig, options: { pgliteDataDir?: string } = {}): Promise<OpenedDatabase> {
@@ -62,7 +65,13 @@ export async function openPgliteDatabase(pglite: PGlite, appRole: string): Promi
 
 async function openPostgresDatabase(config: DatabaseConfig, url: string): Promise<OpenedDatabase> {
   const migrations = await migratePostgres(config.databaseAdminUrl ?? url, config.databaseAppRole);
-  const db = openPostgres({ url, appRole: config.databaseAppRole, poolMax: config.databasePoolMax });
+  const db = openPostgres({
+    url,
+    appRole: config.databaseAppRole,
+    poolMax: config.databasePoolMax,
+    tenantMaxConnections: config.databaseTenantMaxConnections ?? Math.max(1, Math.ceil(config.databasePoolMax / 2)),
+    statementTimeoutMs: config.databaseStatementTimeoutMs,
+  });
   const warnings: string[] = [];
   try {
     const role = await inspectServingRole(async (sql) => (await db.withPlatform((tx) => tx.query(sql))).rows as never);

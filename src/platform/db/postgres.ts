@@ -1,11 +1,16 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
+import { TenantSlots } from './tenant-slots.ts';
 import { contextParams, type Database, type DbContext, type Queryable, type QueryResult, setContextSql } from './database.ts';
 
 export interface PostgresOptions {
   url: string;
   appRole: string;
   poolMax: number;
+  /** The most connections one tenant's transactions hold at once (see TenantSlots). */
+  tenantMaxConnections: number;
+  /** `statement_timeout` of every connection; 0 for none. */
+  statementTimeoutMs: number;
 }
 
 /**
@@ -16,18 +21,28 @@ export interface PostgresOptions {
  * Statements are named, so each connection parses a statement once and then only binds it.
  */
 export function openPostgres(options: PostgresOptions): Database {
+  const connectionTimeoutMillis = 5_000;
   const pool = new pg.Pool({
     connectionString: options.url,
     max: options.poolMax,
     options: `-c role=${options.appRole}`,
     pipeline: true,
     idleTimeoutMillis: 30_000,
-    connectionTimeoutMillis: 5_000,
+    connectionTimeoutMillis,
+    // A runaway statement is cancelled and its transaction rolled back; one left open is ended by the server.
+    ...(options.statementTimeoutMs > 0
+      ? { statement_timeout: options.statementTimeoutMs, idle_in_transaction_session_timeout: options.statementTimeoutMs * 6 }
+      : {}),
   });
+  const slots = new TenantSlots({ max: options.tenantMaxConnections, waitMs: connectionTimeoutMillis });
   // An idle client losing its server must not crash the process; the next checkout reconnects.
   pool.on('error', () => undefined);
 
   async function transaction<T>(context: DbContext, work: (tx: Queryable) => Promise<T>): Promise<T> {
+    return 'tenantId' in context ? slots.around(context.tenantId, () => transactionOnPool(context, work)) : transactionOnPool(context, work);
+  }
+
+  async function transactionOnPool<T>(context: DbContext, work: (tx: Queryable) => Promise<T>): Promise<T> {
     const client = await pool.connect();
     let connectionLost = false;
     try {
@@ -60,29 +75,7 @@ export function openPostgres(options: PostgresOptions): Database {
 
   return {
     engine: 'postgres',
-    async tenantQuery<Row>(tenantId: string, sql: string, params: readonly unknown[] = []): Promise<QueryResult<Row>> {
-      const client = await pool.connect();
-      let connectionLost = false;
-      try {
-        const statements = corked(client, () => [
-          client.query('BEGIN'),
-          client.query(prepared(setContextSql, contextParams({ tenantId }))),
-          client.query(prepared(sql, params)),
-          // After a failed statement PostgreSQL answers COMMIT with ROLLBACK, so the connection stays clean.
-          client.query('COMMIT'),
-        ]);
-        const settled = await Promise.allSettled(statements);
-        const failure = settled.find((outcome) => outcome.status === 'rejected');
-        if (failure) throw failure.reason;
-        const result = (settled[2] as PromiseFulfilledResult<pg.QueryResult>).value;
-        return { rows: result.rows as Row[], rowCount: result.rowCount ?? result.rows.length };
-      } catch (error) {
-        if (isConnectionError(error)) connectionLost = true;
-        throw error;
-      } finally {
-        client.release(connectionLost);
-      }
-    },
+    tenantQuery: <Row>(tenantId: string, sql: string, params: readonly unknown[] = []) => slots.around(tenantId, () => tenantQueryOnPool<Row>(tenantId, sql, params)),
     withTenant: (tenantId, work) => transaction({ tenantId }, work),
     withPlatform: (work) => transaction({ scope: 'platform' }, work),
     async ping() {
@@ -92,6 +85,30 @@ export function openPostgres(options: PostgresOptions): Database {
       await pool.end();
     },
   };
+
+  async function tenantQueryOnPool<Row>(tenantId: string, sql: string, params: readonly unknown[]): Promise<QueryResult<Row>> {
+    const client = await pool.connect();
+    let connectionLost = false;
+    try {
+      const statements = corked(client, () => [
+        client.query('BEGIN'),
+        client.query(prepared(setContextSql, contextParams({ tenantId }))),
+        client.query(prepared(sql, params)),
+        // After a failed statement PostgreSQL answers COMMIT with ROLLBACK, so the connection stays clean.
+        client.query('COMMIT'),
+      ]);
+      const settled = await Promise.allSettled(statements);
+      const failure = settled.find((outcome) => outcome.status === 'rejected');
+      if (failure) throw failure.reason;
+      const result = (settled[2] as PromiseFulfilledResult<pg.QueryResult>).value;
+      return { rows: result.rows as Row[], rowCount: result.rowCount ?? result.rows.length };
+    } catch (error) {
+      if (isConnectionError(error)) connectionLost = true;
+      throw error;
+    } finally {
+      client.release(connectionLost);
+    }
+  }
 }
 
 /**

@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { BulwarkError } from '../errors/bulwark-error.ts';
 import { isId } from '../ids.ts';
 import { type Actor, type RequestContext, runInRequest } from './request-context.ts';
@@ -54,6 +54,17 @@ export interface AccessAudit {
   ): Promise<unknown>;
 }
 
+/**
+ * Admission control (the limits module) at the three points of authentication: before it (anonymous
+ * calls, and addresses over their budget of failures), after a failure, and right after success, before
+ * authorization and any database work of the route.
+ */
+export interface Admission {
+  beforeAuthentication(request: FastifyRequest, reply: FastifyReply, isPublic: boolean): Promise<void>;
+  authenticationFailed(request: FastifyRequest, reply: FastifyReply): Promise<void>;
+  admit(request: FastifyRequest, reply: FastifyReply, principal: Principal): Promise<void>;
+}
+
 declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal | null;
@@ -83,7 +94,14 @@ export function actorOf(principal: Principal): Actor {
 
 const maxUserAgentChars = 512;
 
-export function registerAuth(app: FastifyInstance, authenticators: readonly Authenticator[], tenants: TenantGate, authorizer: Authorizer, audit: AccessAudit): void {
+export function registerAuth(
+  app: FastifyInstance,
+  authenticators: readonly Authenticator[],
+  tenants: TenantGate,
+  authorizer: Authorizer,
+  audit: AccessAudit,
+  admission: Admission,
+): void {
   app.decorateRequest('principal', null);
   app.decorateRequest('permissions', null);
   app.decorateRequest('auditContext', null as unknown as RequestContext);
@@ -110,9 +128,16 @@ export function registerAuth(app: FastifyInstance, authenticators: readonly Auth
     // Unknown paths answer 404/405 to everyone: the route table is public (OpenAPI) anyway.
     if (request.is404) return;
     const auth = request.routeOptions.config.auth ?? 'operator';
+    await admission.beforeAuthentication(request, reply, auth === 'public');
     if (auth === 'public') return;
 
-    const principal = await authenticate(request, authenticators);
+    let principal: Principal;
+    try {
+      principal = await authenticate(request, authenticators);
+    } catch (error) {
+      await admission.authenticationFailed(request, reply);
+      throw error;
+    }
     request.principal = principal;
     request.auditContext.actor = actorOf(principal);
     if (principal.kind === 'user' || principal.kind === 'operator') request.auditContext.sessionId = principal.sessionId;
@@ -126,6 +151,7 @@ export function registerAuth(app: FastifyInstance, authenticators: readonly Auth
       ...(principalTenant !== undefined ? { tenantId: principalTenant } : auth === 'tenant' && tenantId !== undefined && isId(tenantId) ? { tenantId } : {}),
     });
     reply.log = request.log;
+    await admission.admit(request, reply, principal);
 
     if (auth === 'operator') {
       const { permission } = request.routeOptions.config;
