@@ -1,3 +1,5 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../platform/config/config.ts';
 import type { Database } from '../platform/db/database.ts';
@@ -11,12 +13,15 @@ export interface RunningServer {
   app: FastifyInstance;
   db: Database;
   address: string;
+  /** `http://host:port/metrics` when BULWARK_METRICS_PORT is set. */
+  metricsAddress: string | undefined;
   stop(): Promise<void>;
 }
 
 /** Opens storage, migrates, builds the app and listens. The caller owns shutdown through `stop`. */
 export async function startServer(config: Config, output: { banner: (text: string) => void }): Promise<RunningServer> {
   const logger = createLogger(config.logLevel);
+  refuseInsecureProductionDefaults(config);
   warnAboutInsecureDefaults(config, logger);
   const rootKeys = await openRootKeyProvider(config, systemClock);
   for (const warning of rootKeys.warnings) logger.warn(warning);
@@ -31,11 +36,14 @@ export async function startServer(config: Config, output: { banner: (text: strin
     const address = await app.listen({ host: config.host, port: config.port });
     if (generated !== undefined) output.banner(setupBanner(generated));
     const listening = app;
+    const metrics = config.metricsPort === undefined ? undefined : await listenForMetrics(app, config.metricsHost, config.metricsPort);
     return {
       app: listening,
       db,
       address,
+      metricsAddress: metrics?.address,
       stop: async () => {
+        await metrics?.close();
         await closeWithin(listening, config.shutdownTimeoutMs);
         await db.close();
       },
@@ -62,11 +70,63 @@ async function closeWithin(app: FastifyInstance, timeoutMs: number): Promise<voi
   clearTimeout(timer);
 }
 
+/**
+ * The Prometheus endpoint, on a listener of its own: scrapers reach it on an internal address while the API
+ * listener may face the internet, and it carries no credentials of its own.
+ */
+async function listenForMetrics(app: FastifyInstance, host: string, port: number): Promise<{ address: string; close(): Promise<void> }> {
+  app.metrics.collectProcessMetrics();
+  const server: Server = createServer((request, response) => {
+    if (request.method !== 'GET' || request.url !== '/metrics') {
+      response.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+      return;
+    }
+    app.metrics.registry.metrics().then(
+      (text) => response.writeHead(200, { 'content-type': app.metrics.registry.contentType, 'cache-control': 'no-store' }).end(text),
+      (error: unknown) => {
+        app.log.error({ err: error }, 'collecting metrics failed');
+        response.writeHead(500, { 'content-type': 'text/plain' }).end('metrics unavailable\n');
+      },
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const { port: bound } = server.address() as AddressInfo;
+  const address = `http://${host.includes(':') ? `[${host}]` : host}:${bound}/metrics`;
+  app.log.info({ address }, 'metrics listening');
+  return {
+    address,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+/** Production refuses what would quietly weaken it, unless the operator accepts it by name (STYLE.md rule 6). */
+function refuseInsecureProductionDefaults(config: Config): void {
+  if (config.env !== 'production') return;
+  if (config.redisUrl === undefined && !config.allowMemoryRateLimits) {
+    throw new Error(
+      'rate limits in process memory: with several instances each allows the whole budget. Refusing to start in production; set BULWARK_REDIS_URL, or BULWARK_ALLOW_MEMORY_RATE_LIMITS=true to accept it.',
+    );
+  }
+}
+
 function warnAboutInsecureDefaults(config: Config, logger: ReturnType<typeof createLogger>): void {
   if (config.databaseUrl === undefined) {
     const message = 'embedded PGlite database in the data folder: fine for one machine, use BULWARK_DATABASE_URL (PostgreSQL) in production';
     if (config.env === 'production') logger.warn(message);
     else logger.info(message);
+  }
+  if (config.redisUrl === undefined && config.env !== 'production') {
+    logger.info('rate-limit buckets in process memory: fine for one instance, set BULWARK_REDIS_URL when running several');
+  }
+  if (config.tlsCertFile === undefined && config.trustProxy === false && config.env === 'production') {
+    logger.warn('serving plain HTTP with no trusted proxy: terminate TLS in front (and set BULWARK_TRUST_PROXY) or set BULWARK_TLS_CERT_FILE');
   }
   const origins = config.customerKmsAllowedOrigins;
   if (origins.includes('*')) {

@@ -1,8 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Clock } from '../../platform/clock.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
-import type { Admission, Principal } from '../../platform/http/auth.ts';
-import type { AuditRecorder } from '../audit/service.ts';
+import { type AccessAudit, type Admission, actorOf, type Principal } from '../../platform/http/auth.ts';
 import type { Limit, PlatformLimits, TenantBucket, TenantLimits } from './policy.ts';
 import type { RateLimiter } from './rate-limiter.ts';
 import type { Rate, RateDecision } from './rate-store.ts';
@@ -47,7 +46,7 @@ export class LimitsAdmission implements Admission {
   readonly #limiter: RateLimiter;
   readonly #platform: PlatformLimits;
   readonly #tenantLimits: (tenantId: string) => Promise<TenantLimits>;
-  readonly #audit: AuditRecorder;
+  readonly #audit: AccessAudit;
   readonly #metrics: LimitsMetrics;
   readonly #clock: Clock;
   readonly #inFlight = new Map<string, number>();
@@ -58,7 +57,7 @@ export class LimitsAdmission implements Admission {
     limiter: RateLimiter;
     platform: PlatformLimits;
     tenantLimits: (tenantId: string) => Promise<TenantLimits>;
-    audit: AuditRecorder;
+    audit: AccessAudit;
     metrics: LimitsMetrics;
     clock: Clock;
     onAuditError: (error: unknown) => void;
@@ -145,7 +144,7 @@ export class LimitsAdmission implements Admission {
     const route = request.routeOptions.url ?? 'unmatched';
     this.#metrics.refused(route, policy);
     if (partition.kind === 'tenant') this.#metrics.tenantRefused(partition.tenantId);
-    this.#sampleAudit(partition, policy, rate);
+    this.#sampleAudit(request, partition, policy, rate);
     throw new BulwarkError('rate_limited', {
       message: `Rate limit "${policy}" exceeded: ${rate.limit} per ${rate.windowSeconds} s. Retry after ${decision.retryAfterSeconds} s.`,
       headers: { 'retry-after': String(decision.retryAfterSeconds) },
@@ -158,7 +157,7 @@ export class LimitsAdmission implements Admission {
    * bucket, then at most one event a minute with the count of refusals since. A flood never becomes a
    * flood of audit writes; the event is written off the request's path.
    */
-  #sampleAudit(partition: Partition, policy: string, rate: Rate): void {
+  #sampleAudit(request: FastifyRequest, partition: Partition, policy: string, rate: Rate): void {
     if (partition.kind === 'source') return;
     const key = keyOf(partition, policy);
     const now = this.#clock.now().getTime();
@@ -170,13 +169,15 @@ export class LimitsAdmission implements Admission {
     if (this.#sampled.size >= 10_000) this.#sampled.clear();
     this.#sampled.set(key, { lastMs: now, refusedSince: 0 });
     const scope = partition.kind === 'tenant' ? { tenantId: partition.tenantId } : 'platform';
-    this.#audit
-      .recordAlone(scope, {
-        action: 'limit.exceeded',
-        outcome: 'denied',
-        detail: { policy, limit: rate.limit, windowSeconds: rate.windowSeconds, refusedSinceLastEvent: sample?.refusedSince ?? 0 },
-      })
-      .catch(this.#onAuditError);
+    const event = {
+      action: 'limit.exceeded' as const,
+      outcome: 'denied' as const,
+      detail: { policy, limit: rate.limit, windowSeconds: rate.windowSeconds, refusedSinceLastEvent: sample?.refusedSince ?? 0 },
+    };
+    // The caller's key is made ready first, so its address and user agent are kept (sealed) with the event.
+    const principal = request.principal;
+    const prepared = principal === null ? Promise.resolve() : this.#audit.prepareSubject(scope, actorOf(principal));
+    prepared.then(() => this.#audit.recordAlone(scope, event)).catch(this.#onAuditError);
   }
 
   /** Counts the request in its tenant's in-flight requests until its response is done (sent or aborted). */

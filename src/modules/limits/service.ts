@@ -13,7 +13,10 @@ import { addRecordUsage, countLiveApiKeys, countUsers, findOverrides, findRecord
  * commit together, or neither does.
  */
 export interface QuotaGuard {
-  /** Moves the tenant's record counters by `delta`, or refuses with `quota_exceeded` (403). */
+  /**
+   * Moves the tenant's record counters by `delta`, or refuses with `quota_exceeded` (403). Called after
+   * the write, in its transaction (the refusal rolls it back).
+   */
   reserveRecords(tx: Queryable, tenantId: string, delta: { records: number; bytes: number }): Promise<void>;
   /** Refuses when `adding` more users would pass the quota; holds the tenant's users quota lock until commit. */
   assertUserCapacity(tx: Queryable, tenantId: string, adding: number): Promise<void>;
@@ -151,7 +154,7 @@ export class LimitsService implements QuotaGuard {
     if ((await addRecordUsage(tx, tenantId, delta, max)) !== undefined) return;
     let usage = await findRecordUsage(tx, tenantId);
     if (usage === undefined) {
-      await initRecordUsage(tx, tenantId);
+      await initRecordUsage(tx, tenantId, delta);
       if ((await addRecordUsage(tx, tenantId, delta, max)) !== undefined) return;
       usage = (await findRecordUsage(tx, tenantId)) ?? { records: 0, record_bytes: 0 };
     }

@@ -33,13 +33,16 @@ export async function addRecordUsage(
   return rows[0];
 }
 
-/** Creates the counter from the records the tenant has; a concurrent creator wins and this does nothing. */
-export async function initRecordUsage(tx: Queryable, tenantId: string): Promise<void> {
+/**
+ * Creates the counter from the records the tenant has, less `applied`: the change this transaction made
+ * already and is about to count. A concurrent creator wins and this does nothing.
+ */
+export async function initRecordUsage(tx: Queryable, tenantId: string, applied: { records: number; bytes: number }): Promise<void> {
   await tx.query(
     `INSERT INTO tenant_usage (tenant_id, records, record_bytes)
-     SELECT $1, count(*), coalesce(sum(body_bytes), 0) FROM records WHERE tenant_id = $1
+     SELECT $1, count(*) - $2, coalesce(sum(body_bytes), 0) - $3 FROM records WHERE tenant_id = $1
      ON CONFLICT (tenant_id) DO NOTHING`,
-    [tenantId],
+    [tenantId, applied.records, applied.bytes],
   );
 }
 

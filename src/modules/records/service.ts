@@ -120,8 +120,8 @@ export class RecordsService implements Reencryptor {
         throw new BulwarkError('precondition_failed', { message: 'The record does not match If-Match.' });
       }
       if (current) {
-        await this.#quotas.reserveRecords(tx, tenantId, { records: 0, bytes: sealed.bodyBytes - current.body_bytes });
         const replaced = await replaceRecord(tx, sealed);
+        await this.#quotas.reserveRecords(tx, tenantId, { records: 0, bytes: sealed.bodyBytes - current.body_bytes });
         await this.#audit.record(tx, { tenantId }, recordEvent('record.replace', replaced));
         return { row: replaced, created: false };
       }

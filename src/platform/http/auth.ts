@@ -45,12 +45,12 @@ export interface TenantGate {
   status(tenantId: string): Promise<TenantStatus | null>;
 }
 
-/** What the auth hook needs of the audit trail: refusals are recorded, and the actor's key made ready. */
+/** What the auth hook (and admission control) need of the audit trail: refusals are recorded, and the actor's key made ready. */
 export interface AccessAudit {
   prepareSubject(scope: { tenantId: string } | 'platform', actor: Actor): Promise<void>;
   recordAlone(
     scope: { tenantId: string } | 'platform',
-    event: { action: 'access.denied'; outcome: 'denied'; detail: Record<string, unknown>; target?: { type: string; id: string } },
+    event: { action: 'access.denied' | 'limit.exceeded'; outcome: 'denied'; detail: Record<string, unknown>; target?: { type: string; id: string } },
   ): Promise<unknown>;
 }
 
