@@ -31,7 +31,8 @@ export function toBulwarkError(error: unknown): BulwarkError {
       extensions: {
         errors: fastifyError.validation.map((issue) => {
           const { instancePath, message, params } = issue as { instancePath?: string; message?: string; params?: Record<string, unknown> };
-          const extra = typeof params?.['additionalProperty'] === 'string' ? ` (${params['additionalProperty']})` : '';
+          // The unknown field's name is the client's text: quoted, but never at length.
+          const extra = typeof params?.['additionalProperty'] === 'string' ? ` (${params['additionalProperty'].slice(0, 64)})` : '';
           return { in: fastifyError.validationContext ?? 'body', path: instancePath ?? '', message: `${message ?? 'is invalid'}${extra}` };
         }),
       },
@@ -94,5 +95,14 @@ export function sendProblem(request: FastifyRequest, reply: FastifyReply, error:
     requestId: request.id,
   };
   if (error.headers) reply.headers(error.headers);
-  return reply.code(error.status).type(problemContentType).send(JSON.stringify(problem));
+  return reply.code(error.status).type(problemContentType).send(htmlSafeJson(problem));
+}
+
+/**
+ * A problem may quote the request (its path, an unknown field's name). As JSON those are data, but a
+ * browser sniffing or a log viewer rendering the text would see markup: `<`, `>` and `&` (and the line
+ * separators JavaScript treats as newlines) go out as \u escapes, which every JSON parser reads back the same.
+ */
+function htmlSafeJson(value: unknown): string {
+  return JSON.stringify(value).replace(/[<>&\u2028\u2029]/g, (character) => `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
