@@ -20,6 +20,16 @@ export interface BenchApp {
   app: FastifyInstance;
 }
 
+/**
+ * The benches push one tenant (and one address) far past the production rate limits, so the buckets are set
+ * out of reach: still charged on every request (their cost is measured), never refusing. The noisy-neighbour
+ * bench keeps the production limits (`productionLimits`).
+ */
+const outOfReach = '100000000/1s';
+const benchRates = Object.fromEntries(
+  (['rateLimitRequests', 'rateLimitLogin', 'rateLimitCrypto', 'rateLimitExport', 'rateLimitAnonymous', 'rateLimitOperator'] as const).map((key) => [key, outOfReach]),
+);
+
 /** Opens (and migrates) the database and builds the app on it; the caller closes the app, then the database. */
 export async function openBenchApp(spec: BulwarkSpec): Promise<BenchApp> {
   const config = loadConfig(
@@ -28,6 +38,7 @@ export async function openBenchApp(spec: BulwarkSpec): Promise<BenchApp> {
       env: 'production',
       logLevel: 'silent',
       databasePoolMax: String(spec.poolMax),
+      ...(spec.productionLimits === true ? {} : benchRates),
       ...(spec.database === undefined ? {} : { databaseUrl: spec.database.login, databaseAdminUrl: spec.database.owner }),
     },
   );

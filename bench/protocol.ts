@@ -28,6 +28,20 @@ export interface BulwarkSpec {
   /** PostgreSQL only: Bulwark migrates as the owner and serves as the login, like a production deployment. */
   database?: DatabaseUrls;
   poolMax: number;
+  /** Keep the production rate limits (the noisy-neighbour bench); otherwise they are set out of reach. */
+  productionLimits?: boolean;
+}
+
+/** The noisy-neighbour server: Bulwark's spec and tenant A's requests a second. */
+export interface NoisySpec extends BulwarkSpec {
+  limitA: number;
+}
+
+/** A tenant the noisy-neighbour bench loads: its key and its record's path. */
+export interface NoisyTenant {
+  tenantId: string;
+  apiKey: string;
+  path: string;
 }
 
 export interface BaselineSpec {

@@ -12,9 +12,9 @@
  * The run starts with the envelope encryption benchmark (bench/envelope.ts, in this process, before any
  * server starts) and ends with the authentication benchmark (bench/auth.ts: login, token and API-key
  * verification, the session check against Better Auth; its own settings are described there).
- * BENCH_ONLY=envelope, BENCH_ONLY=http, BENCH_ONLY=auth or BENCH_ONLY=audit runs one part (bench/audit.ts: audited record
- * writes against unaudited ones); BENCH_ENVELOPE_DURATION (measured
- * seconds per envelope scenario, default 3).
+ * BENCH_ONLY=envelope, BENCH_ONLY=http, BENCH_ONLY=auth, BENCH_ONLY=audit or BENCH_ONLY=noisy runs one part
+ * (bench/audit.ts: audited record writes against unaudited ones; bench/noisy.ts: a tenant's latency while
+ * another floods at 10x its limit); BENCH_ENVELOPE_DURATION (measured seconds per envelope scenario, default 3).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -26,6 +26,7 @@ import { migratePostgres } from '../src/platform/db/open.ts';
 import { runAuthBench } from './auth.ts';
 import { adminQuery, busyNote, cpuBusy, createThrowawayDatabase, positiveNumber, printTable, sum, withDatabase } from './common.ts';
 import { runAuditBench } from './audit.ts';
+import { runNoisyBench } from './noisy.ts';
 import { envelopeBenchDefaults, printEnvelopeReport, runEnvelopeBench } from './envelope.ts';
 import { type BaselineSpec, type BulwarkSpec, type DatabaseUrls, type Engine, recordPath, type Scenario, type Seed } from './protocol.ts';
 import { type LoadStats, loadInRounds, loadStats, type LoadTarget, noLoadStats, prepareTarget, type RunningServer, startServer } from './servers.ts';
@@ -292,9 +293,8 @@ async function runHttp(): Promise<{ results: Record<string, unknown>; failed: bo
 }
 
 async function main(): Promise<number> {
-  if (only !== '' && only !== 'envelope' && only !== 'http' && only !== 'auth' && only !== 'audit') {
-    throw new Error(`BENCH_ONLY accepts envelope, http, auth or audit (got ${JSON.stringify(only)})`);
-  }
+  const parts = ['envelope', 'http', 'auth', 'audit', 'noisy'];
+  if (only !== '' && !parts.includes(only)) throw new Error(`BENCH_ONLY accepts ${parts.join(', ')} (got ${JSON.stringify(only)})`);
   const results: Record<string, unknown> = { generatedAt: new Date().toISOString(), node: process.version, cpus: cpus().length };
   let failed = false;
   if (only === '' || only === 'envelope') {
@@ -331,6 +331,12 @@ async function main(): Promise<number> {
     const audit = await runAuditBench({ engines: selectedEngines(), poolMax: settings.poolMax, createBulwarkDatabase: createBenchDatabase, pendingCleanups });
     results['audit'] = audit.results;
     failed ||= audit.failed;
+    if (only === '') console.log('');
+  }
+  if (only === '' || only === 'noisy') {
+    const noisy = await runNoisyBench({ engines: selectedEngines(), poolMax: settings.poolMax, createBulwarkDatabase: createBenchDatabase, pendingCleanups, profileArgv });
+    results['noisy'] = noisy.results;
+    failed ||= noisy.failed;
   }
 
   mkdirSync(outputDir, { recursive: true });

@@ -390,6 +390,8 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   app.setErrorHandler((error, request, reply) => {
     const bulwarkError = toBulwarkError(error);
     if (bulwarkError.status >= 500) request.log.error({ err: error, code: bulwarkError.code, detail: bulwarkError.detail }, 'request failed');
+    // A flood's refusals would flood the logs: they are counted in the metrics and sampled in the audit trail.
+    else if (bulwarkError.status === 429) request.log.debug({ code: bulwarkError.code }, 'request throttled');
     else request.log.info({ code: bulwarkError.code, detail: bulwarkError.detail }, 'request refused');
     return sendProblem(request, reply, bulwarkError);
   });

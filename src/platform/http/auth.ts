@@ -144,6 +144,8 @@ export function registerAuth(
     const mutating = request.method !== 'GET' && request.method !== 'HEAD';
     const principalTenant = tenantOf(principal);
     const { tenantId } = request.params as { tenantId?: string };
+    // Admission first: a flood's refusals must stay cheap, and the child logger (with its redaction) is not.
+    await admission.admit(request, reply, principal);
     // One child logger per request; Fastify writes "request completed" through reply.log, so it shares it.
     request.log = request.log.child({
       principal: `${principal.kind}:${principal.id}`,
@@ -151,7 +153,6 @@ export function registerAuth(
       ...(principalTenant !== undefined ? { tenantId: principalTenant } : auth === 'tenant' && tenantId !== undefined && isId(tenantId) ? { tenantId } : {}),
     });
     reply.log = request.log;
-    await admission.admit(request, reply, principal);
 
     if (auth === 'operator') {
       const { permission } = request.routeOptions.config;

@@ -1,0 +1,212 @@
+/**
+ * `BENCH_ONLY=noisy`: the noisy neighbour (DESIGN.md, "Performance targets": one tenant flooding at 10x its
+ * limit moves another tenant's p99 latency by under 20%). One Bulwark server process with its production
+ * limits; tenant A is held to BENCH_NOISY_LIMIT requests a second and floods at ten times that; tenant B
+ * reads a record at a steady BENCH_NOISY_RATE a second. B's latencies are measured with and without the
+ * flood, in alternating rounds.
+ *
+ * Both loads are paced (bench/paced.ts: open loop, each request timed on its own): B's from the main
+ * thread, A's flood from a worker thread, so the two load generators do not wait on each other's event loop. Both share the machine with the server and
+ * PostgreSQL, as a real neighbour would share the server.
+ *
+ * Environment: BENCH_NOISY_SECONDS (measured seconds per condition, default 12, in 4 rounds), BENCH_NOISY_LIMIT
+ * (A's requests a second, default 100), BENCH_NOISY_RATE (B's requests a second, default 100), BENCH_ENGINES.
+ */
+import { Worker } from 'node:worker_threads';
+import { busyNote, cpuBusy, errorText, positiveNumber, printTable, rotated, sum, withDatabase } from './common.ts';
+import type { FloodOrder } from './noisy-flood.ts';
+import { paced, type PacedResult } from './paced.ts';
+import type { DatabaseUrls, Engine, NoisySpec, NoisyTenant } from './protocol.ts';
+import { type RunningServer, startServer } from './servers.ts';
+
+export const noisyTarget = { maxP99Increase: 0.2 } as const;
+
+export interface NoisyBenchContext {
+  engines: Engine[];
+  poolMax: number;
+  createBulwarkDatabase: () => Promise<{ urls: DatabaseUrls; drop: () => Promise<void> } | { unavailable: string }>;
+  pendingCleanups: Set<() => Promise<void>>;
+  profileArgv: (name: string) => string[];
+}
+
+type Condition = 'B alone' | 'B with A flooding';
+
+interface Latencies {
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  requests: number;
+  failures: number;
+}
+
+interface ConditionResult extends Latencies {
+  condition: Condition;
+  flood?: { sentPerSecond: number; okPerSecond: number; throttledPerSecond: number; other: number; errors: number };
+}
+
+interface EngineResult {
+  engine: Engine;
+  failure?: string;
+  conditions: ConditionResult[];
+  p99Increase?: number;
+  pass?: boolean;
+}
+
+const settings = () => {
+  const limitA = Math.round(positiveNumber('BENCH_NOISY_LIMIT', 100));
+  return {
+    seconds: positiveNumber('BENCH_NOISY_SECONDS', 12),
+    rounds: 4,
+    limitA,
+    floodRate: limitA * 10,
+    rateB: positiveNumber('BENCH_NOISY_RATE', 100),
+  };
+};
+
+type NoisyServer = RunningServer<{ tenants: { a: NoisyTenant; b: NoisyTenant } }>;
+
+function flood(server: NoisyServer, order: Pick<FloodOrder, 'requestsPerSecond' | 'seconds'>): Promise<PacedResult> {
+  const { a } = server.tenants;
+  const worker = new Worker(new URL('./noisy-flood.ts', import.meta.url), { workerData: { ...order, port: server.port, path: a.path, apiKey: a.apiKey } satisfies FloodOrder });
+  return new Promise((resolve, reject) => {
+    worker.once('message', (report: PacedResult) => resolve(report));
+    worker.once('error', reject);
+  });
+}
+
+/** B's reads: paced on the main thread. */
+function readsOfB(server: NoisyServer, rate: number, seconds: number): Promise<PacedResult> {
+  return paced({ port: server.port, ...server.tenants.b }, rate, seconds, 16);
+}
+
+function percentile(sorted: readonly number[], fraction: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.ceil(fraction * sorted.length) - 1)] ?? 0;
+}
+
+function latencies(samples: readonly number[], failures: number): Latencies {
+  const sorted = [...samples].sort((x, y) => x - y);
+  return { p50Ms: percentile(sorted, 0.5), p99Ms: percentile(sorted, 0.99), maxMs: sorted.at(-1) ?? 0, requests: sorted.length, failures };
+}
+
+async function runEngine(engine: Engine, database: DatabaseUrls | undefined, context: NoisyBenchContext, timing: ReturnType<typeof settings>): Promise<EngineResult> {
+  const spec: NoisySpec = { engine, poolMax: context.poolMax, productionLimits: true, limitA: timing.limitA, ...(database === undefined ? {} : { database }) };
+  let server: NoisyServer | undefined;
+  try {
+    server = await startServer<{ tenants: { a: NoisyTenant; b: NoisyTenant } }>('noisy-server.ts', spec, {
+      execArgv: context.profileArgv(`noisy-${engine}`),
+      pendingCleanups: context.pendingCleanups,
+    });
+    const phaseSeconds = timing.seconds / timing.rounds;
+    const floodOrder = (seconds: number) => ({ requestsPerSecond: timing.floodRate, seconds });
+    // Warm-up: both paths (B's reads, A's refusals) compiled and cached before anything is measured.
+    process.stdout.write(', warming up');
+    await Promise.all([readsOfB(server, timing.rateB, 2), flood(server, floodOrder(2))]);
+
+    const samples: Record<Condition, { latencies: number[]; failures: number; floods: PacedResult[] }> = {
+      'B alone': { latencies: [], failures: 0, floods: [] },
+      'B with A flooding': { latencies: [], failures: 0, floods: [] },
+    };
+    const conditions: Condition[] = ['B alone', 'B with A flooding'];
+    for (let round = 0; round < timing.rounds; round += 1) {
+      process.stdout.write(`, round ${round + 1}/${timing.rounds}`);
+      for (const condition of rotated(conditions, round)) {
+        const collected = samples[condition];
+        // With the flood, it runs a little longer on both ends, so B is measured only while A is at full rate.
+        const flooding = condition === 'B alone' ? undefined : flood(server, floodOrder(phaseSeconds + 1));
+        if (flooding !== undefined) await new Promise((resolve) => setTimeout(resolve, 500));
+        const reads = await readsOfB(server, timing.rateB, phaseSeconds);
+        if (flooding !== undefined) collected.floods.push(await flooding);
+        collected.latencies.push(...reads.latencies);
+        collected.failures += reads.errors + sum(Object.entries(reads.statuses).map(([status, count]) => (status === '200' ? 0 : count)));
+      }
+    }
+    const results: ConditionResult[] = conditions.map((condition) => {
+      const { floods } = samples[condition];
+      const seconds = sum(floods.map((report) => report.seconds));
+      return {
+        condition,
+        ...latencies(samples[condition].latencies, samples[condition].failures),
+        ...(floods.length === 0
+          ? {}
+          : {
+              flood: {
+                sentPerSecond: sum(floods.map((report) => sum(Object.values(report.statuses)) + report.errors)) / seconds,
+                okPerSecond: sum(floods.map((report) => report.statuses[200] ?? 0)) / seconds,
+                throttledPerSecond: sum(floods.map((report) => report.statuses[429] ?? 0)) / seconds,
+                other: sum(floods.map((report) => sum(Object.entries(report.statuses).map(([status, count]) => (status === '200' || status === '429' ? 0 : count))))),
+                errors: sum(floods.map((report) => report.errors)),
+              },
+            }),
+      };
+    });
+    const [alone, flooded] = results;
+    const p99Increase = alone !== undefined && flooded !== undefined && alone.p99Ms > 0 ? flooded.p99Ms / alone.p99Ms - 1 : undefined;
+    const failures = sum(results.map((result) => result.failures + (result.flood?.other ?? 0) + (result.flood?.errors ?? 0)));
+    return {
+      engine,
+      conditions: results,
+      ...(p99Increase === undefined ? {} : { p99Increase, pass: p99Increase < noisyTarget.maxP99Increase }),
+      ...(failures > 0 ? { failure: `${failures} failed requests or answers other than 200 and 429` } : {}),
+    };
+  } catch (error) {
+    return { engine, conditions: [], failure: errorText(error) };
+  } finally {
+    await server?.stop();
+  }
+}
+
+export async function runNoisyBench(context: NoisyBenchContext): Promise<{ results: Record<string, unknown>; failed: boolean }> {
+  const timing = settings();
+  console.log(
+    `Noisy-neighbour benchmark: tenant A limited to ${timing.limitA} requests/s and flooding at ${timing.floodRate}/s; tenant B reading at ${timing.rateB}/s; ` +
+      `${timing.seconds} s measured per condition in ${timing.rounds} rounds`,
+  );
+  const busy = await cpuBusy(1_000);
+  const notes = busyNote(busy);
+  const results: EngineResult[] = [];
+  for (const engine of context.engines) {
+    process.stdout.write(`  ${engine}: starting`);
+    if (engine === 'pglite') {
+      results.push(await runEngine('pglite', undefined, context, timing));
+    } else {
+      const database = await context.createBulwarkDatabase();
+      if ('unavailable' in database) {
+        notes.push(`${database.unavailable}; PostgreSQL skipped.`);
+        process.stdout.write(' skipped\n');
+        continue;
+      }
+      results.push(await withDatabase(context.pendingCleanups, database, () => runEngine('postgres', database.urls, context, timing)));
+    }
+    process.stdout.write('\n');
+  }
+
+  const rows = [['engine', 'condition', 'B p50 ms', 'B p99 ms', 'B max ms', 'B reads', 'A sent/s', 'A 200/s', 'A 429/s']];
+  for (const result of results) {
+    for (const condition of result.conditions) {
+      rows.push([
+        result.engine,
+        condition.condition,
+        condition.p50Ms.toFixed(2),
+        condition.p99Ms.toFixed(2),
+        condition.maxMs.toFixed(1),
+        String(condition.requests),
+        condition.flood === undefined ? '' : condition.flood.sentPerSecond.toFixed(0),
+        condition.flood === undefined ? '' : condition.flood.okPerSecond.toFixed(0),
+        condition.flood === undefined ? '' : condition.flood.throttledPerSecond.toFixed(0),
+      ]);
+    }
+  }
+  printTable(rows, (column) => column >= 2);
+  console.log('');
+  for (const result of results) {
+    if (result.failure !== undefined) console.log(`  ${result.engine}: FAILED: ${result.failure}`);
+    if (result.p99Increase !== undefined) {
+      console.log(
+        `  ${result.engine}: B's p99 moved ${(result.p99Increase * 100).toFixed(1)}% under the flood (target: under ${noisyTarget.maxP99Increase * 100}%) ${result.pass === true ? 'PASS' : 'MISS'}`,
+      );
+    }
+  }
+  for (const note of notes) console.log(`  Note: ${note}`);
+  return { results: { settings: timing, target: noisyTarget, cpuBusyBefore: busy, engines: results }, failed: results.some((result) => result.failure !== undefined) };
+}
