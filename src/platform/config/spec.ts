@@ -236,8 +236,9 @@ export const optionSpecs: readonly OptionSpec[] = [
   {
     key: 'tenantMaxConcurrentRequests',
     env: 'BULWARK_TENANT_MAX_CONCURRENT_REQUESTS',
-    description: 'Default cap on one tenant\'s requests in progress on one instance; more answer 429 `concurrency_limit_exceeded`.',
-    default: '32',
+    description:
+      'Default cap on one tenant\'s requests in progress on one instance; more answer 429 `concurrency_limit_exceeded`. (Its database work is bounded separately: `BULWARK_DATABASE_TENANT_MAX_CONNECTIONS`.)',
+    default: '64',
     parse: countOrUnlimited(1, 100_000),
   },
   {

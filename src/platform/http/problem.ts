@@ -60,6 +60,8 @@ export function toBulwarkError(error: unknown): BulwarkError {
   if (state !== undefined && (state.startsWith('08') || state.startsWith('57P') || state === '53300')) {
     return new BulwarkError('service_unavailable', { cause: error, detail: `database unavailable (${state})` });
   }
+  // BULWARK_DATABASE_STATEMENT_TIMEOUT_MS cancelled a statement: its transaction rolled back, a retry may pass.
+  if (state === '57014') return new BulwarkError('service_unavailable', { cause: error, detail: 'statement timeout (57014)' });
   // Text the database cannot store (a NUL character in a name, say): the client's input, not our fault.
   if (state === '22021' || state === '22P05') {
     return new BulwarkError('validation_failed', { cause: error, message: 'The request contains a character that cannot be stored.', detail: `database rejected text (${state})` });
