@@ -86,8 +86,7 @@ function codeForClientStatus(status: number): ErrorCode {
 }
 
 export function sendProblem(request: FastifyRequest, reply: FastifyReply, error: BulwarkError): FastifyReply {
-  const problem: Problem = {
-    ...error.extensions,
+  const members = {
     type: problemType(error.code),
     title: errorCodes[error.code].title,
     status: error.status,
@@ -96,6 +95,8 @@ export function sendProblem(request: FastifyRequest, reply: FastifyReply, error:
     instance: request.url.split('?')[0] ?? '/',
     requestId: request.id,
   };
+  // The RFC 9457 members first (as a reader expects them) and always winning over an extension of the same name.
+  const problem: Problem = { ...members, ...error.extensions, ...members };
   if (error.headers) reply.headers(error.headers);
   return reply.code(error.status).type(problemContentType).send(htmlSafeJson(problem));
 }
