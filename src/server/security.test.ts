@@ -3,236 +3,41 @@ import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import type { Database } from '../platform/db/database.ts';
 import { newId } from '../platform/ids.ts';
-import { createTestApp, type TestApp } from '../testing/app.ts';
+import type { TestApp } from '../testing/app.ts';
 import { engineSkip, engines } from '../testing/engines.ts';
-import {
-  assertNoLeak,
-  assertProblem,
-  documentedOperations,
-  fillPath,
-  type Operation,
-  requestIdPattern,
-  type RouteAuth,
-  platformState,
-  storedState,
-} from '../testing/security-suite.ts';
-import { allTenantPermissions, isPlatformPermission, isTenantPermission } from '../modules/access/permissions.ts';
+import { assertNoLeak, assertProblem, fillPath, type Operation, requestIdPattern, type RouteAuth, platformState, storedState } from '../testing/security-suite.ts';
+import { RouteFixture, routeSamples, sampleCollection as collection, type SuiteTenant, type Targets } from '../testing/route-samples.ts';
+import { allTenantPermissions, isPlatformPermission, isTenantPermission, platformRoles } from '../modules/access/permissions.ts';
 import { buildApp } from './app.ts';
-import { defaultPasswordPolicy } from '../modules/identity/password-policy.ts';
-import { FakeVaultTransit } from '../modules/keys/root/vault-transit-fake.ts';
 
 /**
- * The shared security suite, driven by the app's own route table (its OpenAPI document). A route that is
- * missing from `routes` below fails the first test, so a new route cannot skip the suite.
+ * The shared security suite, driven by the app's own route table (its OpenAPI document) and the route
+ * samples: a route missing from them fails the first test, so a new route cannot skip the suite.
  */
-type Targets = Record<string, string>;
-/** The customer-managed key routes need a customer KMS that works: an in-test Vault transit. */
-let customerVault: FakeVaultTransit | undefined;
-const customerVaultToken = 'hvs.suite-customer-vault-token';
-const customerKey = () => ({ provider: 'vault-transit', address: customerVault?.address, token: customerVaultToken, keyName: 'suite-kek' });
-/** Each change moves the target user to a fresh password, so the route can be sent again with the same targets. */
-const changePassword = (values: Targets) => {
-  const currentPassword = values['password'];
-  values['password'] = `calm harbor ${newId()} beacon`;
-  return { tenantId: values['tenantId'], email: values['email'], currentPassword, newPassword: values['password'] };
-};
-/** Each change moves the target operator to a fresh password, likewise. */
-const changeOperatorPassword = (values: Targets) => {
-  const currentPassword = values['operatorPassword'];
-  values['operatorPassword'] = `still water ${newId()} compass`;
-  return { email: values['operatorEmail'], currentPassword, newPassword: values['operatorPassword'] };
-};
-/**
- * `publicStatus`: what a public route answers the suite when its success cannot repeat (setup is done once,
- * by the test app itself).
- */
-const routes: Record<string, { auth: RouteAuth; body?: unknown; bodyFor?: (values: Targets) => unknown; publicStatus?: number }> = {
-  'GET /healthz': { auth: 'public' },
-  'GET /readyz': { auth: 'public' },
-  'POST /v1/tenants': { auth: 'operator', body: { name: 'Suite tenant' } },
-  'GET /v1/tenants': { auth: 'operator' },
-  'GET /v1/tenants/{tenantId}': { auth: 'operator' },
-  'PATCH /v1/tenants/{tenantId}': { auth: 'operator', body: { name: 'Renamed by the suite' } },
-  'GET /v1/tenants/{tenantId}/collections/{collection}/records': { auth: 'tenant' },
-  'POST /v1/tenants/{tenantId}/collections/{collection}/records': { auth: 'tenant', body: { data: { written: 'by the suite' } } },
-  'GET /v1/tenants/{tenantId}/collections/{collection}/records/{recordId}': { auth: 'tenant' },
-  'PUT /v1/tenants/{tenantId}/collections/{collection}/records/{recordId}': { auth: 'tenant', body: { data: { written: 'by the suite' } } },
-  'DELETE /v1/tenants/{tenantId}/collections/{collection}/records/{recordId}': { auth: 'tenant' },
-  'POST /v1/tenants/{tenantId}/api-keys': { auth: 'tenant', body: { name: 'suite key' } },
-  'GET /v1/tenants/{tenantId}/api-keys': { auth: 'tenant' },
-  'DELETE /v1/tenants/{tenantId}/api-keys/{keyId}': { auth: 'tenant' },
-  'GET /v1/tenants/{tenantId}/keys': { auth: 'tenant' },
-  'PATCH /v1/tenants/{tenantId}/keys': { auth: 'tenant', body: { rotationPeriodDays: 90 } },
-  'POST /v1/tenants/{tenantId}/keys/rotate': { auth: 'tenant' },
-  'POST /v1/tenants/{tenantId}/keys/reencrypt': { auth: 'tenant' },
-  'POST /v1/tenants/{tenantId}/keys/trim': { auth: 'tenant' },
-  'GET /v1/tenants/{tenantId}/users': { auth: 'tenant' },
-  'POST /v1/tenants/{tenantId}/users': { auth: 'tenant', bodyFor: () => ({ email: `suite-${newId()}@example.org`, firstName: 'Suite' }) },
-  'POST /v1/tenants/{tenantId}/user-imports': {
-    auth: 'tenant',
-    bodyFor: () => ({ users: [{ email: `imported-${newId()}@example.org`, credential: { algorithm: 'md5', hash: 'f'.repeat(32) } }] }),
-  },
-  'GET /v1/tenants/{tenantId}/legacy-password-hashes': { auth: 'tenant' },
-  'GET /v1/tenants/{tenantId}/users/{userId}': { auth: 'tenant' },
-  'PATCH /v1/tenants/{tenantId}/users/{userId}': { auth: 'tenant', body: { lastName: 'Renamed by the suite' } },
-  'DELETE /v1/tenants/{tenantId}/users/{userId}': { auth: 'tenant' },
-  'PUT /v1/tenants/{tenantId}/users/{userId}/password': { auth: 'tenant', body: { password: 'suite passphrase with 5 words!' } },
-  'GET /v1/tenants/{tenantId}/password-policy': { auth: 'tenant' },
-  'PUT /v1/tenants/{tenantId}/password-policy': { auth: 'tenant', body: defaultPasswordPolicy },
-  'GET /v1/tenants/{tenantId}/keys/customer-key': { auth: 'tenant' },
-  'PUT /v1/tenants/{tenantId}/keys/customer-key': { auth: 'tenant', bodyFor: customerKey },
-  'DELETE /v1/tenants/{tenantId}/keys/customer-key': { auth: 'tenant' },
-  'POST /v1/tenants/{tenantId}/crypto/encrypt': { auth: 'tenant', body: { items: [{ plaintext: 'c3VpdGU=' }] } },
-  'POST /v1/tenants/{tenantId}/crypto/decrypt': { auth: 'tenant', bodyFor: (values) => ({ items: [{ ciphertext: values['ciphertext'] }] }) },
-  'POST /v1/tenants/{tenantId}/crypto/rewrap': { auth: 'tenant', bodyFor: (values) => ({ items: [{ ciphertext: values['ciphertext'] }] }) },
-  'DELETE /v1/tenants/{tenantId}/users/{userId}/lockout': { auth: 'tenant' },
-  'POST /v1/auth/login': { auth: 'public', bodyFor: (values) => ({ tenantId: values['tenantId'], email: values['email'], password: values['password'] }) },
-  'POST /v1/auth/refresh': { auth: 'public', bodyFor: (values) => ({ refreshToken: values['refreshToken'] }) },
-  'POST /v1/auth/logout': { auth: 'public', bodyFor: (values) => ({ refreshToken: values['refreshToken'] }) },
-  'POST /v1/auth/password': { auth: 'public', bodyFor: changePassword },
-  'GET /.well-known/jwks.json': { auth: 'public' },
-  'GET /v1/me': { auth: 'self' },
-  'POST /v1/setup': {
-    auth: 'public',
-    body: { setupToken: `bws_${'A'.repeat(43)}`, email: 'second-setup@operator.example', password: 'a fine long passphrase 42' },
-    publicStatus: 409,
-  },
-  'POST /v1/auth/operator/login': { auth: 'public', bodyFor: (values) => ({ email: values['operatorEmail'], password: values['operatorPassword'] }) },
-  'POST /v1/auth/operator/password': { auth: 'public', bodyFor: changeOperatorPassword },
-  'GET /v1/operators': { auth: 'operator' },
-  'POST /v1/operators': { auth: 'operator', bodyFor: () => ({ email: `suite-${newId()}@operator.example`, role: 'platform-auditor' }) },
-  'GET /v1/operators/{operatorId}': { auth: 'operator' },
-  'PATCH /v1/operators/{operatorId}': { auth: 'operator', body: { name: 'Renamed by the suite' } },
-  'DELETE /v1/operators/{operatorId}': { auth: 'operator' },
-  'PUT /v1/operators/{operatorId}/password': { auth: 'operator', bodyFor: () => ({ password: `suite operator ${newId()} passphrase` }) },
-  'DELETE /v1/operators/{operatorId}/lockout': { auth: 'operator' },
-  'GET /v1/tenants/{tenantId}/audit': { auth: 'tenant' },
-  'GET /v1/tenants/{tenantId}/audit/export': { auth: 'tenant' },
-  'GET /v1/tenants/{tenantId}/audit/summary': { auth: 'tenant' },
-  'POST /v1/tenants/{tenantId}/audit/verify': { auth: 'tenant' },
-  'GET /v1/tenants/{tenantId}/audit/settings': { auth: 'tenant' },
-  'GET /v1/tenants/{tenantId}/audit/checkpoints': { auth: 'tenant' },
-  'PUT /v1/tenants/{tenantId}/audit/settings': { auth: 'tenant', body: { retentionDays: 3650 } },
-  'GET /v1/audit': { auth: 'operator' },
-  'GET /v1/audit/export': { auth: 'operator' },
-  'GET /v1/audit/summary': { auth: 'operator' },
-  'POST /v1/audit/verify': { auth: 'operator' },
-  'GET /v1/audit/settings': { auth: 'operator' },
-  'GET /v1/audit/checkpoints': { auth: 'operator' },
-  'PUT /v1/audit/settings': { auth: 'operator', body: { retentionDays: 3650 } },
-  'GET /v1/audit/checkpoint-key': { auth: 'public' },
-  'GET /v1/tenants/{tenantId}/roles': { auth: 'tenant' },
-  'POST /v1/tenants/{tenantId}/roles': { auth: 'tenant', bodyFor: () => ({ name: `suite-${newId()}`, permissions: ['records:read'] }) },
-  'GET /v1/tenants/{tenantId}/roles/{roleName}': { auth: 'tenant' },
-  'PUT /v1/tenants/{tenantId}/roles/{roleName}': { auth: 'tenant', body: { description: 'Changed by the suite', permissions: ['records:read', 'users:read'] } },
-  'DELETE /v1/tenants/{tenantId}/roles/{roleName}': { auth: 'tenant' },
-  'GET /v1/tenants/{tenantId}/users/{userId}/roles': { auth: 'tenant' },
-  'PUT /v1/tenants/{tenantId}/users/{userId}/roles': { auth: 'tenant', body: { roles: ['viewer'] } },
-  'POST /v1/tenants/{tenantId}/support-grants': { auth: 'tenant', body: { permissions: ['records:read'], reason: 'Suite ticket 1', durationHours: 1 } },
-  'GET /v1/tenants/{tenantId}/support-grants': { auth: 'tenant' },
-  'DELETE /v1/tenants/{tenantId}/support-grants/{grantId}': { auth: 'tenant' },
-  'GET /v1/keys/root': { auth: 'operator' },
-  'POST /v1/keys/root/rotate': { auth: 'operator' },
-};
-
-const collection = 'notes';
-
-interface Tenant {
-  tenantId: string;
-  apiKey: string;
-  apiKeyId: string;
-  adminToken: string;
-}
-
 for (const engine of engines) {
   describe(`security suite [${engine}]`, { skip: engineSkip(engine) }, () => {
+    let fixture: RouteFixture;
     let test: TestApp;
     let operations: Operation[];
-    let tenantA: Tenant;
-    let tenantB: Tenant;
+    let tenantA: SuiteTenant;
+    let tenantB: SuiteTenant;
     let secrets: string[];
 
-    const authOf = (operation: Operation): RouteAuth => {
-      const entry = routes[operation.key];
-      if (entry === undefined) throw new Error(`${operation.key} is not classified in the security suite`);
-      return entry.auth;
-    };
-    const byAuth = (auth: RouteAuth) => operations.filter((operation) => authOf(operation) === auth);
-
-    /** A record and an extra API key of `tenant`, so that DELETE routes have a real target. */
-    /** A record, an API key, a ciphertext, a customer key, a user (logged in), a custom role and a grant of `tenant`. */
-    async function targets(tenant: Tenant): Promise<Record<string, string>> {
-      const as = async (method: 'POST' | 'PUT', url: string, body: unknown, status: number) => {
-        const response = await test.call({ method, url: `/v1/tenants/${tenant.tenantId}${url}`, token: tenant.apiKey, body });
-        assert.equal(response.statusCode, status, `${method} ${url}: ${response.body.slice(0, 300)}`);
-        return response;
-      };
-      const recordId = newId();
-      await as('PUT', `/collections/${collection}/records/${recordId}`, { data: { owner: tenant.tenantId } }, 201);
-      const key = await as('POST', '/api-keys', { name: 'target' }, 201);
-      secrets.push(key.json<{ key: string }>().key);
-      const sealed = await as('POST', '/crypto/encrypt', { items: [{ plaintext: 'dGFyZ2V0' }] }, 200);
-      const ciphertext = sealed.json<{ items: { ciphertext: string }[] }>().items[0]?.ciphertext ?? '';
-      await as('PUT', '/keys/customer-key', customerKey(), 200);
-      const email = `target-${newId()}@example.org`;
-      const password = `wide river ${newId()} lantern`;
-      const user = await as('POST', '/users', { email, password }, 201);
-      const session = await test.call({ method: 'POST', url: '/v1/auth/login', body: { tenantId: tenant.tenantId, email, password } });
-      assert.equal(session.statusCode, 200, session.body);
-      const { accessToken, refreshToken } = session.json<{ accessToken: string; refreshToken: string }>();
-      secrets.push(password, refreshToken, accessToken);
-      const roleName = `target-${newId()}`;
-      await as('POST', '/roles', { name: roleName, permissions: ['records:read'] }, 201);
-      const grant = await as('POST', '/support-grants', { permissions: ['records:read'], reason: 'Suite target', durationHours: 1 }, 201);
-      const operatorEmail = `target-${newId()}@operator.example`;
-      const operatorPassword = `quiet forest ${newId()} anchor`;
-      const targetOperator = await test.call({
-        method: 'POST',
-        url: '/v1/operators',
-        token: test.operatorToken,
-        body: { email: operatorEmail, role: 'platform-auditor', password: operatorPassword, mustChangePassword: false },
-      });
-      assert.equal(targetOperator.statusCode, 201, targetOperator.body);
-      secrets.push(operatorPassword);
-      return {
-        userId: user.json<{ id: string }>().id,
-        tenantId: tenant.tenantId,
-        collection,
-        recordId,
-        keyId: key.json<{ id: string }>().id,
-        ciphertext,
-        email,
-        password,
-        accessToken,
-        refreshToken,
-        roleName,
-        grantId: grant.json<{ id: string }>().id,
-        operatorId: targetOperator.json<{ id: string }>().id,
-        operatorEmail,
-        operatorPassword,
-      };
-    }
-
-    function send(operation: Operation, values: Targets, token: string | undefined) {
-      const { body, bodyFor } = routes[operation.key] ?? {};
-      return test.call({ method: operation.method, url: fillPath(operation.path, values), token, body: bodyFor ? bodyFor(values) : body });
-    }
+    const authOf = (operation: Operation): RouteAuth => fixture.authOf(operation);
+    const byAuth = (auth: RouteAuth) => fixture.byAuth(auth);
+    const targets = (tenant: SuiteTenant) => fixture.targets(tenant);
+    const send = (operation: Operation, values: Targets, token: string | undefined) => fixture.send(operation, values, token);
 
     before(async () => {
-      customerVault = await FakeVaultTransit.start({ token: customerVaultToken, keyName: 'suite-kek' });
-      test = await createTestApp(engine, { config: { customerKmsAllowedOrigins: customerVault.address } });
-      operations = await documentedOperations(test.app);
-      tenantA = await test.tenantWithKey('Tenant A');
-      tenantB = await test.tenantWithKey('Tenant B');
-      secrets = [test.operatorToken, tenantA.apiKey, tenantB.apiKey, customerVaultToken];
+      fixture = await RouteFixture.start(engine);
+      ({ test, operations, secrets } = fixture);
+      tenantA = await fixture.tenant('Tenant A');
+      tenantB = await fixture.tenant('Tenant B');
     });
-    after(async () => {
-      await test.close();
-      await customerVault?.close();
-    });
+    after(() => fixture.close());
 
     it('classifies every documented route, and only those', () => {
-      assert.deepEqual(operations.map((operation) => operation.key).sort(), Object.keys(routes).sort());
+      assert.deepEqual(operations.map((operation) => operation.key).sort(), Object.keys(routeSamples).sort());
       for (const operation of operations) {
         const auth = authOf(operation);
         assert.equal(operation.secured, auth !== 'public', `${operation.key}: OpenAPI security matches its auth level`);
@@ -247,7 +52,7 @@ for (const engine of engines) {
       for (const operation of operations) {
         const response = await send(operation, values, undefined);
         if (authOf(operation) === 'public') {
-          const expected = routes[operation.key]?.publicStatus;
+          const expected = routeSamples[operation.key]?.publicStatus;
           if (expected === undefined) assert.ok(operation.successStatuses.includes(response.statusCode), `${operation.key}: ${response.statusCode} ${response.body.slice(0, 200)}`);
           else assert.equal(response.statusCode, expected, `${operation.key}: ${response.body.slice(0, 200)}`);
           continue;
@@ -275,7 +80,7 @@ for (const engine of engines) {
       ];
       for (const operation of operations.filter((candidate) => authOf(candidate) !== 'public')) {
         for (const authorization of headers) {
-          const { body } = routes[operation.key] ?? {};
+          const { body } = routeSamples[operation.key] ?? {};
           const response = await test.call({ method: operation.method, url: fillPath(operation.path, values), body, headers: { authorization } });
           assertProblem(response, 401, 'invalid_credentials', secrets);
           assert.equal(response.headers['www-authenticate'], 'Bearer error="invalid_token"');
@@ -371,7 +176,8 @@ for (const engine of engines) {
         assert.equal(revoked.json<{ active: boolean }>().active, false);
       }
       const state = await storedState(test, tenantA.tenantId);
-      const [standing, needGrant] = [byAuth('tenant').filter((operation) => ['keys:read', 'keys:rotate'].includes(operation.permission ?? '')), byAuth('tenant').filter((operation) => !['keys:read', 'keys:rotate'].includes(operation.permission ?? ''))];
+      const standingPermissions: readonly string[] = platformRoles['platform-admin'].standingTenantPermissions;
+      const [standing, needGrant] = [byAuth('tenant').filter((operation) => standingPermissions.includes(operation.permission ?? '')), byAuth('tenant').filter((operation) => !standingPermissions.includes(operation.permission ?? ''))];
       assert.ok(standing.length >= 4 && needGrant.length > 20);
       for (const operation of needGrant) assertProblem(await send(operation, values, test.operatorToken), 403, 'support_grant_required', secrets);
       assert.deepEqual(await storedState(test, tenantA.tenantId), state);
@@ -514,7 +320,7 @@ for (const engine of engines) {
       authOf(operation) === 'tenant' ? tenantA.apiKey : authOf(operation) === 'operator' ? test.operatorToken : undefined;
     /** What changes state, and what hands out personal data in bulk: each is audited. */
     const audited = () =>
-      operations.filter((operation) => (operation.method !== 'GET' || operation.path.endsWith('/audit/export')) && routes[operation.key]?.publicStatus === undefined);
+      operations.filter((operation) => (operation.method !== 'GET' || operation.path.endsWith('/audit/export')) && routeSamples[operation.key]?.publicStatus === undefined);
     const eventsOf = async (requestId: string) => {
       const [tenant, platform] = await Promise.all([
         test.storage.asOwner('SELECT action FROM audit_events WHERE request_id = $1', [requestId]),
@@ -572,7 +378,7 @@ for (const engine of engines) {
       try {
         const values = await targets(tenantA);
         for (const operation of byAuth('tenant')) {
-          const { body } = routes[operation.key] ?? {};
+          const { body } = routeSamples[operation.key] ?? {};
           const response = await app.inject({
             method: operation.method,
             url: fillPath(operation.path, values),

@@ -1,0 +1,254 @@
+import assert from 'node:assert/strict';
+import { newId } from '../platform/ids.ts';
+import { defaultPasswordPolicy } from '../modules/identity/password-policy.ts';
+import { FakeVaultTransit } from '../modules/keys/root/vault-transit-fake.ts';
+import { createTestApp, type TestApp } from './app.ts';
+import type { EngineName } from './engines.ts';
+import { documentedOperations, fillPath, type Operation, type RouteAuth } from './security-suite.ts';
+
+/**
+ * The route table the security and corpus suites drive, and the fixture that makes real targets for it:
+ * one app with a working customer KMS, tenants with keys, and per call a fresh record, key, user, role,
+ * grant and operator to aim at.
+ */
+export type Targets = Record<string, string>;
+const customerVaultToken = 'hvs.suite-customer-vault-token';
+/** The customer-managed key routes need a customer KMS that works: an in-test Vault transit, its address in the targets. */
+const customerKey = (values: Targets) => ({ provider: 'vault-transit', address: values['customerVaultAddress'], token: customerVaultToken, keyName: 'suite-kek' });
+/** Each change moves the target user to a fresh password, so the route can be sent again with the same targets. */
+const changePassword = (values: Targets) => {
+  const currentPassword = values['password'];
+  values['password'] = `calm harbor ${newId()} beacon`;
+  return { tenantId: values['tenantId'], email: values['email'], currentPassword, newPassword: values['password'] };
+};
+/** Each change moves the target operator to a fresh password, likewise. */
+const changeOperatorPassword = (values: Targets) => {
+  const currentPassword = values['operatorPassword'];
+  values['operatorPassword'] = `still water ${newId()} compass`;
+  return { email: values['operatorEmail'], currentPassword, newPassword: values['operatorPassword'] };
+};
+export interface RouteSample {
+  auth: RouteAuth;
+  /** A body the route accepts (or `bodyFor`, when it depends on the targets or must differ per call). */
+  body?: unknown;
+  bodyFor?: (values: Targets) => unknown;
+  /** What a public route answers when its success cannot repeat (setup is done once, by the test app itself). */
+  publicStatus?: number;
+}
+
+/**
+ * Every documented route with its auth level and an accepted body. A route missing here fails the suites'
+ * first test, so a new route cannot skip them.
+ */
+export const routeSamples: Record<string, RouteSample> = {
+  'GET /healthz': { auth: 'public' },
+  'GET /readyz': { auth: 'public' },
+  'POST /v1/tenants': { auth: 'operator', body: { name: 'Suite tenant' } },
+  'GET /v1/tenants': { auth: 'operator' },
+  'GET /v1/tenants/{tenantId}': { auth: 'operator' },
+  'PATCH /v1/tenants/{tenantId}': { auth: 'operator', body: { name: 'Renamed by the suite' } },
+  'GET /v1/tenants/{tenantId}/collections/{collection}/records': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/collections/{collection}/records': { auth: 'tenant', body: { data: { written: 'by the suite' } } },
+  'GET /v1/tenants/{tenantId}/collections/{collection}/records/{recordId}': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/collections/{collection}/records/{recordId}': { auth: 'tenant', body: { data: { written: 'by the suite' } } },
+  'DELETE /v1/tenants/{tenantId}/collections/{collection}/records/{recordId}': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/api-keys': { auth: 'tenant', body: { name: 'suite key' } },
+  'GET /v1/tenants/{tenantId}/api-keys': { auth: 'tenant' },
+  'DELETE /v1/tenants/{tenantId}/api-keys/{keyId}': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/keys': { auth: 'tenant' },
+  'PATCH /v1/tenants/{tenantId}/keys': { auth: 'tenant', body: { rotationPeriodDays: 90 } },
+  'POST /v1/tenants/{tenantId}/keys/rotate': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/keys/reencrypt': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/keys/trim': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/users': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/users': { auth: 'tenant', bodyFor: () => ({ email: `suite-${newId()}@example.org`, firstName: 'Suite' }) },
+  'POST /v1/tenants/{tenantId}/user-imports': {
+    auth: 'tenant',
+    bodyFor: () => ({ users: [{ email: `imported-${newId()}@example.org`, credential: { algorithm: 'md5', hash: 'f'.repeat(32) } }] }),
+  },
+  'GET /v1/tenants/{tenantId}/legacy-password-hashes': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/users/{userId}': { auth: 'tenant' },
+  'PATCH /v1/tenants/{tenantId}/users/{userId}': { auth: 'tenant', body: { lastName: 'Renamed by the suite' } },
+  'DELETE /v1/tenants/{tenantId}/users/{userId}': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/users/{userId}/password': { auth: 'tenant', body: { password: 'suite passphrase with 5 words!' } },
+  'GET /v1/tenants/{tenantId}/password-policy': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/password-policy': { auth: 'tenant', body: defaultPasswordPolicy },
+  'GET /v1/tenants/{tenantId}/keys/customer-key': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/keys/customer-key': { auth: 'tenant', bodyFor: customerKey },
+  'DELETE /v1/tenants/{tenantId}/keys/customer-key': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/crypto/encrypt': { auth: 'tenant', body: { items: [{ plaintext: 'c3VpdGU=' }] } },
+  'POST /v1/tenants/{tenantId}/crypto/decrypt': { auth: 'tenant', bodyFor: (values) => ({ items: [{ ciphertext: values['ciphertext'] }] }) },
+  'POST /v1/tenants/{tenantId}/crypto/rewrap': { auth: 'tenant', bodyFor: (values) => ({ items: [{ ciphertext: values['ciphertext'] }] }) },
+  'DELETE /v1/tenants/{tenantId}/users/{userId}/lockout': { auth: 'tenant' },
+  'POST /v1/auth/login': { auth: 'public', bodyFor: (values) => ({ tenantId: values['tenantId'], email: values['email'], password: values['password'] }) },
+  'POST /v1/auth/refresh': { auth: 'public', bodyFor: (values) => ({ refreshToken: values['refreshToken'] }) },
+  'POST /v1/auth/logout': { auth: 'public', bodyFor: (values) => ({ refreshToken: values['refreshToken'] }) },
+  'POST /v1/auth/password': { auth: 'public', bodyFor: changePassword },
+  'GET /.well-known/jwks.json': { auth: 'public' },
+  'GET /v1/me': { auth: 'self' },
+  'POST /v1/setup': {
+    auth: 'public',
+    body: { setupToken: `bws_${'A'.repeat(43)}`, email: 'second-setup@operator.example', password: 'a fine long passphrase 42' },
+    publicStatus: 409,
+  },
+  'POST /v1/auth/operator/login': { auth: 'public', bodyFor: (values) => ({ email: values['operatorEmail'], password: values['operatorPassword'] }) },
+  'POST /v1/auth/operator/password': { auth: 'public', bodyFor: changeOperatorPassword },
+  'GET /v1/operators': { auth: 'operator' },
+  'POST /v1/operators': { auth: 'operator', bodyFor: () => ({ email: `suite-${newId()}@operator.example`, role: 'platform-auditor' }) },
+  'GET /v1/operators/{operatorId}': { auth: 'operator' },
+  'PATCH /v1/operators/{operatorId}': { auth: 'operator', body: { name: 'Renamed by the suite' } },
+  'DELETE /v1/operators/{operatorId}': { auth: 'operator' },
+  'PUT /v1/operators/{operatorId}/password': { auth: 'operator', bodyFor: () => ({ password: `suite operator ${newId()} passphrase` }) },
+  'DELETE /v1/operators/{operatorId}/lockout': { auth: 'operator' },
+  'GET /v1/tenants/{tenantId}/audit': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/audit/export': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/audit/summary': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/audit/verify': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/audit/settings': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/audit/checkpoints': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/audit/settings': { auth: 'tenant', body: { retentionDays: 3650 } },
+  'GET /v1/audit': { auth: 'operator' },
+  'GET /v1/audit/export': { auth: 'operator' },
+  'GET /v1/audit/summary': { auth: 'operator' },
+  'POST /v1/audit/verify': { auth: 'operator' },
+  'GET /v1/audit/settings': { auth: 'operator' },
+  'GET /v1/audit/checkpoints': { auth: 'operator' },
+  'PUT /v1/audit/settings': { auth: 'operator', body: { retentionDays: 3650 } },
+  'GET /v1/audit/checkpoint-key': { auth: 'public' },
+  'GET /v1/tenants/{tenantId}/roles': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/roles': { auth: 'tenant', bodyFor: () => ({ name: `suite-${newId()}`, permissions: ['records:read'] }) },
+  'GET /v1/tenants/{tenantId}/roles/{roleName}': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/roles/{roleName}': { auth: 'tenant', body: { description: 'Changed by the suite', permissions: ['records:read', 'users:read'] } },
+  'DELETE /v1/tenants/{tenantId}/roles/{roleName}': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/users/{userId}/roles': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/users/{userId}/roles': { auth: 'tenant', body: { roles: ['viewer'] } },
+  'POST /v1/tenants/{tenantId}/support-grants': { auth: 'tenant', body: { permissions: ['records:read'], reason: 'Suite ticket 1', durationHours: 1 } },
+  'GET /v1/tenants/{tenantId}/support-grants': { auth: 'tenant' },
+  'DELETE /v1/tenants/{tenantId}/support-grants/{grantId}': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/limits': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/limits': {
+    auth: 'operator',
+    body: { rates: { requests: { limit: 1_000_000, windowSeconds: 10 }, export: 'unlimited' }, quotas: { records: 'unlimited', users: 5000 } },
+  },
+  'GET /v1/keys/root': { auth: 'operator' },
+  'POST /v1/keys/root/rotate': { auth: 'operator' },
+};
+
+
+export const sampleCollection = 'notes';
+
+export interface SuiteTenant {
+  tenantId: string;
+  apiKey: string;
+  apiKeyId: string;
+  adminToken: string;
+}
+
+export class RouteFixture {
+  readonly test: TestApp;
+  readonly operations: Operation[];
+  /** Credentials handed out so far: none may appear in a response body. */
+  readonly secrets: string[];
+  private readonly customerVault: FakeVaultTransit;
+
+  private constructor(test: TestApp, operations: Operation[], customerVault: FakeVaultTransit) {
+    this.test = test;
+    this.operations = operations;
+    this.customerVault = customerVault;
+    this.secrets = [test.operatorToken, customerVaultToken];
+  }
+
+  static async start(engine: EngineName): Promise<RouteFixture> {
+    const customerVault = await FakeVaultTransit.start({ token: customerVaultToken, keyName: 'suite-kek' });
+    // Each call of `targets` leaves a live API key: the suites make more than the default key quota.
+    const test = await createTestApp(engine, { config: { customerKmsAllowedOrigins: customerVault.address, quotaApiKeys: 'unlimited' } });
+    return new RouteFixture(test, await documentedOperations(test.app), customerVault);
+  }
+
+  async close(): Promise<void> {
+    await this.test.close();
+    await this.customerVault.close();
+  }
+
+  async tenant(name: string): Promise<SuiteTenant> {
+    const tenant = await this.test.tenantWithKey(name);
+    this.secrets.push(tenant.apiKey, tenant.adminToken);
+    return tenant;
+  }
+
+  authOf(operation: Operation): RouteAuth {
+    const entry = routeSamples[operation.key];
+    if (entry === undefined) throw new Error(`${operation.key} is not classified in the route samples`);
+    return entry.auth;
+  }
+
+  byAuth(auth: RouteAuth): Operation[] {
+    return this.operations.filter((operation) => this.authOf(operation) === auth);
+  }
+
+  /** The accepted sample body of a route for these targets. */
+  sampleBody(operation: Operation, values: Targets): unknown {
+    const { body, bodyFor } = routeSamples[operation.key] ?? {};
+    return bodyFor ? bodyFor(values) : body;
+  }
+
+  send(operation: Operation, values: Targets, token: string | undefined) {
+    return this.test.call({ method: operation.method, url: fillPath(operation.path, values), token, body: this.sampleBody(operation, values) });
+  }
+
+  /** A record, an API key, a ciphertext, a customer key, a user (logged in), a custom role, a grant and an operator of `tenant`. */
+  async targets(tenant: SuiteTenant): Promise<Targets> {
+    const { test, secrets } = this;
+    const customerVaultAddress = this.customerVault.address;
+    const as = async (method: 'POST' | 'PUT', url: string, body: unknown, status: number) => {
+      const response = await test.call({ method, url: `/v1/tenants/${tenant.tenantId}${url}`, token: tenant.apiKey, body });
+      assert.equal(response.statusCode, status, `${method} ${url}: ${response.body.slice(0, 300)}`);
+      return response;
+    };
+    const recordId = newId();
+    await as('PUT', `/collections/${sampleCollection}/records/${recordId}`, { data: { owner: tenant.tenantId } }, 201);
+    const key = await as('POST', '/api-keys', { name: 'target' }, 201);
+    secrets.push(key.json<{ key: string }>().key);
+    const sealed = await as('POST', '/crypto/encrypt', { items: [{ plaintext: 'dGFyZ2V0' }] }, 200);
+    const ciphertext = sealed.json<{ items: { ciphertext: string }[] }>().items[0]?.ciphertext ?? '';
+    await as('PUT', '/keys/customer-key', customerKey({ customerVaultAddress }), 200);
+    const email = `target-${newId()}@example.org`;
+    const password = `wide river ${newId()} lantern`;
+    const user = await as('POST', '/users', { email, password }, 201);
+    const session = await test.call({ method: 'POST', url: '/v1/auth/login', body: { tenantId: tenant.tenantId, email, password } });
+    assert.equal(session.statusCode, 200, session.body);
+    const { accessToken, refreshToken } = session.json<{ accessToken: string; refreshToken: string }>();
+    secrets.push(password, refreshToken, accessToken);
+    const roleName = `target-${newId()}`;
+    await as('POST', '/roles', { name: roleName, permissions: ['records:read'] }, 201);
+    const grant = await as('POST', '/support-grants', { permissions: ['records:read'], reason: 'Suite target', durationHours: 1 }, 201);
+    const operatorEmail = `target-${newId()}@operator.example`;
+    const operatorPassword = `quiet forest ${newId()} anchor`;
+    const targetOperator = await test.call({
+      method: 'POST',
+      url: '/v1/operators',
+      token: test.operatorToken,
+      body: { email: operatorEmail, role: 'platform-auditor', password: operatorPassword, mustChangePassword: false },
+    });
+    assert.equal(targetOperator.statusCode, 201, targetOperator.body);
+    secrets.push(operatorPassword);
+    return {
+      userId: user.json<{ id: string }>().id,
+      tenantId: tenant.tenantId,
+      collection: sampleCollection,
+      recordId,
+      keyId: key.json<{ id: string }>().id,
+      ciphertext,
+      email,
+      password,
+      accessToken,
+      refreshToken,
+      roleName,
+      grantId: grant.json<{ id: string }>().id,
+      operatorId: targetOperator.json<{ id: string }>().id,
+      operatorEmail,
+      operatorPassword,
+      customerVaultAddress,
+    };
+  }
+}
