@@ -52,6 +52,7 @@ import { limitsRoutes } from '../modules/limits/routes.ts';
 import { LimitsService } from '../modules/limits/service.ts';
 import { Metrics } from '../platform/metrics.ts';
 import cors from '@fastify/cors';
+import secureJson from 'secure-json-parse';
 import { readFileSync } from 'node:fs';
 import type { ServerOptions } from 'node:http';
 
@@ -292,15 +293,18 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   // Only JSON bodies; Fastify's text/plain parser would let a string reach a handler. JSON is read as
   // UTF-8 (RFC 8259), so a body declared in another charset is refused rather than misread.
   app.removeContentTypeParser('text/plain');
-  const parseJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body: Buffer, done) => {
     const charset = /;\s*charset="?([^";]+)/i.exec(request.headers['content-type'] ?? '')?.[1]?.trim().toLowerCase();
     if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
       done(new BulwarkError('unsupported_media_type', { message: 'JSON bodies must be UTF-8.' }), undefined);
       return;
     }
-    void parseJson(request, body.toString(), done);
+    try {
+      done(null, parseJsonBody(body));
+    } catch (error) {
+      done(error as Error, undefined);
+    }
   });
 
   let draining = false;
@@ -336,6 +340,15 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   });
   app.decorateRequest('rateLimits', null);
   registerAuth(app, [services.apiKeys, services.accessTokens], tenancy, services.access, services.audit, admission);
+  // A route without a body schema takes no body: what it would silently ignore is refused like an unknown
+  // field. `{}` passes, as many HTTP clients send it on every POST.
+  app.addHook('preValidation', async (request) => {
+    if (request.routeOptions.schema?.body !== undefined || request.body === undefined || isEmptyObject(request.body)) return;
+    throw new BulwarkError('validation_failed', {
+      message: 'This route takes no request body.',
+      extensions: { errors: [{ in: 'body', path: '', message: 'must be absent' }] },
+    });
+  });
   // A route's own bucket (login, transit, export) is charged once the body is parsed and valid.
   app.addHook('preHandler', async (request, reply) => admission.chargeRoute(request, reply));
   app.addHook('onResponse', async (request, reply) => {
@@ -472,4 +485,47 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   // Unwrapped data keys leave memory with the app.
   app.addHook('onClose', async () => keyring.close());
   return app;
+}
+
+function isEmptyObject(value: unknown): boolean {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) && Object.keys(value).length === 0;
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
+
+/**
+ * A JSON body as the routes may trust it: UTF-8 without invalid bytes (decoding leniently would store
+ * U+FFFD the client never sent), no lone surrogate escape (no UTF-8 store keeps one), and no member
+ * that pollutes prototypes in JavaScript consumers (`__proto__`, `constructor.prototype`).
+ */
+function parseJsonBody(body: Buffer): unknown {
+  let text: string;
+  try {
+    text = strictUtf8.decode(body);
+  } catch {
+    throw new BulwarkError('malformed_json', { message: 'The request body is not valid UTF-8.' });
+  }
+  if (text.trim().length === 0) throw new BulwarkError('malformed_json', { message: 'The request body is empty.' });
+  let parsed: unknown;
+  try {
+    parsed = secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
+  } catch (error) {
+    if (error instanceof SyntaxError && /forbidden prototype property/.test(error.message)) {
+      throw new BulwarkError('validation_failed', { message: 'The body uses a reserved member name (`__proto__`, or `constructor` holding `prototype`).' });
+    }
+    throw new BulwarkError('malformed_json', { cause: error });
+  }
+  if (surrogateEscape.test(text) && !isWellFormedJson(parsed)) {
+    throw new BulwarkError('validation_failed', { message: 'The request contains text that is not valid Unicode (a lone surrogate).' });
+  }
+  return parsed;
+}
+const surrogateEscape = /\\u[dD][89a-fA-F][0-9a-fA-F]{2}/;
+
+/** Every string and member name of a parsed JSON value is well-formed Unicode (no lone surrogate). */
+function isWellFormedJson(value: unknown): boolean {
+  if (typeof value === 'string') return value.isWellFormed();
+  if (Array.isArray(value)) return value.every(isWellFormedJson);
+  if (value !== null && typeof value === 'object') return Object.entries(value).every(([key, member]) => key.isWellFormed() && isWellFormedJson(member));
+  return true;
 }

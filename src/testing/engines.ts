@@ -94,13 +94,18 @@ export async function openTestDatabase(
   const config = testConfig({ databaseUrl: url.toString(), ...overrides });
   try {
     const { db } = await openDatabase(config);
+    // One owner connection for the database's life: suites that fingerprint it after every request would
+    // otherwise pay a connection per look.
+    const owner = new pg.Pool({ connectionString: url.toString(), max: 1 });
+    owner.on('error', () => undefined); // an idle connection cut by the server: the next query opens another
     return {
       engine,
       db,
       config,
       ownerUrl: url.toString(),
-      asOwner: async (sql, params = []) => (await adminQuery(sql, url.toString(), params)).rows as Record<string, unknown>[],
+      asOwner: async (sql, params = []) => (await owner.query(sql, params as unknown[])).rows as Record<string, unknown>[],
       close: async () => {
+        await owner.end();
         await db.close();
         await adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       },

@@ -1,5 +1,6 @@
 import { Type, type Static } from 'typebox';
 import { idPattern } from '../../platform/ids.ts';
+import { anyJsonObject } from '../../platform/http/route-kit.ts';
 
 const actorKind = Type.Union(
   ['user', 'operator', 'api-key', 'agent', 'service', 'system', 'anonymous'].map((kind) => Type.Literal(kind)),
@@ -56,7 +57,7 @@ export const auditEvent = Type.Object({
   outcome: Type.String(),
   requestId: Type.Union([Type.String(), Type.Null()]),
   sessionId: Type.Union([Type.String(), Type.Null()]),
-  detail: Type.Record(Type.String(), Type.Unknown()),
+  detail: anyJsonObject(),
   personalData: Type.Union([Type.Literal('present'), Type.Literal('erased'), Type.Literal('none')], {
     description: '`erased`: the subject was forgotten; the event still verifies, its personal data no longer opens.',
   }),

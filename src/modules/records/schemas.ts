@@ -1,6 +1,7 @@
 import { Type, type Static } from 'typebox';
 import { idPattern } from '../../platform/ids.ts';
 import { tenantId } from '../tenancy/schemas.ts';
+import { anyJsonObject } from '../../platform/http/route-kit.ts';
 
 export const collectionName = Type.String({
   pattern: '^[a-z][a-z0-9_-]{0,62}$',
@@ -11,7 +12,7 @@ export const recordId = Type.String({ pattern: idPattern, description: 'Record i
 export const collectionParams = Type.Object({ tenantId, collection: collectionName }, { additionalProperties: false });
 export const recordParams = Type.Object({ tenantId, collection: collectionName, recordId }, { additionalProperties: false });
 
-const recordData = Type.Record(Type.String(), Type.Unknown(), { description: 'The record: any JSON object.' });
+const recordData = anyJsonObject({ description: 'The record: any JSON object.' });
 
 export const recordBody = Type.Object({ data: recordData }, { additionalProperties: false });
 

@@ -2,6 +2,7 @@ import { Type } from 'typebox';
 import { user } from '../identity/schemas.ts';
 import { operator } from '../operators/schemas.ts';
 import { tenantId } from '../tenancy/schemas.ts';
+import { anyJsonObject } from '../../platform/http/route-kit.ts';
 
 const email = Type.String({ minLength: 3, maxLength: 254, description: 'The e-mail address of the user.' });
 const password = Type.String({ minLength: 1, maxLength: 1024 });
@@ -25,7 +26,7 @@ export const tokenResponse = Type.Object({
   sessionId: Type.String(),
 });
 
-export const jwksDocument = Type.Object({ keys: Type.Array(Type.Record(Type.String(), Type.Unknown())) });
+export const jwksDocument = Type.Object({ keys: Type.Array(anyJsonObject()) });
 
 /** `/v1/me`: who the access token belongs to, a tenant's user or a platform operator (`kind` tells). */
 export const meResponse = Type.Union([
