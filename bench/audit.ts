@@ -17,19 +17,14 @@ import type { AuditRecorder } from '../src/modules/audit/service.ts';
 import { RecordsService } from '../src/modules/records/service.ts';
 import { systemClock } from '../src/platform/clock.ts';
 import { openBenchApp } from './bulwark-app.ts';
-import { busyNote, cpuBusy, printTable, positiveNumber, withDatabase } from './common.ts';
+import { type BenchContext, busyNote, cpuBusy, positiveNumber, printTable, withDatabase } from './common.ts';
 import { measureRounds, type Rates, ratesOf, subject } from './measure.ts';
 import type { DatabaseUrls, Engine } from './protocol.ts';
 import { benchRecord } from './record.ts';
 
 export const auditTarget = { auditedWritesPerSecond: 5_000 } as const;
 
-export interface AuditBenchContext {
-  engines: Engine[];
-  poolMax: number;
-  createBulwarkDatabase: () => Promise<{ urls: DatabaseUrls; drop: () => Promise<void> } | { unavailable: string }>;
-  pendingCleanups: Set<() => Promise<void>>;
-}
+export type AuditBenchContext = Omit<BenchContext, 'profileArgv'>;
 
 type Scenario = 'audited, 1 tenant' | 'unaudited, 1 tenant' | 'audited, spread' | 'unaudited, spread';
 

@@ -31,7 +31,7 @@ import { TokenService } from '../src/modules/sessions/tokens.ts';
 import { systemClock } from '../src/platform/clock.ts';
 import { createApiKey, createTenantAdmin, jwks, login, loginBody, loginTokens, operatorToken, type TenantAdmin } from './auth-seed.ts';
 import { type BenchApp, openBenchApp } from './bulwark-app.ts';
-import { busyNote, cpuBusy, createThrowawayDatabase, errorText, positiveNumber, printTable, withDatabase } from './common.ts';
+import { type BenchContext, busyNote, cpuBusy, createThrowawayDatabase, errorText, positiveNumber, printTable, withDatabase } from './common.ts';
 import { measureRounds, type Rates, ratesOf, subject as scenario, type Subject } from './measure.ts';
 import type { AuthBetterAuthSpec, AuthServerName, AuthTarget, BulwarkSpec, DatabaseUrls, Engine } from './protocol.ts';
 import { type LoadStats, loadInRounds, loadStats, type LoadTarget, noLoadStats, prepareTarget, type RunningServer, startServer } from './servers.ts';
@@ -39,14 +39,8 @@ import { type LoadStats, loadInRounds, loadStats, type LoadTarget, noLoadStats, 
 export const authTargets = { loginOutsideHashingMax: 0.1, tokenVsRaw: 0.8, cachedTokenPerSecond: 100_000, apiKeyPerSecond: 50_000 } as const;
 
 /** What bench/run.ts shares with this part: where PostgreSQL is, how it makes a migrated throwaway database, and its Ctrl-C cleanups. */
-export interface AuthBenchContext {
-  engines: readonly Engine[];
+export interface AuthBenchContext extends BenchContext {
   adminUrl: string;
-  poolMax: number;
-  createBulwarkDatabase: () => Promise<{ urls: DatabaseUrls; drop: () => Promise<void> } | { unavailable: string }>;
-  pendingCleanups: Set<() => Promise<void>>;
-  /** `--cpu-prof` arguments for a server process (BENCH_CPU_PROF=1), or none. */
-  profileArgv: (name: string) => string[];
 }
 
 export interface AuthBenchSettings {

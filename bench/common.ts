@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { cpus } from 'node:os';
 import pg from 'pg';
+import type { DatabaseUrls, Engine } from './protocol.ts';
 
 /** A positive number from the environment, or `fallback` when unset. */
 export function positiveNumber(name: string, fallback: number): number {
@@ -75,6 +76,16 @@ export async function adminQuery(adminUrl: string, sql: string): Promise<void> {
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+/** What bench/run.ts shares with a part that runs servers: the engines, how it makes a migrated throwaway database, and its Ctrl-C cleanups. */
+export interface BenchContext {
+  engines: readonly Engine[];
+  poolMax: number;
+  createBulwarkDatabase: () => Promise<{ urls: DatabaseUrls; drop: () => Promise<void> } | { unavailable: string }>;
+  pendingCleanups: Set<() => Promise<void>>;
+  /** `--cpu-prof` arguments for a server process (BENCH_CPU_PROF=1), or none. */
+  profileArgv: (name: string) => string[];
 }
 
 export interface ThrowawayDatabase {

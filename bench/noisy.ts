@@ -13,7 +13,7 @@
  * (A's requests a second, default 100), BENCH_NOISY_RATE (B's requests a second, default 100), BENCH_ENGINES.
  */
 import { Worker } from 'node:worker_threads';
-import { busyNote, cpuBusy, errorText, positiveNumber, printTable, rotated, sum, withDatabase } from './common.ts';
+import { type BenchContext, busyNote, cpuBusy, errorText, positiveNumber, printTable, rotated, sum, withDatabase } from './common.ts';
 import type { FloodOrder } from './noisy-flood.ts';
 import { paced, type PacedResult } from './paced.ts';
 import type { DatabaseUrls, Engine, NoisySpec, NoisyTenant } from './protocol.ts';
@@ -21,13 +21,7 @@ import { type RunningServer, startServer } from './servers.ts';
 
 export const noisyTarget = { maxP99Increase: 0.2 } as const;
 
-export interface NoisyBenchContext {
-  engines: Engine[];
-  poolMax: number;
-  createBulwarkDatabase: () => Promise<{ urls: DatabaseUrls; drop: () => Promise<void> } | { unavailable: string }>;
-  pendingCleanups: Set<() => Promise<void>>;
-  profileArgv: (name: string) => string[];
-}
+export type NoisyBenchContext = BenchContext;
 
 type Condition = 'B alone' | 'B with A flooding';
 

@@ -343,7 +343,7 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   // A route without a body schema takes no body: what it would silently ignore is refused like an unknown
   // field. `{}` passes, as many HTTP clients send it on every POST.
   app.addHook('preValidation', async (request) => {
-    if (request.routeOptions.schema?.body !== undefined || request.body === undefined || isEmptyObject(request.body)) return;
+    if (request.is404 || request.routeOptions.schema?.body !== undefined || request.body === undefined || isEmptyObject(request.body)) return;
     throw new BulwarkError('validation_failed', {
       message: 'This route takes no request body.',
       extensions: { errors: [{ in: 'body', path: '', message: 'must be absent' }] },

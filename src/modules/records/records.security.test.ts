@@ -96,16 +96,32 @@ for (const engine of engines) {
       assert.match(assertProblem(response, 400, 'validation_failed').errors?.[0]?.message ?? '', /\(tenantId\)/);
     });
 
-    it('__proto__ and constructor.prototype keys are refused (400 malformed_json), at any depth', async () => {
+    it('__proto__ and constructor.prototype keys are refused (400 validation_failed), at any depth', async () => {
       await expectRejected([
-        ['top-level __proto__', '{"data":{},"__proto__":{"polluted":true}}', 400, 'malformed_json'],
-        ['__proto__ in data', '{"data":{"__proto__":{"polluted":true}}}', 400, 'malformed_json'],
-        ['nested __proto__', '{"data":{"a":[{"__proto__":{"polluted":true}}]}}', 400, 'malformed_json'],
-        ['escaped __proto__', '{"data":{"\\u005f_proto__":{"polluted":true}}}', 400, 'malformed_json'],
-        ['constructor.prototype', '{"data":{"constructor":{"prototype":{"polluted":true}}}}', 400, 'malformed_json'],
-        ['top-level constructor.prototype', '{"data":{},"constructor":{"prototype":{"polluted":true}}}', 400, 'malformed_json'],
+        ['top-level __proto__', '{"data":{},"__proto__":{"polluted":true}}', 400, 'validation_failed'],
+        ['__proto__ in data', '{"data":{"__proto__":{"polluted":true}}}', 400, 'validation_failed'],
+        ['nested __proto__', '{"data":{"a":[{"__proto__":{"polluted":true}}]}}', 400, 'validation_failed'],
+        ['escaped __proto__', '{"data":{"\\u005f_proto__":{"polluted":true}}}', 400, 'validation_failed'],
+        ['constructor.prototype', '{"data":{"constructor":{"prototype":{"polluted":true}}}}', 400, 'validation_failed'],
+        ['top-level constructor.prototype', '{"data":{},"constructor":{"prototype":{"polluted":true}}}', 400, 'validation_failed'],
       ]);
       assert.equal(Object.getOwnPropertyNames(Object.prototype).includes('polluted'), false);
+    });
+
+    it('text is kept exactly: lone surrogates are refused, not stored as U+FFFD; member names with line breaks come back', async () => {
+      await expectRejected([
+        ['a lone high surrogate', '{"data":{"a":"\\ud800"}}', 400, 'validation_failed'],
+        ['a lone low surrogate in a name', '{"data":{"\\udfff":1}}', 400, 'validation_failed'],
+      ]);
+      const data = { 'line\r\nbreak': 'x\r\nSet-Cookie: a=1', 'pair \ud83d\ude00': 'nul\u0000', '': 'empty name' };
+      const url = recordUrl();
+      const written = await rawCall(test, { method: 'PUT', url, token: apiKey, payload: json({ data }), headers: { 'content-type': 'application/json' } });
+      assert.equal(written.statusCode, 201, written.body);
+      assert.deepEqual(written.json<{ data: unknown }>().data, data);
+      const read = await rawCall(test, { method: 'GET', url, token: apiKey });
+      assert.deepEqual(read.json<{ data: unknown }>().data, data);
+      // This suite leaves the tenant without records.
+      assert.equal((await rawCall(test, { method: 'DELETE', url, token: apiKey })).statusCode, 204);
     });
 
     it('bodies over the route body limit are 413 payload_too_large', async () => {
