@@ -23,7 +23,12 @@ export const noisyTarget = { maxP99Increase: 0.2 } as const;
 
 export type NoisyBenchContext = BenchContext;
 
-type Condition = 'B alone' | 'B with A flooding';
+/**
+ * `B with A at its limit` separates what A's admitted requests cost B from what its refused excess costs:
+ * the target compares the flood with B alone, the middle row says how much of the move the limiter could
+ * not have prevented.
+ */
+type Condition = 'B alone' | 'B with A at its limit' | 'B with A flooding';
 
 interface Latencies {
   p50Ms: number;
@@ -43,6 +48,8 @@ interface EngineResult {
   failure?: string;
   conditions: ConditionResult[];
   p99Increase?: number;
+  /** Flooding against A at its limit: what the 429s themselves cost B. */
+  p99IncreaseOverLimit?: number;
   pass?: boolean;
 }
 
@@ -92,22 +99,24 @@ async function runEngine(engine: Engine, database: DatabaseUrls | undefined, con
       pendingCleanups: context.pendingCleanups,
     });
     const phaseSeconds = timing.seconds / timing.rounds;
-    const floodOrder = (seconds: number) => ({ requestsPerSecond: timing.floodRate, seconds });
+    const floodOrder = (seconds: number, requestsPerSecond = timing.floodRate) => ({ requestsPerSecond, seconds });
     // Warm-up: both paths (B's reads, A's refusals) compiled and cached before anything is measured.
     process.stdout.write(', warming up');
     await Promise.all([readsOfB(server, timing.rateB, 2), flood(server, floodOrder(2))]);
 
-    const samples: Record<Condition, { latencies: number[]; failures: number; floods: PacedResult[] }> = {
-      'B alone': { latencies: [], failures: 0, floods: [] },
-      'B with A flooding': { latencies: [], failures: 0, floods: [] },
-    };
-    const conditions: Condition[] = ['B alone', 'B with A flooding'];
+    const conditions: Condition[] = ['B alone', 'B with A at its limit', 'B with A flooding'];
+    const samples = Object.fromEntries(conditions.map((condition) => [condition, { latencies: [] as number[], failures: 0, floods: [] as PacedResult[] }])) as Record<
+      Condition,
+      { latencies: number[]; failures: number; floods: PacedResult[] }
+    >;
+    const rateOfA: Record<Condition, number | undefined> = { 'B alone': undefined, 'B with A at its limit': timing.limitA, 'B with A flooding': timing.floodRate };
     for (let round = 0; round < timing.rounds; round += 1) {
       process.stdout.write(`, round ${round + 1}/${timing.rounds}`);
       for (const condition of rotated(conditions, round)) {
         const collected = samples[condition];
-        // With the flood, it runs a little longer on both ends, so B is measured only while A is at full rate.
-        const flooding = condition === 'B alone' ? undefined : flood(server, floodOrder(phaseSeconds + 1));
+        // A's load runs a little longer on both ends, so B is measured only while A is at full rate.
+        const rate = rateOfA[condition];
+        const flooding = rate === undefined ? undefined : flood(server, floodOrder(phaseSeconds + 1, rate));
         if (flooding !== undefined) await new Promise((resolve) => setTimeout(resolve, 500));
         const reads = await readsOfB(server, timing.rateB, phaseSeconds);
         if (flooding !== undefined) collected.floods.push(await flooding);
@@ -134,13 +143,16 @@ async function runEngine(engine: Engine, database: DatabaseUrls | undefined, con
             }),
       };
     });
-    const [alone, flooded] = results;
-    const p99Increase = alone !== undefined && flooded !== undefined && alone.p99Ms > 0 ? flooded.p99Ms / alone.p99Ms - 1 : undefined;
+    const [alone, atLimit, flooded] = results;
+    const increase = (base: ConditionResult | undefined) => (base !== undefined && flooded !== undefined && base.p99Ms > 0 ? flooded.p99Ms / base.p99Ms - 1 : undefined);
+    const p99Increase = increase(alone);
+    const p99IncreaseOverLimit = increase(atLimit);
     const failures = sum(results.map((result) => result.failures + (result.flood?.other ?? 0) + (result.flood?.errors ?? 0)));
     return {
       engine,
       conditions: results,
       ...(p99Increase === undefined ? {} : { p99Increase, pass: p99Increase < noisyTarget.maxP99Increase }),
+      ...(p99IncreaseOverLimit === undefined ? {} : { p99IncreaseOverLimit }),
       ...(failures > 0 ? { failure: `${failures} failed requests or answers other than 200 and 429` } : {}),
     };
   } catch (error) {
@@ -199,6 +211,9 @@ export async function runNoisyBench(context: NoisyBenchContext): Promise<{ resul
       console.log(
         `  ${result.engine}: B's p99 moved ${(result.p99Increase * 100).toFixed(1)}% under the flood (target: under ${noisyTarget.maxP99Increase * 100}%) ${result.pass === true ? 'PASS' : 'MISS'}`,
       );
+    }
+    if (result.p99IncreaseOverLimit !== undefined) {
+      console.log(`  ${result.engine}: against A at its limit, the flood's refused excess moved B's p99 ${(result.p99IncreaseOverLimit * 100).toFixed(1)}%`);
     }
   }
   for (const note of notes) console.log(`  Note: ${note}`);

@@ -1,5 +1,7 @@
 import { parse, type PGlite, protocol, type Results, type Transaction } from '@electric-sql/pglite';
 import { contextParams, type Database, type DbContext, type Queryable, type QueryResult, setContextSql } from './database.ts';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { TenantSlots } from './tenant-slots.ts';
 
 /**
  * Embedded engine: PostgreSQL compiled to WASM, in-process, one connection. `openPgliteDatabase` drops
@@ -12,11 +14,21 @@ export function wrapPglite(db: PGlite): Database {
       return work(queryable(tx));
     });
   }
+  // The one connection is shared fairly: each tenant has at most one statement or transaction in PGlite's
+  // own queue, the rest wait in the tenant's queue. PGlite runs on this thread and hands over from one
+  // query to the next in microtasks, so each tenant call first yields to the event loop: another tenant's
+  // request is read off its socket and queued between two of a flooding tenant's queries, not after all.
+  const slots = new TenantSlots({ max: 1, waitMs: 5_000 });
+  const fairly = async <T>(tenantId: string, work: () => Promise<T>): Promise<T> =>
+    slots.around(tenantId, async () => {
+      await yieldToEventLoop();
+      return work();
+    });
 
   return {
     engine: 'pglite',
-    tenantQuery: (tenantId, sql, params = []) => pipelinedTenantQuery(db, tenantId, sql, params),
-    withTenant: (tenantId, work) => transaction({ tenantId }, work),
+    tenantQuery: (tenantId, sql, params = []) => fairly(tenantId, () => pipelinedTenantQuery(db, tenantId, sql, params)),
+    withTenant: (tenantId, work) => fairly(tenantId, () => transaction({ tenantId }, work)),
     withPlatform: (work) => transaction({ scope: 'platform' }, work),
     async ping() {
       await db.query('SELECT 1');

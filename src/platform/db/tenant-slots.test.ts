@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { BulwarkError } from '../errors/bulwark-error.ts';
+import { createTestApp } from '../../testing/app.ts';
 import { TenantSlots } from './tenant-slots.ts';
 
 describe("a tenant's share of the pool", () => {
@@ -32,5 +33,27 @@ describe("a tenant's share of the pool", () => {
       ran = true;
     });
     assert.equal(ran, true);
+  });
+});
+
+describe('the embedded engine shares its one connection fairly', () => {
+  it("serves another tenant's read between a flooding tenant's queries, not after all of them", async () => {
+    const test = await createTestApp('pglite');
+    try {
+      const [a, b] = [await test.tenantWithKey('A'), await test.tenantWithKey('B')];
+      const finished: string[] = [];
+      const read = (tenantId: string, label: string) =>
+        test.storage.db.tenantQuery(tenantId, 'SELECT pg_sleep(0.002), current_setting($1, true) AS tenant', ['app.tenant_id']).then((result) => {
+          assert.equal(result.rows[0]?.['tenant'], tenantId);
+          finished.push(label);
+        });
+      const flood = Array.from({ length: 40 }, (_, index) => read(a.tenantId, `a${index}`));
+      // B asks once A's 40 are queued: it waits for at most the one A query in the engine.
+      await new Promise((resolve) => setImmediate(resolve));
+      await Promise.all([...flood, read(b.tenantId, 'b')]);
+      assert.ok(finished.indexOf('b') <= 2, `B finished ${finished.indexOf('b') + 1}th of 41`);
+    } finally {
+      await test.close();
+    }
   });
 });
