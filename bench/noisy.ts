@@ -12,6 +12,7 @@
  * Environment: BENCH_NOISY_SECONDS (measured seconds per condition, default 12, in 4 rounds), BENCH_NOISY_LIMIT
  * (A's requests a second, default 100), BENCH_NOISY_RATE (B's requests a second, default 100), BENCH_ENGINES.
  */
+import { fork } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { type BenchContext, busyNote, cpuBusy, errorText, positiveNumber, printTable, rotated, sum, withDatabase } from './common.ts';
 import type { FloodOrder } from './noisy-flood.ts';
@@ -24,11 +25,12 @@ export const noisyTarget = { maxP99Increase: 0.2 } as const;
 export type NoisyBenchContext = BenchContext;
 
 /**
- * `B with A at its limit` separates what A's admitted requests cost B from what its refused excess costs:
- * the target compares the flood with B alone, the middle row says how much of the move the limiter could
- * not have prevented.
+ * `B with A at its limit` separates what A's admitted requests cost B from what its refused excess costs.
+ * `B, the flood elsewhere` is the machine's share: the same flood aimed at a bare 429 server in another
+ * process (bench/noisy-sink.ts), so only the load generator and a busy neighbour process touch B. The target
+ * compares the flood with B alone.
  */
-type Condition = 'B alone' | 'B with A at its limit' | 'B with A flooding';
+type Condition = 'B alone' | 'B with A at its limit' | 'B with A flooding' | 'B, the flood elsewhere';
 
 interface Latencies {
   p50Ms: number;
@@ -50,6 +52,8 @@ interface EngineResult {
   p99Increase?: number;
   /** Flooding against A at its limit: what the 429s themselves cost B. */
   p99IncreaseOverLimit?: number;
+  /** The flood aimed at the bare sink against B alone: what the machine's shared cores cost B. */
+  machineP99Increase?: number;
   pass?: boolean;
 }
 
@@ -66,13 +70,22 @@ const settings = () => {
 
 type NoisyServer = RunningServer<{ tenants: { a: NoisyTenant; b: NoisyTenant } }>;
 
-function flood(server: NoisyServer, order: Pick<FloodOrder, 'requestsPerSecond' | 'seconds'>): Promise<PacedResult> {
+function flood(server: NoisyServer, order: Pick<FloodOrder, 'requestsPerSecond' | 'seconds'>, port = server.port): Promise<PacedResult> {
   const { a } = server.tenants;
-  const worker = new Worker(new URL('./noisy-flood.ts', import.meta.url), { workerData: { ...order, port: server.port, path: a.path, apiKey: a.apiKey } satisfies FloodOrder });
+  const worker = new Worker(new URL('./noisy-flood.ts', import.meta.url), { workerData: { ...order, port, path: a.path, apiKey: a.apiKey } satisfies FloodOrder });
   return new Promise((resolve, reject) => {
     worker.once('message', (report: PacedResult) => resolve(report));
     worker.once('error', reject);
   });
+}
+
+async function startSink(): Promise<{ port: number; stop: () => void }> {
+  const child = fork(new URL('./noisy-sink.ts', import.meta.url));
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('message', (message: { port: number }) => resolve(message.port));
+    child.once('error', reject);
+  });
+  return { port, stop: () => child.kill() };
 }
 
 /** B's reads: paced on the main thread. */
@@ -93,6 +106,7 @@ function latencies(samples: readonly number[], failures: number): Latencies {
 async function runEngine(engine: Engine, database: DatabaseUrls | undefined, context: NoisyBenchContext, timing: ReturnType<typeof settings>): Promise<EngineResult> {
   const spec: NoisySpec = { engine, poolMax: context.poolMax, productionLimits: true, limitA: timing.limitA, ...(database === undefined ? {} : { database }) };
   let server: NoisyServer | undefined;
+  const sink = await startSink();
   try {
     server = await startServer<{ tenants: { a: NoisyTenant; b: NoisyTenant } }>('noisy-server.ts', spec, {
       execArgv: context.profileArgv(`noisy-${engine}`),
@@ -104,19 +118,24 @@ async function runEngine(engine: Engine, database: DatabaseUrls | undefined, con
     process.stdout.write(', warming up');
     await Promise.all([readsOfB(server, timing.rateB, 2), flood(server, floodOrder(2))]);
 
-    const conditions: Condition[] = ['B alone', 'B with A at its limit', 'B with A flooding'];
+    const conditions: Condition[] = ['B alone', 'B with A at its limit', 'B with A flooding', 'B, the flood elsewhere'];
     const samples = Object.fromEntries(conditions.map((condition) => [condition, { latencies: [] as number[], failures: 0, floods: [] as PacedResult[] }])) as Record<
       Condition,
       { latencies: number[]; failures: number; floods: PacedResult[] }
     >;
-    const rateOfA: Record<Condition, number | undefined> = { 'B alone': undefined, 'B with A at its limit': timing.limitA, 'B with A flooding': timing.floodRate };
+    const rateOfA: Record<Condition, number | undefined> = {
+      'B alone': undefined,
+      'B with A at its limit': timing.limitA,
+      'B with A flooding': timing.floodRate,
+      'B, the flood elsewhere': timing.floodRate,
+    };
     for (let round = 0; round < timing.rounds; round += 1) {
       process.stdout.write(`, round ${round + 1}/${timing.rounds}`);
       for (const condition of rotated(conditions, round)) {
         const collected = samples[condition];
         // A's load runs a little longer on both ends, so B is measured only while A is at full rate.
         const rate = rateOfA[condition];
-        const flooding = rate === undefined ? undefined : flood(server, floodOrder(phaseSeconds + 1, rate));
+        const flooding = rate === undefined ? undefined : flood(server, floodOrder(phaseSeconds + 1, rate), condition === 'B, the flood elsewhere' ? sink.port : server.port);
         if (flooding !== undefined) await new Promise((resolve) => setTimeout(resolve, 500));
         const reads = await readsOfB(server, timing.rateB, phaseSeconds);
         if (flooding !== undefined) collected.floods.push(await flooding);
@@ -143,22 +162,25 @@ async function runEngine(engine: Engine, database: DatabaseUrls | undefined, con
             }),
       };
     });
-    const [alone, atLimit, flooded] = results;
-    const increase = (base: ConditionResult | undefined) => (base !== undefined && flooded !== undefined && base.p99Ms > 0 ? flooded.p99Ms / base.p99Ms - 1 : undefined);
-    const p99Increase = increase(alone);
-    const p99IncreaseOverLimit = increase(atLimit);
+    const [alone, atLimit, flooded, elsewhere] = results;
+    const increase = (over: ConditionResult | undefined, base: ConditionResult | undefined) => (base !== undefined && over !== undefined && base.p99Ms > 0 ? over.p99Ms / base.p99Ms - 1 : undefined);
+    const p99Increase = increase(flooded, alone);
+    const p99IncreaseOverLimit = increase(flooded, atLimit);
+    const machineP99Increase = increase(elsewhere, alone);
     const failures = sum(results.map((result) => result.failures + (result.flood?.other ?? 0) + (result.flood?.errors ?? 0)));
     return {
       engine,
       conditions: results,
       ...(p99Increase === undefined ? {} : { p99Increase, pass: p99Increase < noisyTarget.maxP99Increase }),
       ...(p99IncreaseOverLimit === undefined ? {} : { p99IncreaseOverLimit }),
+      ...(machineP99Increase === undefined ? {} : { machineP99Increase }),
       ...(failures > 0 ? { failure: `${failures} failed requests or answers other than 200 and 429` } : {}),
     };
   } catch (error) {
     return { engine, conditions: [], failure: errorText(error) };
   } finally {
     await server?.stop();
+    sink.stop();
   }
 }
 
@@ -214,6 +236,9 @@ export async function runNoisyBench(context: NoisyBenchContext): Promise<{ resul
     }
     if (result.p99IncreaseOverLimit !== undefined) {
       console.log(`  ${result.engine}: against A at its limit, the flood's refused excess moved B's p99 ${(result.p99IncreaseOverLimit * 100).toFixed(1)}%`);
+    }
+    if (result.machineP99Increase !== undefined) {
+      console.log(`  ${result.engine}: the same flood aimed at a bare 429 server in another process moved B's p99 ${(result.machineP99Increase * 100).toFixed(1)}% (the machine's share)`);
     }
   }
   for (const note of notes) console.log(`  Note: ${note}`);
