@@ -12,7 +12,7 @@ import type { Config } from '../platform/config/config.ts';
 import type { Database } from '../platform/db/database.ts';
 import { BulwarkError } from '../platform/errors/bulwark-error.ts';
 import { registerAuth } from '../platform/http/auth.ts';
-import { problemContentType, sendProblem, toBulwarkError } from '../platform/http/problem.ts';
+import { problemContentType, sendClientErrorProblem, sendProblem, toBulwarkError } from '../platform/http/problem.ts';
 import { isId, newId } from '../platform/ids.ts';
 import { createLogger } from '../platform/logger.ts';
 import { healthRoutes } from '../modules/health/routes.ts';
@@ -272,6 +272,12 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
     requestTimeout: config.requestTimeoutSeconds * 1000,
     keepAliveTimeout: 5_000,
     routerOptions: { maxParamLength: 128 },
+    clientErrorHandler: (error, socket) =>
+      sendClientErrorProblem(error, socket, newId, {
+        'x-content-type-options': 'nosniff',
+        'referrer-policy': 'no-referrer',
+        'content-security-policy': apiContentSecurityPolicy,
+      }),
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     // The router rejects a malformed URL or an over-long path parameter before any hook runs; without this

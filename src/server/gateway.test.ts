@@ -153,6 +153,7 @@ describe('a listening server', () => {
   it('closes a client that sends its headers too slowly (slowloris)', async () => {
     const { received, seconds } = await dribble(['GET /healthz HTTP/1.1\r\n', 'Host: x\r\n', ...Array.from({ length: 30 }, (_, index) => `X-Slow-${index}: 1\r\n`)]);
     assert.match(received, /^HTTP\/1\.1 408/);
+    assert.match(received, /"code":"request_timeout"/);
     assert.ok(seconds < 5, `closed after ${seconds} s (header deadline 1 s, checked every 0.5 s)`);
   });
 
@@ -174,6 +175,48 @@ describe('a listening server', () => {
     assert.match(received, /^HTTP\/1\.1 404/);
     assert.doesNotMatch(received, /<script>/);
     assert.match(received, /"instance":"\/v1\/\\u003cscript\\u003ealert\(1\)\\u003c\/script\\u003e"/);
+  });
+
+  /** Sends `request` as raw bytes; resolves with everything the server sent before closing. */
+  const exchange = async (request: string) => {
+    const socket = await rawSocket();
+    let received = '';
+    socket.on('data', (data: Buffer) => (received += data.toString('latin1')));
+    socket.end(request);
+    await new Promise((resolve) => socket.once('close', resolve));
+    return received;
+  };
+
+  it('refuses smuggling and header injection at the HTTP parser (what inject() never exercises)', async () => {
+    const smuggled = 'GET /v1/operators HTTP/1.1\r\nHost: x\r\n\r\n';
+    const requests = [
+      // Content-Length and Transfer-Encoding together (CL.TE), and two differing lengths.
+      `POST /v1/setup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${smuggled}`,
+      `POST /v1/setup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}${smuggled}`,
+      // An obfuscated Transfer-Encoding, a bare LF inside a header value, a header name with a space.
+      `POST /v1/setup HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n`,
+      'GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: abc\rSet-Cookie: a=b\r\n\r\n',
+      'GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n',
+    ];
+    for (const request of requests) {
+      const received = await exchange(request);
+      const statuses = [...received.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((match) => match[1]);
+      assert.deepEqual(statuses, ['400'], `${JSON.stringify(request.slice(0, 90))}: ${received.slice(0, 200)}`);
+      assert.doesNotMatch(received, /set-cookie/i);
+      // A problem document like every other refusal, with the API's headers.
+      const [head = '', body = ''] = received.split('\r\n\r\n');
+      assert.match(head, /^content-type: application\/problem\+json/im);
+      assert.match(head, /^x-content-type-options: nosniff/im);
+      assert.match(head, /^connection: close/im);
+      const problem = JSON.parse(body) as { code: string; requestId: string };
+      assert.equal(problem.code, 'malformed_request');
+      assert.match(head, new RegExp(`^x-request-id: ${problem.requestId}`, 'im'));
+    }
+    const oversized = await exchange(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    assert.match(oversized, /^HTTP\/1\.1 431/);
+    assert.match(oversized, /"code":"request_headers_too_large"/);
+    // Still serving.
+    assert.equal((await fetch(new URL('/healthz', server.address))).status, 200);
   });
 
   it('serves Prometheus metrics on their own listener, not on the API', async () => {

@@ -1,3 +1,5 @@
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { BulwarkError } from '../errors/bulwark-error.ts';
 import { type ErrorCode, errorCodes } from '../errors/codes.ts';
@@ -108,4 +110,27 @@ export function sendProblem(request: FastifyRequest, reply: FastifyReply, error:
  */
 function htmlSafeJson(value: unknown): string {
   return JSON.stringify(value).replace(/[<>&\u2028\u2029]/g, (character) => `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/**
+ * What the HTTP parser refuses before any route or hook runs (smuggling shapes, header injection, slow or
+ * oversized headers) still gets a problem document, with a fresh request id and the API's headers, instead
+ * of Fastify's ad-hoc JSON. The connection is closed: after a parse error its byte stream cannot be trusted.
+ */
+export function sendClientErrorProblem(error: Error & { code?: string }, socket: Duplex, newRequestId: () => string, headers: Record<string, string>): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const code: ErrorCode = error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'request_timeout' : error.code === 'HPE_HEADER_OVERFLOW' ? 'request_headers_too_large' : 'malformed_request';
+  const { status, title } = errorCodes[code];
+  const requestId = newRequestId();
+  const body = htmlSafeJson({ type: problemType(code), title, status, code, detail: title, instance: '/', requestId } satisfies Problem);
+  const lines = Object.entries({
+    ...headers,
+    'content-type': `${problemContentType}; charset=utf-8`,
+    'content-length': String(Buffer.byteLength(body)),
+    'x-request-id': requestId,
+    'cache-control': 'no-store',
+    connection: 'close',
+  }).map(([name, value]) => `${name}: ${value}\r\n`);
+  if (socket.writable) socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${lines.join('')}\r\n${body}`);
+  socket.destroy(error);
 }
