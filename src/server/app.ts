@@ -179,10 +179,12 @@ const noQuery = Type.Object({}, { additionalProperties: false });
 
 const apiContentSecurityPolicy = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
+/** On every response, the docs and the parser's refusals included. */
+const baseSecurityHeaders = { 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer' };
+
 function setCommonHeaders(request: FastifyRequest, reply: FastifyReply): void {
   reply.header('x-request-id', request.id);
-  reply.header('x-content-type-options', 'nosniff');
-  reply.header('referrer-policy', 'no-referrer');
+  reply.headers(baseSecurityHeaders);
   // Over HTTPS (ours, or a trusted proxy's per X-Forwarded-Proto) browsers are told to stay on it.
   if (request.protocol === 'https') reply.header('strict-transport-security', 'max-age=31536000; includeSubDomains');
   if (request.url.startsWith('/docs')) return;
@@ -273,11 +275,7 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
     keepAliveTimeout: 5_000,
     routerOptions: { maxParamLength: 128 },
     clientErrorHandler: (error, socket) =>
-      sendClientErrorProblem(error, socket, newId, {
-        'x-content-type-options': 'nosniff',
-        'referrer-policy': 'no-referrer',
-        'content-security-policy': apiContentSecurityPolicy,
-      }),
+      sendClientErrorProblem(error, socket, newId, { ...baseSecurityHeaders, 'content-security-policy': apiContentSecurityPolicy }),
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     // The router rejects a malformed URL or an over-long path parameter before any hook runs; without this

@@ -262,11 +262,9 @@ for (const engine of engines) {
       }
     });
 
-    it('hostile header values are never echoed into headers or logs as written', async () => {
+    it('hostile header values are never echoed into response headers', async () => {
       for (const shape of shapes) {
         for (const value of hostileHeaderValues) {
-          // Node refuses to send CR/LF/NUL in a header itself; what reaches the server is the rest.
-          if (/[\r\n]/.test(value) || value.includes('\u0000')) continue;
           const response = await probe(`${shape.operation.key} headers`, baseRequest(shape, { headers: { 'x-request-id': value, 'user-agent': value, 'x-forwarded-for': value } }));
           assert.notEqual(response.headers['x-request-id'], value);
         }

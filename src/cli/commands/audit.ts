@@ -1,11 +1,10 @@
-import { parseArgs } from 'node:util';
 import type { AuditScope, VerifyReport } from '../../modules/audit/service.ts';
 import { findTenant } from '../../modules/tenancy/store.ts';
 import { loadConfig } from '../../platform/config/config.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { isId } from '../../platform/ids.ts';
 import { allTenantIds, openStorage, writeJson } from '../storage.ts';
-import { UsageError, withUsage } from '../usage.ts';
+import { parseSubcommand, UsageError, withUsage } from '../usage.ts';
 
 export const auditUsage = `Usage: bulwark audit verify [--tenant <id>] [--json]
 
@@ -66,23 +65,8 @@ function describe(report: ChainReport): string {
 }
 
 function parseInvocation(args: string[]): { tenantId: string | undefined; json: boolean } | 'help' {
-  const [name, ...rest] = args;
-  if (name === '--help' || name === '-h' || name === 'help') return 'help';
-  if (name === undefined) throw new UsageError('Missing audit subcommand.');
-  if (name !== 'verify') throw new UsageError(`Unknown audit subcommand: ${name}`);
-  let values: { json?: boolean; help?: boolean; tenant?: string };
-  try {
-    ({ values } = parseArgs({
-      args: rest,
-      options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, tenant: { type: 'string' } },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    if (error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS')) throw new UsageError(`bulwark audit verify: ${error.message}`);
-    throw error;
-  }
-  if (values.help === true) return 'help';
-  if (values.tenant !== undefined && !isId(values.tenant)) throw new UsageError('bulwark audit verify: --tenant must be a tenant id (12 lowercase hex characters).');
-  return { tenantId: values.tenant, json: values.json === true };
+  const parsed = parseSubcommand('audit', ['verify'] as const, args);
+  if (parsed === 'help') return 'help';
+  if (parsed.tenant !== undefined && !isId(parsed.tenant)) throw new UsageError('bulwark audit verify: --tenant must be a tenant id (12 lowercase hex characters).');
+  return { tenantId: parsed.tenant, json: parsed.json };
 }

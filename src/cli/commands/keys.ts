@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import type { RootKeyDescription } from '../../modules/keys/root/provider.ts';
 import type { KeyringInfo, KeyringService, KeyVersionInfo } from '../../modules/keys/service.ts';
 import { findKeyring, listKeys } from '../../modules/keys/store.ts';
@@ -9,7 +8,7 @@ import type { Database } from '../../platform/db/database.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { isId } from '../../platform/ids.ts';
 import { allTenantIds, openStorage, writeJson } from '../storage.ts';
-import { UsageError, withUsage } from '../usage.ts';
+import { parseSubcommand, UsageError, withUsage } from '../usage.ts';
 
 export const keysUsage = `Usage: bulwark keys <subcommand> [options]
 
@@ -58,35 +57,17 @@ async function runSubcommand(invocation: Invocation): Promise<number> {
 }
 
 function parseInvocation(args: string[]): Invocation | 'help' {
-  const [name, ...rest] = args;
-  if (name === '--help' || name === '-h' || name === 'help') return 'help';
-  if (name === undefined) throw new UsageError('Missing keys subcommand.');
-  if (name !== 'rotate-root' && name !== 'rotate' && name !== 'status') throw new UsageError(`Unknown keys subcommand: ${name}`);
-  let values: { json?: boolean; help?: boolean; tenant?: string };
-  try {
-    ({ values } = parseArgs({
-      args: rest,
-      options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, tenant: { type: 'string' } },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    // parseArgs explains unknown options, missing values and stray arguments in its own words.
-    if (error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS')) {
-      throw new UsageError(`bulwark keys ${name}: ${error.message}`);
-    }
-    throw error;
-  }
-  if (values.help === true) return 'help';
-  const json = values.json === true;
+  const parsed = parseSubcommand('keys', ['rotate-root', 'rotate', 'status'] as const, args);
+  if (parsed === 'help') return 'help';
+  const { name, json, tenant } = parsed;
   if (name !== 'rotate') {
-    if (values.tenant !== undefined) throw new UsageError(`bulwark keys ${name}: unknown option '--tenant' (only \`rotate\` takes one).`);
+    if (tenant !== undefined) throw new UsageError(`bulwark keys ${name}: unknown option '--tenant' (only \`rotate\` takes one).`);
     return { subcommand: name, json };
   }
-  if (values.tenant === undefined) throw new UsageError('bulwark keys rotate: --tenant <id> is required.');
+  if (tenant === undefined) throw new UsageError('bulwark keys rotate: --tenant <id> is required.');
   // The id is checked before it reaches the database or the terminal again.
-  if (!isId(values.tenant)) throw new UsageError('bulwark keys rotate: --tenant must be a tenant id (12 lowercase hex characters).');
-  return { subcommand: name, json, tenantId: values.tenant };
+  if (!isId(tenant)) throw new UsageError('bulwark keys rotate: --tenant must be a tenant id (12 lowercase hex characters).');
+  return { subcommand: name, json, tenantId: tenant };
 }
 
 interface Session {

@@ -234,6 +234,29 @@ for (const engine of engines) {
       });
     });
 
+    it("keeps tenant_limits and tenant_usage apart by RLS: under tenant A's context, B's rows are neither seen nor written", async () => {
+      const [a, b] = [await newTenant('Isolated A'), await newTenant('Isolated B')];
+      assert.equal((await setLimits(b.tenantId, { maxConcurrentRequests: 5 })).statusCode, 200);
+      assert.equal((await putRecord(b, { owner: 'b' })).statusCode, 201);
+      const db = test.storage.db;
+      const seen = await db.withTenant(a.tenantId, async (tx) => ({
+        limits: (await tx.query('SELECT tenant_id FROM tenant_limits')).rows,
+        usage: (await tx.query('SELECT tenant_id FROM tenant_usage')).rows,
+        updated: [
+          (await tx.query("UPDATE tenant_limits SET overrides = '{}'::jsonb WHERE tenant_id = $1", [b.tenantId])).rowCount,
+          (await tx.query('UPDATE tenant_usage SET records = 0 WHERE tenant_id = $1', [b.tenantId])).rowCount,
+        ],
+      }));
+      assert.deepEqual(seen, { limits: [], usage: [], updated: [0, 0] });
+      for (const insert of ["INSERT INTO tenant_limits (tenant_id, overrides) VALUES ($1, '{}'::jsonb)", 'INSERT INTO tenant_usage (tenant_id, records, record_bytes) VALUES ($1, 0, 0)']) {
+        await assert.rejects(db.withTenant(a.tenantId, (tx) => tx.query(insert, [b.tenantId])), /row-level security/);
+      }
+      // B's rows are intact, as B sees them.
+      const own = await getLimits(b.tenantId);
+      assert.deepEqual(own.overrides, { maxConcurrentRequests: 5 });
+      assert.equal(own.quotas.records.used, 1);
+    });
+
     describe('the limits routes', () => {
       it('show effective limits with their source; overrides replace each other and are audited in the platform trail', async () => {
         const tenant = await newTenant('Described');

@@ -6,7 +6,7 @@ import { TtlCache } from '../../platform/ttl-cache.ts';
 import type { AuditRecorder } from '../audit/service.ts';
 import { type Limit, type LimitOverrides, mergeLimits, parseOverrides, type QuotaName, quotaNames, type TenantBucket, tenantBuckets, type TenantLimits } from './policy.ts';
 import type { Rate } from './rate-store.ts';
-import { addRecordUsage, countLiveApiKeys, countUsers, findOverrides, findRecordUsage, initRecordUsage, lockQuota, saveOverrides } from './store.ts';
+import { addRecordUsage, countLiveApiKeys, countRecordUsage, countUsers, findOverrides, findRecordUsage, initRecordUsage, lockQuota, saveOverrides } from './store.ts';
 
 /**
  * What other modules' writes ask of the quotas, inside their own transaction: the check and the write
@@ -55,7 +55,8 @@ export class LimitsService implements QuotaGuard {
   readonly #clock: Clock;
   readonly #tenants: TenantGate;
   readonly #defaults: TenantLimits;
-  readonly #overrides: TtlCache<LimitOverrides>;
+  /** Effective limits (defaults merged with the overrides), per tenant: read on every request. */
+  readonly #limits: TtlCache<TenantLimits>;
 
   constructor(db: Database, audit: AuditRecorder, clock: Clock, tenants: TenantGate, options: { defaults: TenantLimits; cacheTtlMs: number }) {
     this.#db = db;
@@ -63,7 +64,7 @@ export class LimitsService implements QuotaGuard {
     this.#clock = clock;
     this.#tenants = tenants;
     this.#defaults = options.defaults;
-    this.#overrides = new TtlCache(options.cacheTtlMs, 10_000, clock);
+    this.#limits = new TtlCache(options.cacheTtlMs, 10_000, clock);
   }
 
   /** The tenant's effective limits, on every request's path: overrides cached (other instances see a change within the TTL). */
@@ -73,11 +74,10 @@ export class LimitsService implements QuotaGuard {
 
   /** Inside a transaction the overrides are read through it: a second connection could wait on the first (PGlite has one). */
   async #limitsIn(tx: Queryable | undefined, tenantId: string): Promise<TenantLimits> {
-    const overrides = await this.#overrides.getOrLoad(tenantId, async () => {
+    return this.#limits.getOrLoad(tenantId, async () => {
       const row = tx === undefined ? await this.#db.withTenant(tenantId, (own) => findOverrides(own, tenantId)) : await findOverrides(tx, tenantId);
-      return parseOverrides(row?.overrides);
+      return mergeLimits(this.#defaults, parseOverrides(row?.overrides));
     });
-    return mergeLimits(this.#defaults, overrides);
   }
 
   async describe(tenantId: string): Promise<LimitsDocument> {
@@ -89,7 +89,7 @@ export class LimitsService implements QuotaGuard {
         countLiveApiKeys(tx, tenantId, this.#clock.now()),
       ]);
       // Before its first write under quotas the tenant has no counter yet: counted, not created, by a read.
-      const counted = records ?? (await this.#countRecords(tx, tenantId));
+      const counted = records ?? (await countRecordUsage(tx, tenantId));
       return { row: stored, usage: { records: counted.records, recordBytes: counted.record_bytes, users, apiKeys } };
     });
     const overrides = parseOverrides(row?.overrides);
@@ -119,14 +119,6 @@ export class LimitsService implements QuotaGuard {
     };
   }
 
-  async #countRecords(tx: Queryable, tenantId: string): Promise<{ records: number; record_bytes: number }> {
-    const { rows } = await tx.query<{ records: number; record_bytes: number }>(
-      'SELECT count(*)::float8 AS records, coalesce(sum(body_bytes), 0)::float8 AS record_bytes FROM records WHERE tenant_id = $1',
-      [tenantId],
-    );
-    return rows[0] ?? { records: 0, record_bytes: 0 };
-  }
-
   /**
    * Replaces the tenant's overrides (what is absent follows the defaults again). Lowering a quota below the
    * usage is allowed: nothing is deleted, new writes are refused until the tenant is back under it.
@@ -143,7 +135,7 @@ export class LimitsService implements QuotaGuard {
         detail: { overrides },
       });
     });
-    this.#overrides.delete(tenantId);
+    this.#limits.delete(tenantId);
     return this.describe(tenantId);
   }
 

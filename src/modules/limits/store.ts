@@ -46,6 +46,15 @@ export async function initRecordUsage(tx: Queryable, tenantId: string, applied: 
   );
 }
 
+/** The record usage counted over the table: what the counter would start from, for a tenant without one. */
+export async function countRecordUsage(tx: Queryable, tenantId: string): Promise<{ records: number; record_bytes: number }> {
+  const { rows } = await tx.query<{ records: number; record_bytes: number }>(
+    'SELECT count(*)::float8 AS records, coalesce(sum(body_bytes), 0)::float8 AS record_bytes FROM records WHERE tenant_id = $1',
+    [tenantId],
+  );
+  return rows[0] ?? { records: 0, record_bytes: 0 };
+}
+
 export async function findRecordUsage(tx: Queryable, tenantId: string): Promise<{ records: number; record_bytes: number } | undefined> {
   const { rows } = await tx.query<{ records: number; record_bytes: number }>(
     'SELECT records::float8 AS records, record_bytes::float8 AS record_bytes FROM tenant_usage WHERE tenant_id = $1',
