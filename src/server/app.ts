@@ -22,6 +22,9 @@ import { KeyringService } from '../modules/keys/service.ts';
 import { TransitService } from '../modules/keys/transit.ts';
 import { defaultThrottlePolicy, LoginService, PasswordLogin } from '../modules/identity/login.ts';
 import { identityRoutes } from '../modules/identity/routes.ts';
+import { mfaRoutes } from '../modules/identity/mfa/routes.ts';
+import { MfaService } from '../modules/identity/mfa/service.ts';
+import { tokenAnswerer } from '../modules/sessions/token-answer.ts';
 import { AccessTokenAuthenticator } from '../modules/sessions/access-authenticator.ts';
 import { authRoutes } from '../modules/sessions/auth-routes.ts';
 import { TokenService } from '../modules/sessions/tokens.ts';
@@ -55,6 +58,11 @@ import cors from '@fastify/cors';
 import secureJson from 'secure-json-parse';
 import { readFileSync } from 'node:fs';
 import type { ServerOptions } from 'node:http';
+
+/** The base URL browsers and identity providers reach this deployment at. */
+export function publicUrlOf(config: Config): string {
+  return config.publicUrl ?? `http://localhost:${config.port}`;
+}
 
 export interface AppDependencies {
   config: Config;
@@ -116,6 +124,14 @@ export function buildServices({
     accessTtlSeconds: config.accessTokenTtlSeconds,
     rotateAfterDays: 30,
   });
+  const login = new LoginService(db, keyring, users, passwordLogin, { tenantStatus: (tenantId) => tenancy.status(tenantId) });
+  const publicUrl = new URL(publicUrlOf(config));
+  const mfa = new MfaService(db, keyring, audit, { access, users, login }, clock, {
+    issuer: config.mfaIssuer,
+    relyingParty: { rpId: config.webauthnRpId ?? publicUrl.hostname, rpName: config.mfaIssuer, origins: [...(config.webauthnOrigins ?? [publicUrl.origin])] },
+    challengeTtlMs: 5 * 60_000,
+    challengeMaxAttempts: 5,
+  });
   return {
     keyring,
     audit: auditTrail,
@@ -125,7 +141,8 @@ export function buildServices({
     limits,
     records: new RecordsService(db, keyring, audit, limits, clock, { recordMaxBytes: config.recordMaxBytes }),
     users,
-    login: new LoginService(db, keyring, users, passwordLogin, { tenantStatus: (tenantId) => tenancy.status(tenantId) }),
+    login,
+    mfa,
     sessions,
     operators,
     operatorSessions,
@@ -146,6 +163,7 @@ export interface BulwarkServices {
   records: RecordsService;
   users: UsersService;
   login: LoginService;
+  mfa: MfaService;
   sessions: LoginSessionService;
   operators: OperatorsService;
   operatorSessions: LoginSessionService;
@@ -478,7 +496,10 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
     operatorSessions: services.operatorSessions,
     tokens: services.tokens,
     access: services.access,
+    mfa: services.mfa,
   });
+  const tokensFor = tokenAnswerer({ tokens: services.tokens, access: services.access, operators: services.operators });
+  await app.register(mfaRoutes, { mfa: services.mfa, sessions: services.sessions, access: services.access, tokensFor: (issued) => tokensFor(issued, 'user') });
   await app.register(operatorRoutes, { operators: services.operators });
   await app.register(accessRoutes, { access: services.access });
   await app.register(apiKeyRoutes, { apiKeys: services.apiKeys });

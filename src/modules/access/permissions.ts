@@ -12,8 +12,11 @@ export const tenantPermissions = {
   'roles:write': 'Create, change and delete custom roles; assign roles to users.',
   'api-keys:read': 'List API keys (never their secrets).',
   'api-keys:write': 'Create and revoke API keys.',
-  'policies:read': 'Read the password policy.',
-  'policies:write': 'Change the password policy.',
+  'policies:read': 'Read the password, MFA and SSO login policies.',
+  'policies:write': 'Change the password, MFA and SSO login policies.',
+  'sso:read': 'List SSO connections (never their secrets), group mappings and e-mail domains.',
+  'sso:write': 'Create, change and delete SSO connections and group mappings; claim and verify e-mail domains.',
+  'mfa:reset': "Remove a user's second factors and recovery codes (a lost device).",
   'keys:read': 'Read the key ring status.',
   'keys:rotate': 'Rotate data keys, re-encrypt, trim old versions, change the rotation policy.',
   'keys:customer-key': 'Read, set and remove the customer-managed key (BYOK).',
@@ -107,9 +110,26 @@ export function platformRoleGrants(role: string): { platform: ReadonlySet<string
 
 /**
  * Never in a support grant: each would let the operator mint access that outlives the grant (a key, a
- * role, another grant) or take over the customer's key.
+ * role, another grant, an identity provider of its own that logs in as any user) or take over the customer's key.
  */
-export const ungrantablePermissions: ReadonlySet<TenantPermission> = new Set(['api-keys:write', 'roles:write', 'support-grants:write', 'keys:customer-key']);
+export const ungrantablePermissions: ReadonlySet<TenantPermission> = new Set(['api-keys:write', 'roles:write', 'support-grants:write', 'keys:customer-key', 'sso:write']);
+
+/**
+ * What makes a user an administrator for the MFA policy `required_for_admins`: any permission that changes
+ * who may do what, or the keys.
+ */
+export const administrativePermissions: ReadonlySet<TenantPermission> = new Set([
+  'users:write',
+  'roles:write',
+  'api-keys:write',
+  'policies:write',
+  'sso:write',
+  'mfa:reset',
+  'keys:rotate',
+  'keys:customer-key',
+  'support-grants:write',
+  'audit:write',
+]);
 
 /**
  * The start-up check: a tenant route names one tenant permission, an operator route one platform

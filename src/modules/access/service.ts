@@ -338,18 +338,51 @@ export class AccessService implements Authorizer {
     };
   }
 
+  /** A user's permissions read in the caller's transaction (the login's: no second connection, no cache). */
+  async permissionsIn(tx: Queryable, tenantId: string, userId: string): Promise<ReadonlySet<TenantPermission>> {
+    return permissionsOfRows(await rolesOfUser(tx, tenantId, userId));
+  }
+
+  /**
+   * An SSO login's group mapping, in its transaction: each role the connection maps is given when one of
+   * its groups is among the user's groups and taken away when none is; roles no mapping names stay as they
+   * are. Unknown role names (a custom role deleted since) are skipped. Audited when anything changes.
+   */
+  async syncMappedRoles(tx: Queryable, tenantId: string, userId: string, mapped: { managed: readonly string[]; granted: readonly string[] }, connectionId: string): Promise<void> {
+    const current = (await rolesOfUser(tx, tenantId, userId)).map((row) => row.role_name);
+    const known = new Set([...Object.keys(builtInRoles), ...(await listRoles(tx, tenantId)).map((role) => role.name)]);
+    const granted = new Set(mapped.granted.filter((name) => known.has(name)));
+    const managed = new Set(mapped.managed);
+    const next = [...new Set([...current.filter((name) => !managed.has(name)), ...granted])];
+    // The identity provider cannot leave the tenant without an administrator: the last one keeps the role.
+    if (current.includes(tenantAdmin) && !next.includes(tenantAdmin) && (await countRoleHolders(tx, tenantId, tenantAdmin, userId)) === 0) next.push(tenantAdmin);
+    next.sort();
+    if (next.join('\n') === [...current].sort().join('\n')) return;
+    await replaceUserRoles(tx, tenantId, userId, next, this.#clock.now());
+    await this.#audit.record(tx, { tenantId }, {
+      action: 'user.roles.set',
+      target: { type: 'user', id: userId },
+      detail: { roles: next, previousRoles: [...current].sort(), source: 'sso', connectionId },
+    });
+    this.#users.delete(`${tenantId}:${userId}`);
+  }
+
   async #resolveUser(tenantId: string, userId: string): Promise<ResolvedUser> {
     return this.#users.getOrLoad(`${tenantId}:${userId}`, async () => {
       const rows = await this.#db.withTenant(tenantId, (tx) => rolesOfUser(tx, tenantId, userId));
-      const permissions = new Set<TenantPermission>();
-      for (const row of rows) for (const permission of row.permissions ?? rolePermissions(row.role_name)) if (isTenantPermission(permission)) permissions.add(permission);
-      return { tenantId, roles: rows.map((row) => row.role_name), permissions };
+      return { tenantId, roles: rows.map((row) => row.role_name), permissions: permissionsOfRows(rows) };
     });
   }
 
   #forgetTenant(tenantId: string): void {
     this.#users.deleteWhere((resolved) => resolved.tenantId === tenantId);
   }
+}
+
+function permissionsOfRows(rows: readonly { role_name: string; permissions: string[] | null }[]): Set<TenantPermission> {
+  const permissions = new Set<TenantPermission>();
+  for (const row of rows) for (const permission of row.permissions ?? rolePermissions(row.role_name)) if (isTenantPermission(permission)) permissions.add(permission);
+  return permissions;
 }
 
 /** A built-in role's permissions; none for a custom role name whose role row has gone. */

@@ -8,6 +8,7 @@ import { blockLoginSubject, clearLoginSubject, reserveLoginAttempts, settleLogin
 import { type PasswordPolicy, passwordExpired, withPolicyDefaults } from './password-policy.ts';
 import { type Argon2Params, defaultArgon2Params, dummyVerify, hashPassword, verifyPassword } from './passwords.ts';
 import { normalizeEmail, stampLogin, type UsersService } from './service.ts';
+import { findLoginPolicy } from './mfa/store.ts';
 import { findLoginUser, findPasswordPolicy, type LoginAccount, upgradePasswordHash } from './store.ts';
 
 /**
@@ -60,6 +61,8 @@ export interface LoginRealm {
   lookupHashes(email: string, source: string): { account: Buffer; source: Buffer };
   findAccount(tx: Queryable, emailHash: Buffer): Promise<LoginAccount | undefined>;
   passwordPolicy(tx: Queryable): Promise<PasswordPolicy>;
+  /** Whether password login is refused for the account because the realm requires SSO (none: never). */
+  ssoRequiredFor?(tx: Queryable): Promise<(accountId: string) => boolean>;
   upgradeHash(tx: Queryable, id: string, previous: string, next: string): Promise<void>;
   /** Stamps the login time into the account's sealed PII, unless the row changed since it was read. */
   recordLogin(tx: Queryable, account: LoginAccount, at: Date): Promise<void>;
@@ -78,8 +81,10 @@ export interface LoginOptions<T> {
   purpose?: 'login' | 'password-change';
   /** Runs in the transaction that records the successful login (e.g. starts the session). */
   onSuccess: (tx: Queryable, accountId: string) => Promise<T>;
-  /** The session the login started, for its event. */
-  sessionOf?: (result: T) => string;
+  /** The session the login started, for its event (none yet when a second factor is due). */
+  sessionOf?: (result: T) => string | undefined;
+  /** More of the login's event detail (e.g. that a second factor is due). */
+  detailOf?: (result: T) => Record<string, unknown>;
 }
 
 /** What the login needs of the audit trail. */
@@ -104,7 +109,8 @@ function lockoutEvent(email: string, until: Date, subject: 'account' | 'source')
     outcome: 'denied',
     actor: { kind: 'anonymous', id: null },
     detail: { lockedUntil: until.toISOString(), throttled: subject },
-    personal: { email },
+    // A second factor's lockout knows the account, not the address typed.
+    ...(email === '' ? {} : { personal: { email } }),
   };
 }
 
@@ -162,12 +168,12 @@ export class PasswordLogin {
         ]);
         return { kind: 'blocked' as const, until };
       }
-      const [found, policy] = await Promise.all([realm.findAccount(tx, hashes.account), realm.passwordPolicy(tx)]);
-      return { kind: 'reserved' as const, attempts, found, policy };
+      const [found, policy, ssoRequired] = await Promise.all([realm.findAccount(tx, hashes.account), realm.passwordPolicy(tx), realm.ssoRequiredFor?.(tx)]);
+      return { kind: 'reserved' as const, attempts, found, policy, ssoRequired };
     });
     if (reserved.kind === 'blocked') throw tooManyAttempts(reserved.until, now);
 
-    const { attempts, found, policy } = reserved;
+    const { attempts, found, policy, ssoRequired } = reserved;
     const action = options.purpose === 'password-change' ? 'auth.password.change' : 'auth.login';
     let verified = { ok: false, needsRehash: false };
     if (found?.password_hash == null) await dummyVerify(attempt.password, this.#argon2);
@@ -189,6 +195,8 @@ export class PasswordLogin {
     const refusal =
       found.status === 'disabled'
         ? new BulwarkError('account_disabled')
+        : options.purpose !== 'password-change' && ssoRequired?.(found.id) === true
+          ? new BulwarkError('sso_required')
         : options.purpose !== 'password-change' && (found.must_change_password || expired)
           ? new BulwarkError('password_change_required', { message: `The password must be changed (${realm.passwordChangeRoute}) before logging in.` })
           : undefined;
@@ -209,7 +217,7 @@ export class PasswordLogin {
       if (refusal !== undefined) await this.#audit.record(tx, realm.auditScope, { action, actor, target, outcome: 'failure', detail: { ...detail, reason: refusal.code } });
       else if (options.purpose !== 'password-change' && succeeded !== undefined) {
         const sessionId = options.sessionOf?.(succeeded);
-        await this.#audit.record(tx, realm.auditScope, { action, actor, target, detail, ...(sessionId === undefined ? {} : { sessionId }) });
+        await this.#audit.record(tx, realm.auditScope, { action, actor, target, detail: { ...detail, ...options.detailOf?.(succeeded) }, ...(sessionId === undefined ? {} : { sessionId }) });
       }
       return succeeded;
     });
@@ -217,11 +225,60 @@ export class PasswordLogin {
     return result;
   }
 
+  /**
+   * The second step of a login that passed its password: `check` proves the factor in its transaction (its
+   * own bookkeeping, such as a spent code or a cleared WebAuthn challenge, commits either way); on success
+   * `onSuccess` starts the session in the same transaction. Throttled like the password, on the account's
+   * own MFA subject (which a correct password does not clear, so password, guess, password, guess gains
+   * nothing) and on the source address; each failure is audited and earns the same delays and lockout.
+   */
+  async secondFactor<T>(
+    realm: LoginRealm,
+    attempt: { accountId: string; source: string; method: string },
+    step: { check: (tx: Queryable) => Promise<boolean>; onSuccess: (tx: Queryable) => Promise<T>; sessionOf: (result: T) => string },
+  ): Promise<T> {
+    const subjects = { account: `mfa:${attempt.accountId}`, source: `source:${realm.lookupHashes('', attempt.source).source.toString('hex')}` };
+    const now = this.#clock.now();
+    const { accountMaxFailures, sourceMaxFailures, windowMs, lockoutMs } = this.#policy;
+    const actor = { kind: realm.accountKind, id: attempt.accountId };
+    const target = { type: realm.accountKind, id: attempt.accountId };
+    const reserved = await realm.transaction(async (tx) => {
+      const [forAccount, forSource] = await reserveLoginAttempts(tx, realm.throttles, realm.scope, [subjects.account, subjects.source], now, windowMs);
+      if (forAccount === undefined || forSource === undefined || !('attempts' in forAccount) || !('attempts' in forSource)) return undefined;
+      if (forAccount.attempts > accountMaxFailures || forSource.attempts > sourceMaxFailures) {
+        const until = new Date(now.getTime() + lockoutMs);
+        if (forAccount.attempts > accountMaxFailures) await blockLoginSubject(tx, realm.throttles, realm.scope, subjects.account, until);
+        if (forSource.attempts > sourceMaxFailures) await blockLoginSubject(tx, realm.throttles, realm.scope, subjects.source, until);
+        return undefined;
+      }
+      return { account: forAccount.attempts, source: forSource.attempts };
+    });
+    if (reserved === undefined) throw tooManyAttempts(new Date(now.getTime() + lockoutMs), now);
+    await this.#audit.prepareSubject(realm.auditScope, actor);
+    const outcome = await realm.transaction(async (tx) => {
+      if (!(await step.check(tx))) return { ok: false as const };
+      await settleLoginAttempt(tx, realm.throttles, realm.scope, subjects);
+      const result = await step.onSuccess(tx);
+      await this.#audit.record(tx, realm.auditScope, { action: 'auth.mfa', actor, target, sessionId: step.sessionOf(result), detail: { method: attempt.method } });
+      return { ok: true as const, result };
+    });
+    if (outcome.ok) return outcome.result;
+    await this.#recordFailure(realm, subjects, reserved, {
+      action: 'auth.mfa',
+      outcome: 'failure',
+      actor,
+      target,
+      detail: { method: attempt.method, reason: 'invalid_mfa_code' },
+    });
+    throw new BulwarkError('invalid_mfa_code');
+  }
+
   /** An admin lifts an account's lockout before it runs out (the source throttles stay). */
   async unlock(realm: LoginRealm, email: string, accountId: string): Promise<void> {
     const { account } = realm.lookupHashes(normalizeEmail(email), '');
     await realm.transaction(async (tx) => {
       await clearLoginSubject(tx, realm.throttles, realm.scope, accountSubject(account));
+      await clearLoginSubject(tx, realm.throttles, realm.scope, `mfa:${accountId}`);
       await this.#audit.record(tx, realm.auditScope, {
         action: realm.accountKind === 'user' ? 'user.lockout.clear' : 'operator.lockout.clear',
         target: { type: realm.accountKind, id: accountId },
@@ -311,6 +368,15 @@ export class LoginService {
     return { userId };
   }
 
+  /** A user's second factor after the password (see PasswordLogin.secondFactor); `check` gets the tenant's keys. */
+  async secondFactor<T>(
+    tenantId: string,
+    attempt: { accountId: string; source: string; method: string },
+    step: { check: (tx: Queryable, keys: TenantKeys) => Promise<boolean>; onSuccess: (tx: Queryable) => Promise<T>; sessionOf: (result: T) => string },
+  ): Promise<T> {
+    return this.#keyring.withKeys(tenantId, (keys) => this.#login.secondFactor(this.#realm(tenantId, keys), attempt, { ...step, check: (tx) => step.check(tx, keys) }));
+  }
+
   /** An admin lifts a user's lockout before it runs out. */
   async unlock(tenantId: string, userId: string): Promise<void> {
     const email = await this.#users.emailOf(tenantId, userId);
@@ -327,6 +393,10 @@ export class LoginService {
       lookupHashes: (email, source) => ({ account: keys.lookupHash(email), source: keys.lookupHash(`source:${source}`) }),
       findAccount: (tx, emailHash) => findLoginUser(tx, tenantId, emailHash),
       passwordPolicy: async (tx) => withPolicyDefaults(await findPasswordPolicy(tx, tenantId)),
+      ssoRequiredFor: async (tx) => {
+        const policy = await findLoginPolicy(tx, tenantId);
+        return (userId) => policy?.sso_required === true && !policy.sso_break_glass.includes(userId);
+      },
       upgradeHash: (tx, id, previous, next) => upgradePasswordHash(tx, tenantId, id, previous, next),
       recordLogin: (tx, account, at) => stampLogin(tx, keys, tenantId, account, at),
       auditScope: { tenantId },

@@ -3,11 +3,14 @@ import type { RoutePlugin } from '../../platform/http/route-kit.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import type { AccessService } from '../access/service.ts';
 import type { LoginService } from '../identity/login.ts';
+import { loginAnswer } from '../identity/mfa/schemas.ts';
+import type { MfaService } from '../identity/mfa/service.ts';
 import type { UsersService } from '../identity/service.ts';
 import { operatorLoginBody, operatorPasswordChangeBody } from '../operators/schemas.ts';
 import type { OperatorsService } from '../operators/service.ts';
 import { changePasswordBody, jwksDocument, loginBody, meResponse, refreshBody, tokenResponse } from './auth-schemas.ts';
-import { type IssuedRefresh, type LoginSessionService, platformScope } from './login-sessions.ts';
+import { type LoginSessionService, platformScope } from './login-sessions.ts';
+import { tokenAnswerer } from './token-answer.ts';
 import type { TokenService } from './tokens.ts';
 
 const tags = ['auth'];
@@ -22,41 +25,15 @@ export interface AuthRouteServices {
   operatorSessions: LoginSessionService;
   tokens: TokenService;
   access: AccessService;
+  mfa: MfaService;
 }
 
 /**
  * Login (tenant users and platform operators, each in its own realm), refresh, logout, self-service password
  * change, the JWKS, and the logged-in person.
  */
-export const authRoutes: RoutePlugin<AuthRouteServices> = async (app, { login, users, sessions, operators, operatorSessions, tokens, access: roles }) => {
-  const tokensFor = async (issued: IssuedRefresh, realm: 'user' | 'operator') => {
-    // `roles` informs the client; each request re-checks them (cached for BULWARK_AUTH_CACHE_TTL_MS).
-    const access =
-      realm === 'user'
-        ? await tokens.issueAccessToken({
-            sub: issued.principalId,
-            tenantId: issued.scope,
-            sid: issued.sessionId,
-            roles: await roles.roleNamesOf(issued.scope, issued.principalId),
-            ver: 1,
-            kind: 'user',
-          })
-        : await tokens.issueAccessToken({ sub: issued.principalId, tenantId: null, sid: issued.sessionId, roles: await operatorRoles(issued.principalId), ver: 1, kind: 'operator' });
-    return {
-      tokenType: 'Bearer' as const,
-      accessToken: access.token,
-      expiresIn: access.expiresIn,
-      refreshToken: issued.refreshToken,
-      refreshExpiresAt: issued.refreshExpiresAt.toISOString(),
-      sessionId: issued.sessionId,
-    };
-  };
-
-  const operatorRoles = async (operatorId: string) => {
-    const standing = await operators.standing(operatorId);
-    if (standing?.status !== 'active') throw new BulwarkError('invalid_credentials');
-    return [standing.role];
-  };
+export const authRoutes: RoutePlugin<AuthRouteServices> = async (app, { login, users, sessions, operators, operatorSessions, tokens, access: roles, mfa }) => {
+  const tokensFor = tokenAnswerer({ tokens, access: roles, operators });
   // A refresh token names its realm by its prefix.
   const realmOf = (refreshToken: string) => (operatorSessions.accepts(refreshToken) ? ({ sessions: operatorSessions, kind: 'operator' } as const) : ({ sessions, kind: 'user' } as const));
 
@@ -70,17 +47,23 @@ export const authRoutes: RoutePlugin<AuthRouteServices> = async (app, { login, u
         tags,
         summary: 'Log in with e-mail and password',
         description:
-          'Returns an access token and a refresh token. A wrong e-mail or password answers 401 invalid_credentials either way; repeated failures answer 429 too_many_attempts with Retry-After (per account and per source address). 403 password_change_required: change it with POST /v1/auth/password first.',
+          'Returns an access token and a refresh token, or (`mfaRequired: true`) an MFA challenge to finish with POST /v1/auth/mfa. 403 sso_required when the tenant requires single sign-on. A wrong e-mail or password answers 401 invalid_credentials either way; repeated failures answer 429 too_many_attempts with Retry-After (per account and per source address). 403 password_change_required: change it with POST /v1/auth/password first.',
         body: loginBody,
-        response: { 200: tokenResponse },
+        response: { 200: loginAnswer },
       },
     },
     async (request) => {
-      const issued = await login.authenticate(
+      const { tenantId } = request.body;
+      const outcome = await login.authenticate(
         { ...request.body, source: request.ip },
-        { onSuccess: (tx, userId) => sessions.startIn(tx, request.body.tenantId, userId), sessionOf: (started) => started.sessionId },
+        {
+          // A second factor due: the login answers its challenge, and the session starts at POST /v1/auth/mfa.
+          onSuccess: async (tx, userId) => (await mfa.challengeAfterPassword(tx, tenantId, userId)) ?? sessions.startIn(tx, tenantId, userId),
+          sessionOf: (started) => ('sessionId' in started ? started.sessionId : undefined),
+          detailOf: (started) => ('challengeToken' in started ? { mfa: started.purpose } : {}),
+        },
       );
-      return tokensFor(issued, 'user');
+      return 'challengeToken' in outcome ? { mfaRequired: true as const, ...outcome } : tokensFor(outcome, 'user');
     },
   );
 

@@ -54,6 +54,11 @@ export interface Config {
   readonly keyCacheTtlMs: number;
   readonly customerKmsAllowedOrigins: readonly string[];
   readonly tokenIssuer: string;
+  readonly publicUrl: string | undefined;
+  readonly webauthnRpId: string | undefined;
+  readonly webauthnOrigins: readonly string[] | undefined;
+  readonly mfaIssuer: string;
+  readonly dnsServers: readonly string[] | undefined;
   readonly loginAccountMaxFailures: number;
   readonly loginSourceMaxFailures: number;
   readonly loginLockoutSeconds: number;

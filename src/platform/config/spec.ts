@@ -452,6 +452,47 @@ export const optionSpecs: readonly OptionSpec[] = [
     parse: text(1, 256),
   },
   {
+    key: 'publicUrl',
+    env: 'BULWARK_PUBLIC_URL',
+    description:
+      'The base URL browsers and identity providers reach this deployment at (`https://auth.example.com`): SSO redirect and ACS URLs, SAML entity ids and the default WebAuthn origin are made from it. Unset: `http://localhost:<port>`.',
+    parse: (raw: string) => {
+      const parsed = url('http', 'https')(raw);
+      return 'value' in parsed && new URL(raw).pathname !== '/' ? { error: 'must be a base URL without a path' } : parsed;
+    },
+  },
+  {
+    key: 'webauthnRpId',
+    env: 'BULWARK_WEBAUTHN_RP_ID',
+    description: "The WebAuthn relying-party id: the domain passkeys are bound to (`example.com` covers its subdomains). Unset: the public URL's host.",
+    parse: (raw: string) => (/^[a-z0-9.-]{1,253}$/.test(raw) ? { value: raw } : { error: 'must be a domain name' }),
+  },
+  {
+    key: 'webauthnOrigins',
+    env: 'BULWARK_WEBAUTHN_ORIGINS',
+    description: "Origins a WebAuthn ceremony may come from (comma-separated, exact), e.g. the admin console's. Unset: the public URL's origin.",
+    parse: (raw: string) => {
+      const origins = originList(raw);
+      return origins !== undefined ? { value: origins } : { error: 'must be comma-separated origins such as https://app.example.com' };
+    },
+  },
+  {
+    key: 'mfaIssuer',
+    env: 'BULWARK_MFA_ISSUER',
+    description: 'The name authenticator apps show next to a TOTP code.',
+    default: 'Bulwark',
+    parse: text(1, 64),
+  },
+  {
+    key: 'dnsServers',
+    env: 'BULWARK_DNS_SERVERS',
+    description: "DNS servers (comma-separated `ip` or `ip:port`) asked for e-mail domains' verification TXT records. Unset: the system's resolvers.",
+    parse: (raw: string) => {
+      const servers = raw.split(',').map((server) => server.trim());
+      return servers.every((server) => /^[0-9a-f.:[\]]{2,47}$/i.test(server)) ? { value: servers } : { error: 'must be comma-separated addresses such as 10.0.0.2 or 127.0.0.1:5353' };
+    },
+  },
+  {
     key: 'loginAccountMaxFailures',
     env: 'BULWARK_LOGIN_ACCOUNT_MAX_FAILURES',
     description:
