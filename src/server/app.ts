@@ -25,6 +25,11 @@ import { identityRoutes } from '../modules/identity/routes.ts';
 import { mfaRoutes } from '../modules/identity/mfa/routes.ts';
 import { MfaService } from '../modules/identity/mfa/service.ts';
 import { tokenAnswerer } from '../modules/sessions/token-answer.ts';
+import { LdapAdapter } from '../modules/identity/sso/ldap.ts';
+import { OidcAdapter } from '../modules/identity/sso/oidc.ts';
+import { ssoRoutes } from '../modules/identity/sso/routes.ts';
+import { SamlAdapter } from '../modules/identity/sso/saml.ts';
+import { SsoService } from '../modules/identity/sso/service.ts';
 import { AccessTokenAuthenticator } from '../modules/sessions/access-authenticator.ts';
 import { authRoutes } from '../modules/sessions/auth-routes.ts';
 import { TokenService } from '../modules/sessions/tokens.ts';
@@ -132,6 +137,15 @@ export function buildServices({
     challengeTtlMs: 5 * 60_000,
     challengeMaxAttempts: 5,
   });
+  const sso = new SsoService(
+    db,
+    keyring,
+    auditTrail,
+    { users, access, sessions, tenantStatus: (tenantId) => tenancy.status(tenantId) },
+    { oidc: new OidcAdapter({ clock }), saml: new SamlAdapter({ clock }), ldap: new LdapAdapter() },
+    clock,
+    { publicUrl: publicUrl.origin, flowTtlMs: 10 * 60_000, dnsServers: config.dnsServers },
+  );
   return {
     keyring,
     audit: auditTrail,
@@ -143,6 +157,7 @@ export function buildServices({
     users,
     login,
     mfa,
+    sso,
     sessions,
     operators,
     operatorSessions,
@@ -164,6 +179,7 @@ export interface BulwarkServices {
   users: UsersService;
   login: LoginService;
   mfa: MfaService;
+  sso: SsoService;
   sessions: LoginSessionService;
   operators: OperatorsService;
   operatorSessions: LoginSessionService;
@@ -500,6 +516,7 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   });
   const tokensFor = tokenAnswerer({ tokens: services.tokens, access: services.access, operators: services.operators });
   await app.register(mfaRoutes, { mfa: services.mfa, sessions: services.sessions, access: services.access, tokensFor: (issued) => tokensFor(issued, 'user') });
+  await app.register(ssoRoutes, { sso: services.sso, tokensFor: (issued) => tokensFor(issued, 'user') });
   await app.register(operatorRoutes, { operators: services.operators });
   await app.register(accessRoutes, { access: services.access });
   await app.register(apiKeyRoutes, { apiKeys: services.apiKeys });

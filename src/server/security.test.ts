@@ -108,17 +108,22 @@ for (const engine of engines) {
       for (const operation of [...byAuth('operator'), ...byAuth('tenant')]) {
         assertProblem(await send(operation, values, values['accessToken']), 403, 'forbidden', secrets);
       }
-      for (const operation of byAuth('self')) {
-        assertProblem(await send(operation, values, tenantA.apiKey), 403, 'forbidden', secrets);
-        // Control: a user's and an operator's own tokens reach it.
-        for (const token of [values['accessToken'], test.operatorToken]) {
-          const response = await send(operation, values, token);
-          assert.ok(operation.successStatuses.includes(response.statusCode), `${operation.key}: ${response.statusCode} ${response.body.slice(0, 200)}`);
-          assertNoLeak(response.body, secrets, operation.key);
-        }
-      }
+      for (const operation of byAuth('self')) assertProblem(await send(operation, values, tenantA.apiKey), 403, 'forbidden', secrets);
       assert.deepEqual(await storedState(test, tenantA.tenantId), state);
       assert.deepEqual(await platformState(test), platform);
+      // Control, each with targets of its own (a self route may change its user's state): the user's own
+      // token reaches it; so does an operator's, unless the route is for tenant users only.
+      for (const operation of byAuth('self')) {
+        const own = await targets(tenantA);
+        const sample = routeSamples[operation.key];
+        const user = await send(operation, own, own['accessToken']);
+        if (sample?.selfStatus === undefined) assert.ok(operation.successStatuses.includes(user.statusCode), `${operation.key}: ${user.statusCode} ${user.body.slice(0, 200)}`);
+        else assert.equal(user.statusCode, sample.selfStatus, `${operation.key}: ${user.body.slice(0, 200)}`);
+        const operator = await send(operation, own, test.operatorToken);
+        if (sample?.userOnly === true) assertProblem(operator, 403, 'forbidden', secrets);
+        else assert.ok(operation.successStatuses.includes(operator.statusCode), `${operation.key} as an operator: ${operator.statusCode}`);
+        for (const response of [user, operator]) assertNoLeak(response.body, secrets, operation.key);
+      }
     });
 
     it("an operator whose platform role lacks an operator route's permission gets 403 forbidden and changes nothing; with it, the route works", async () => {
@@ -315,12 +320,26 @@ for (const engine of engines) {
       }
     });
 
-    /** The credential a route's own caller uses in tenant A: its key, the operator, or none. */
-    const callerOf = (operation: Operation): string | undefined =>
-      authOf(operation) === 'tenant' ? tenantA.apiKey : authOf(operation) === 'operator' ? test.operatorToken : undefined;
+    /** The credential a route's own caller uses in tenant A: its key, the operator, the target user, or none. */
+    const callerOf = (operation: Operation, values: Targets): string | undefined => {
+      switch (authOf(operation)) {
+        case 'tenant':
+          return tenantA.apiKey;
+        case 'operator':
+          return test.operatorToken;
+        case 'self':
+          return values['accessToken'];
+        case 'public':
+          return undefined;
+      }
+    };
     /** What changes state, and what hands out personal data in bulk: each is audited. */
     const audited = () =>
-      operations.filter((operation) => (operation.method !== 'GET' || operation.path.endsWith('/audit/export')) && routeSamples[operation.key]?.publicStatus === undefined);
+      operations.filter((operation) => {
+        const sample = routeSamples[operation.key];
+        const stateChanging = operation.method !== 'GET' || operation.path.endsWith('/audit/export');
+        return stateChanging && sample?.publicStatus === undefined && sample?.selfStatus === undefined && sample?.unaudited === undefined;
+      });
     const eventsOf = async (requestId: string) => {
       const [tenant, platform] = await Promise.all([
         test.storage.asOwner('SELECT action FROM audit_events WHERE request_id = $1', [requestId]),
@@ -332,7 +351,8 @@ for (const engine of engines) {
     it('every successful mutating request (and every export) leaves exactly one audit event, with its request id', async () => {
       const routesChecked: string[] = [];
       for (const operation of audited()) {
-        const response = await send(operation, await targets(tenantA), callerOf(operation));
+        const values = await targets(tenantA);
+        const response = await send(operation, values, callerOf(operation, values));
         assert.ok(operation.successStatuses.includes(response.statusCode), `${operation.key}: ${response.statusCode} ${response.body.slice(0, 200)}`);
         const requestId = String(response.headers['x-request-id']);
         const events = await eventsOf(requestId);
@@ -350,7 +370,7 @@ for (const engine of engines) {
       for (const table of ['audit_events', 'platform_audit_events']) await test.storage.asOwner(`ALTER TABLE ${table} ADD CONSTRAINT audit_blocked CHECK (false) NOT VALID`);
       try {
         for (const operation of audited()) {
-          const response = await send(operation, values, callerOf(operation));
+          const response = await send(operation, values, callerOf(operation, values));
           assertProblem(response, 500, 'internal_error', secrets);
           assert.equal(response.json<{ detail: string }>().detail, 'An internal error occurred.', operation.key);
         }

@@ -2,9 +2,12 @@ import assert from 'node:assert/strict';
 import { newId } from '../platform/ids.ts';
 import { defaultPasswordPolicy } from '../modules/identity/password-policy.ts';
 import { FakeVaultTransit } from '../modules/keys/root/vault-transit-fake.ts';
+import { Secret } from 'otpauth';
+import { totpCode } from '../modules/identity/mfa/totp.ts';
 import { createTestApp, type TestApp } from './app.ts';
+import { startTestDnsServer, type TestDnsServer } from './dns-server.ts';
 import type { EngineName } from './engines.ts';
-import { documentedOperations, fillPath, type Operation, type RouteAuth } from './security-suite.ts';
+import { documentedOperations, fillPath, type Operation, rawCall, type RouteAuth } from './security-suite.ts';
 
 /**
  * The route table the security and corpus suites drive, and the fixture that makes real targets for it:
@@ -27,8 +30,28 @@ const changeOperatorPassword = (values: Targets) => {
   values['operatorPassword'] = `still water ${newId()} compass`;
   return { email: values['operatorEmail'], currentPassword, newPassword: values['operatorPassword'] };
 };
+/** A disabled LDAP connection (nothing listens on its address): configurable, never reached. */
+const ldapConnection = (name: string) => ({
+  protocol: 'ldap',
+  name,
+  enabled: false,
+  config: { url: 'ldap://127.0.0.1:9', security: 'starttls', userBaseDn: 'ou=people,dc=suite,dc=example' },
+  secret: 'suite service password',
+});
+
 export interface RouteSample {
   auth: RouteAuth;
+  /** A self route of tenant users only: operators get 403 forbidden. */
+  userOnly?: true;
+  /**
+   * What a self route answers its user when its success needs a step no sample can take (a WebAuthn
+   * ceremony's browser half); the success is tested in the route's own suite.
+   */
+  selfStatus?: number;
+  /** Why a state-changing route writes no audit event (ceremony state, like a login's reservation). */
+  unaudited?: string;
+  /** The sample body goes form-encoded (the SAML HTTP-POST binding), not as JSON. */
+  form?: true;
   /** A body the route accepts (or `bodyFor`, when it depends on the targets or must differ per call). */
   body?: unknown;
   bodyFor?: (values: Targets) => unknown;
@@ -130,6 +153,44 @@ export const routeSamples: Record<string, RouteSample> = {
     auth: 'operator',
     body: { rates: { requests: { limit: 1_000_000, windowSeconds: 10 }, export: 'unlimited' }, quotas: { records: 'unlimited', users: 5000 } },
   },
+  // MFA: the login's second step (the challenge token is its credential), a user's own factors, the policy.
+  'POST /v1/auth/mfa': { auth: 'public', body: { challengeToken: `bwm_${'0'.repeat(12)}${'A'.repeat(43)}`, method: 'totp', code: '123456' }, publicStatus: 401 },
+  'POST /v1/auth/mfa/totp': { auth: 'public', body: { challengeToken: `bwm_${'0'.repeat(12)}${'A'.repeat(43)}` }, publicStatus: 401 },
+  'POST /v1/auth/mfa/webauthn/options': { auth: 'public', body: { challengeToken: `bwm_${'0'.repeat(12)}${'A'.repeat(43)}` }, publicStatus: 401 },
+  'GET /v1/me/mfa': { auth: 'self', userOnly: true },
+  'POST /v1/me/mfa/totp': { auth: 'self', userOnly: true, body: { name: 'Suite app' } },
+  'POST /v1/me/mfa/totp/{factorId}/verify': { auth: 'self', userOnly: true, bodyFor: (values) => ({ code: totpCode(Buffer.from(Secret.fromBase32(values['totpSecret'] ?? '').bytes), new Date()) }) },
+  'POST /v1/me/mfa/webauthn/registration-options': { auth: 'self', userOnly: true, unaudited: 'a ceremony challenge; the registration it leads to is audited' },
+  'POST /v1/me/mfa/webauthn': {
+    auth: 'self',
+    userOnly: true,
+    body: { credential: { id: 'c3VpdGU', rawId: 'c3VpdGU', type: 'public-key', clientExtensionResults: {}, response: { clientDataJSON: 'e30', attestationObject: 'oA' } } },
+    selfStatus: 400,
+  },
+  'DELETE /v1/me/mfa/factors/{factorId}': { auth: 'self', userOnly: true },
+  'POST /v1/me/mfa/recovery-codes': { auth: 'self', userOnly: true },
+  'GET /v1/tenants/{tenantId}/mfa-policy': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/mfa-policy': { auth: 'tenant', body: { mode: 'optional' } },
+  'DELETE /v1/tenants/{tenantId}/users/{userId}/mfa': { auth: 'tenant' },
+  // SSO: the tenant's connections, requirement and domains; the public endpoints meet a disabled connection (404).
+  'GET /v1/tenants/{tenantId}/sso-connections': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/sso-connections': { auth: 'tenant', body: ldapConnection('Suite directory') },
+  'GET /v1/tenants/{tenantId}/sso-connections/{connectionId}': { auth: 'tenant' },
+  'PATCH /v1/tenants/{tenantId}/sso-connections/{connectionId}': { auth: 'tenant', body: { protocol: 'ldap', name: 'Renamed by the suite' } },
+  'DELETE /v1/tenants/{tenantId}/sso-connections/{connectionId}': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/sso-policy': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/sso-policy': { auth: 'tenant', body: { required: false } },
+  'GET /v1/tenants/{tenantId}/domains': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/domains': { auth: 'tenant', bodyFor: () => ({ domain: `suite-${newId()}.example` }) },
+  'POST /v1/tenants/{tenantId}/domains/{domain}/verify': { auth: 'tenant' },
+  'PATCH /v1/tenants/{tenantId}/domains/{domain}': { auth: 'tenant', body: { connectionId: null } },
+  'DELETE /v1/tenants/{tenantId}/domains/{domain}': { auth: 'tenant' },
+  'POST /v1/auth/discover': { auth: 'public', body: { email: 'someone@unclaimed.example' }, publicStatus: 200 },
+  'POST /v1/auth/ldap': { auth: 'public', bodyFor: (values) => ({ tenantId: values['tenantId'], connectionId: values['connectionId'], username: 'suite', password: 'suite' }), publicStatus: 404 },
+  'GET /v1/sso/{tenantId}/{connectionId}/start': { auth: 'public', publicStatus: 404 },
+  'GET /v1/sso/{tenantId}/{connectionId}/callback': { auth: 'public', publicStatus: 404 },
+  'POST /v1/sso/{tenantId}/{connectionId}/acs': { auth: 'public', form: true, body: { SAMLResponse: 'PHNhbWw+', RelayState: 'suite' }, publicStatus: 404 },
+  'GET /v1/sso/{tenantId}/{connectionId}/metadata': { auth: 'public', publicStatus: 404 },
   'GET /v1/keys/root': { auth: 'operator' },
   'POST /v1/keys/root/rotate': { auth: 'operator' },
 };
@@ -150,24 +211,30 @@ export class RouteFixture {
   /** Credentials handed out so far: none may appear in a response body. */
   readonly secrets: string[];
   private readonly customerVault: FakeVaultTransit;
+  private readonly dns: TestDnsServer;
+  private readonly connections = new Map<string, string>();
 
-  private constructor(test: TestApp, operations: Operation[], customerVault: FakeVaultTransit) {
+  private constructor(test: TestApp, operations: Operation[], customerVault: FakeVaultTransit, dns: TestDnsServer) {
     this.test = test;
     this.operations = operations;
     this.customerVault = customerVault;
+    this.dns = dns;
     this.secrets = [test.operatorToken, customerVaultToken];
   }
 
   static async start(engine: EngineName): Promise<RouteFixture> {
     const customerVault = await FakeVaultTransit.start({ token: customerVaultToken, keyName: 'suite-kek' });
+    // Domain verification asks this server for the TXT records the targets publish.
+    const dns = await startTestDnsServer();
     // Each call of `targets` leaves a live API key: the suites make more than the default key quota.
-    const test = await createTestApp(engine, { config: { customerKmsAllowedOrigins: customerVault.address, quotaApiKeys: 'unlimited' } });
-    return new RouteFixture(test, await documentedOperations(test.app), customerVault);
+    const test = await createTestApp(engine, { config: { customerKmsAllowedOrigins: customerVault.address, quotaApiKeys: 'unlimited', dnsServers: dns.address } });
+    return new RouteFixture(test, await documentedOperations(test.app), customerVault, dns);
   }
 
   async close(): Promise<void> {
     await this.test.close();
     await this.customerVault.close();
+    await this.dns.close();
   }
 
   async tenant(name: string): Promise<SuiteTenant> {
@@ -193,7 +260,11 @@ export class RouteFixture {
   }
 
   send(operation: Operation, values: Targets, token: string | undefined) {
-    return this.test.call({ method: operation.method, url: fillPath(operation.path, values), token, body: this.sampleBody(operation, values) });
+    const url = fillPath(operation.path, values);
+    const body = this.sampleBody(operation, values);
+    if (routeSamples[operation.key]?.form !== true) return this.test.call({ method: operation.method, url, token, body });
+    const payload = new URLSearchParams(body as Record<string, string>).toString();
+    return rawCall(this.test, { method: operation.method as 'POST', url, ...(token === undefined ? {} : { token }), payload, headers: { 'content-type': 'application/x-www-form-urlencoded' } });
   }
 
   /** A record, an API key, a ciphertext, a customer key, a user (logged in), a custom role, a grant and an operator of `tenant`. */
@@ -232,7 +303,33 @@ export class RouteFixture {
     });
     assert.equal(targetOperator.statusCode, 201, targetOperator.body);
     secrets.push(operatorPassword);
+    // The user's second factors: an active TOTP seed (recovery codes with it) and a pending one to confirm or remove.
+    const asUser = async (url: string, body: unknown, status: number) => {
+      const response = await test.call({ method: 'POST', url, token: accessToken, body });
+      assert.equal(response.statusCode, status, `POST ${url}: ${response.body.slice(0, 300)}`);
+      return response.json<{ factorId: string; secret: string }>();
+    };
+    const codeOf = (secret: string) => totpCode(Buffer.from(Secret.fromBase32(secret).bytes), new Date());
+    const active = await asUser('/v1/me/mfa/totp', { name: 'Suite active' }, 201);
+    await asUser(`/v1/me/mfa/totp/${active.factorId}/verify`, { code: codeOf(active.secret) }, 200);
+    const pending = await asUser('/v1/me/mfa/totp', { name: 'Suite pending' }, 201);
+    secrets.push(active.secret, pending.secret);
+    // One target connection per tenant while it lives (a tenant has at most 100): the suites make far more targets.
+    let connectionId = this.connections.get(tenant.tenantId);
+    const alive = connectionId === undefined ? undefined : await test.call({ method: 'GET', url: `/v1/tenants/${tenant.tenantId}/sso-connections/${connectionId}`, token: tenant.apiKey });
+    if (alive?.statusCode !== 200) {
+      connectionId = (await as('POST', '/sso-connections', ldapConnection('Target directory'), 201)).json<{ id: string }>().id;
+      this.connections.set(tenant.tenantId, connectionId);
+    }
+    const domain = `target-${newId()}.example`;
+    const claimed = await as('POST', '/domains', { domain }, 201);
+    const verification = claimed.json<{ verification: { name: string; value: string } }>().verification;
+    this.dns.setTxt(verification.name, [verification.value]);
     return {
+      factorId: pending.factorId,
+      totpSecret: pending.secret,
+      connectionId: connectionId ?? '',
+      domain,
       userId: user.json<{ id: string }>().id,
       tenantId: tenant.tenantId,
       collection: sampleCollection,

@@ -89,7 +89,8 @@ export async function documentedOperations(app: FastifyInstance): Promise<Operat
       key: `${method.toUpperCase()} ${path}`,
       secured: operation.security !== undefined,
       successStatuses: Object.keys(operation.responses ?? {})
-        .filter((status) => /^2\d\d$/.test(status))
+        // A redirect is the success of a browser hop (the SSO start).
+        .filter((status) => /^2\d\d$/.test(status) || status === '302')
         .map(Number),
       permission: operation['x-bulwark-permission'],
     })),
@@ -105,9 +106,29 @@ export function fillPath(path: string, values: Readonly<Record<string, string>>)
   });
 }
 
-/** Records and API keys of one tenant as stored (platform scope reads across tenants; RLS still applies). */
+/**
+ * Tables with no platform read policy (second factors and SSO state), read as their owner: past RLS, so a
+ * change no policy shows is still seen.
+ */
+async function credentialState(test: TestApp, tenantId: string): Promise<Record<string, unknown>> {
+  const read = (sql: string) => test.storage.asOwner(sql, [tenantId]);
+  const [factors, recoveryCodes, challenges, loginPolicies, connections, identities, flows, domains] = await Promise.all([
+    read("SELECT id, user_id, kind, status, encode(secret, 'hex') AS secret, last_used_step, sign_count FROM mfa_factors WHERE tenant_id = $1 ORDER BY id"),
+    read("SELECT user_id, encode(code_hmac, 'hex') AS code, used_at FROM mfa_recovery_codes WHERE tenant_id = $1 ORDER BY user_id, code"),
+    read('SELECT id, attempts, consumed_at, webauthn_challenge IS NOT NULL AS ceremony FROM mfa_challenges WHERE tenant_id = $1 ORDER BY id'),
+    read('SELECT mfa_mode, sso_required, sso_break_glass, updated_at FROM login_policies WHERE tenant_id = $1'),
+    read("SELECT id, protocol, name, enabled, config, encode(secret, 'hex') AS secret, role_mappings, updated_at FROM sso_connections WHERE tenant_id = $1 ORDER BY id"),
+    read("SELECT connection_id, encode(subject_hmac, 'hex') AS subject, user_id FROM sso_identities WHERE tenant_id = $1 ORDER BY connection_id, subject"),
+    read('SELECT id, connection_id, consumed_at FROM sso_flows WHERE tenant_id = $1 ORDER BY id'),
+    read('SELECT domain, connection_id, verified_at FROM tenant_domains WHERE tenant_id = $1 ORDER BY domain'),
+  ]);
+  return { factors, recoveryCodes, challenges, loginPolicies, connections, identities, flows, domains };
+}
+
+/** What one tenant holds, as stored (platform scope reads across tenants; RLS still applies). */
 export async function storedState(test: TestApp, tenantId: string): Promise<unknown> {
-  return test.storage.db.withPlatform(async (tx) => {
+  const credentials = await credentialState(test, tenantId);
+  const state = await test.storage.db.withPlatform(async (tx) => {
     const tenant = await tx.query('SELECT id, name, region, status, created_at, updated_at FROM tenants WHERE id = $1', [tenantId]);
     const records = await tx.query(
       "SELECT collection, id, version, encode(body, 'hex') AS body, created_at, updated_at FROM records WHERE tenant_id = $1 ORDER BY collection, id",
@@ -148,6 +169,7 @@ export async function storedState(test: TestApp, tenantId: string): Promise<unkn
       dataKeys: dataKeys.rows,
     };
   });
+  return { ...state, ...credentials };
 }
 
 /** The platform realm as stored: tenants, operators (with their hashes) and operator sessions. */

@@ -192,6 +192,15 @@ export async function findLoginUser(tx: Queryable, tenantId: string, emailHmac: 
   return rows[0] === undefined ? undefined : { ...rows[0], pii: toBuffer(rows[0].pii) };
 }
 
+/** The login's view of a user found by id (an SSO login knows the user, not the address typed). */
+export async function findLoginUserById(tx: Queryable, tenantId: string, id: string): Promise<LoginAccount | undefined> {
+  const { rows } = await tx.query<LoginAccount>(
+    'SELECT id, status, password_hash, password_changed_at, must_change_password, pii FROM users WHERE tenant_id = $1 AND id = $2',
+    [tenantId, id],
+  );
+  return rows[0] === undefined ? undefined : { ...rows[0], pii: toBuffer(rows[0].pii) };
+}
+
 /**
  * Replaces the sealed PII only if it is still `previous`: the login stamp never overwrites a change made
  * since the login read the row (that change wins; the stamp is dropped). Not a change of the user.

@@ -29,7 +29,7 @@ export const errorCodes = {
   precondition_failed: { status: 412, title: 'The resource does not match the precondition.' },
   request_timeout: { status: 408, title: 'The request did not arrive in time.' },
   payload_too_large: { status: 413, title: 'The request body is too large.' },
-  unsupported_media_type: { status: 415, title: 'The request body must be application/json.' },
+  unsupported_media_type: { status: 415, title: "The request body is not in the route's media type (JSON, unless the route says otherwise)." },
   request_headers_too_large: { status: 431, title: 'The request headers are too large.' },
   region_not_allowed: { status: 422, title: 'The region is not one of the configured regions.' },
   customer_key_rejected: { status: 422, title: 'The customer-managed key settings do not work.' },

@@ -2,6 +2,13 @@
 -- (connections, linked identities, login flows, SAML assertion replay, verified e-mail domains).
 -- Same isolation recipe as 0001: tenant-led keys, FORCE RLS, restrictive guard, tenant policy.
 
+-- The second factor has a throttle subject of its own per account (`mfa:<account id>`), which a correct
+-- password does not clear: the subject checks of 0006 and 0008 admit it.
+ALTER TABLE login_throttles DROP CONSTRAINT login_throttles_subject_check,
+  ADD CONSTRAINT login_throttles_subject_check CHECK (subject ~ '^((account|source):[0-9a-f]{64}|mfa:[0-9a-f]{12})$');
+ALTER TABLE operator_login_throttles DROP CONSTRAINT operator_login_throttles_subject_check,
+  ADD CONSTRAINT operator_login_throttles_subject_check CHECK (subject ~ '^((account|source):[0-9a-f]{64}|mfa:[0-9a-f]{12})$');
+
 -- One row per tenant; no row: MFA optional, SSO not required.
 CREATE TABLE login_policies (
   tenant_id       text        PRIMARY KEY REFERENCES tenants (id),
