@@ -15,7 +15,7 @@ import {
   invalidUtf8Bodies,
   wrongContentTypes,
 } from '../testing/hostile-input.ts';
-import { RouteFixture, type SuiteTenant, type Targets } from '../testing/route-samples.ts';
+import { RouteFixture, routeSamples, type SuiteTenant, type Targets } from '../testing/route-samples.ts';
 import { assertNoLeak, fillPath, type Operation } from '../testing/security-suite.ts';
 
 /**
@@ -115,10 +115,19 @@ for (const engine of engines) {
       return response;
     }
 
+    /** A form route (the SAML ACS) takes its fields form-encoded; everything else takes JSON. */
+    const isForm = (shape: RouteShape) => routeSamples[shape.operation.key]?.form === true;
+    const payloadOf = (shape: RouteShape, body: unknown): string => {
+      if (!isForm(shape) || body === null || typeof body !== 'object' || Array.isArray(body)) return JSON.stringify(body);
+      return new URLSearchParams(Object.entries(body).map(([key, value]) => [key, typeof value === 'string' ? value : JSON.stringify(value)])).toString();
+    };
+
     const baseRequest = (shape: RouteShape, overrides: { url?: string; payload?: string | Buffer; contentType?: string; headers?: Record<string, string> } = {}): InjectOptions => {
       const token = tokenFor(shape.operation);
       const body = fixture.sampleBody(shape.operation, values);
-      const payload = overrides.payload ?? (body === undefined ? undefined : JSON.stringify(body));
+      const payload = overrides.payload ?? (body === undefined ? undefined : payloadOf(shape, body));
+      // A JSON text sent to a form route is read as a form: refused as invalid, like any garbage form.
+      const contentType = overrides.contentType ?? (isForm(shape) ? 'application/x-www-form-urlencoded' : 'application/json');
       return {
         method: shape.operation.method,
         // The corpus comes from its own address: its failed logins lock that source out, not the fixture's.
@@ -126,7 +135,7 @@ for (const engine of engines) {
         url: overrides.url ?? fillPath(shape.operation.path, values),
         headers: {
           ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
-          ...(payload === undefined ? {} : { 'content-type': overrides.contentType ?? 'application/json' }),
+          ...(payload === undefined ? {} : { 'content-type': contentType }),
           ...overrides.headers,
         },
         ...(payload === undefined ? {} : { payload }),
@@ -212,7 +221,7 @@ for (const engine of engines) {
         for (const [offset, path] of fieldPaths(sample).entries()) {
           for (const value of slice(fieldValues, index + offset, perParameter)) {
             const body = setAt(sample, path, value);
-            const response = await probe(`${shape.operation.key} .${path.join('.')}`, baseRequest(shape, { payload: JSON.stringify(body) }));
+            const response = await probe(`${shape.operation.key} .${path.join('.')}`, baseRequest(shape, { payload: payloadOf(shape, body) }));
             if (response.statusCode < 300 && response.body.length > 0 && typeof value === 'string' && path.length === 1) {
               const echoed = response.json<Record<string, unknown> | null>()?.[String(path[0])];
               if (typeof echoed === 'string') assert.ok(echoed === value || echoed === asStored(value), `${shape.operation.key} .${path.join('.')} round-trips: ${JSON.stringify(echoed).slice(0, 80)}`);
@@ -243,7 +252,8 @@ for (const engine of engines) {
       for (const [index, shape] of shapes.entries()) {
         const sample = fixture.sampleBody(shape.operation, values);
         const payload = JSON.stringify(sample ?? { unexpected: true });
-        for (const contentType of slice(wrongContentTypes, index, 3)) {
+        const wrongForRoute = wrongContentTypes.filter((type) => !(isForm(shape) && type === 'application/x-www-form-urlencoded'));
+        for (const contentType of slice(wrongForRoute, index, 3)) {
           const response = await probe(`${shape.operation.key} as ${contentType}`, baseRequest(shape, { payload, contentType }));
           if (shape.hasBody || shape.operation.method !== 'GET') assert.ok([400, 415].includes(response.statusCode), `${shape.operation.key} as ${contentType}: ${response.statusCode}`);
         }
@@ -298,7 +308,7 @@ for (const engine of engines) {
             const paths = fieldPaths(sample);
             const path = paths[mutation.which % Math.max(1, paths.length)];
             if (path === undefined) return;
-            request = baseRequest(shape, { payload: JSON.stringify(setAt(sample, path, mutation.value)) });
+            request = baseRequest(shape, { payload: payloadOf(shape, setAt(sample, path, mutation.value)) });
           } else if (mutation.kind === 'extra') {
             const base = sample !== null && typeof sample === 'object' && !Array.isArray(sample) ? JSON.stringify(sample).slice(1, -1) : '';
             const payload = `{${[base, `${JSON.stringify(mutation.key)}:${JSON.stringify(mutation.value)}`].filter((part) => part.length > 0).join(',')}}`;
