@@ -119,7 +119,7 @@ for (const engine of engines) {
     const isForm = (shape: RouteShape) => routeSamples[shape.operation.key]?.form === true;
     const payloadOf = (shape: RouteShape, body: unknown): string => {
       if (!isForm(shape) || body === null || typeof body !== 'object' || Array.isArray(body)) return JSON.stringify(body);
-      return new URLSearchParams(Object.entries(body).map(([key, value]) => [key, typeof value === 'string' ? value : JSON.stringify(value)])).toString();
+      return new URLSearchParams(Object.entries(body).map(([key, value]): [string, string] => [key, typeof value === 'string' ? value : JSON.stringify(value)])).toString();
     };
 
     const baseRequest = (shape: RouteShape, overrides: { url?: string; payload?: string | Buffer; contentType?: string; headers?: Record<string, string> } = {}): InjectOptions => {
