@@ -141,7 +141,7 @@ export function buildServices({
     db,
     keyring,
     auditTrail,
-    { users, access, sessions, tenantStatus: (tenantId) => tenancy.status(tenantId) },
+    { users, access, sessions, login, tenantStatus: (tenantId) => tenancy.status(tenantId) },
     { oidc: new OidcAdapter({ clock }), saml: new SamlAdapter({ clock }), ldap: new LdapAdapter() },
     clock,
     { publicUrl: publicUrl.origin, flowTtlMs: 10 * 60_000, dnsServers: config.dnsServers },

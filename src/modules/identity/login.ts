@@ -102,6 +102,19 @@ function tooManyAttempts(until: Date, now: Date): BulwarkError {
 }
 
 const accountSubject = (hash: Buffer) => `account:${hash.toString('hex')}`;
+const sourceSubject = (realm: LoginRealm, source: string) => `source:${realm.lookupHashes('', source).source.toString('hex')}`;
+
+/** The two throttle rows a check counts on: the account's (or a second factor's) and the source address's. */
+export interface ThrottleSubjects {
+  account: string;
+  source: string;
+}
+
+/** When a refused attempt may come back: the latest block among the subjects that refused it. */
+function blockedUntilOf(entries: readonly ({ attempts: number } | { blockedUntil: Date } | undefined)[], now: Date): Date {
+  const until = entries.flatMap((entry) => (entry !== undefined && 'blockedUntil' in entry ? [entry.blockedUntil.getTime()] : []));
+  return new Date(Math.max(...until, now.getTime()));
+}
 
 function lockoutEvent(email: string, until: Date, subject: 'account' | 'source'): AuditEvent {
   return {
@@ -155,8 +168,7 @@ export class PasswordLogin {
     const reserved = await realm.transaction(async (tx) => {
       const [forAccount, forSource] = await reserveLoginAttempts(tx, throttles, scope, [account, source], now, windowMs);
       if (forAccount === undefined || forSource === undefined || !('attempts' in forAccount) || !('attempts' in forSource)) {
-        const blockedUntil = [forAccount, forSource].flatMap((entry) => (entry !== undefined && 'blockedUntil' in entry ? [entry.blockedUntil.getTime()] : []));
-        return { kind: 'blocked' as const, until: new Date(Math.max(...blockedUntil, now.getTime())) };
+        return { kind: 'blocked' as const, until: blockedUntilOf([forAccount, forSource], now) };
       }
       const attempts = { account: forAccount.attempts, source: forSource.attempts };
       if (attempts.account > accountMaxFailures || attempts.source > sourceMaxFailures) {
@@ -237,23 +249,10 @@ export class PasswordLogin {
     attempt: { accountId: string; source: string; method: string },
     step: { check: (tx: Queryable) => Promise<boolean>; onSuccess: (tx: Queryable) => Promise<T>; sessionOf: (result: T) => string },
   ): Promise<T> {
-    const subjects = { account: `mfa:${attempt.accountId}`, source: `source:${realm.lookupHashes('', attempt.source).source.toString('hex')}` };
-    const now = this.#clock.now();
-    const { accountMaxFailures, sourceMaxFailures, windowMs, lockoutMs } = this.#policy;
+    const subjects = { account: `mfa:${attempt.accountId}`, source: sourceSubject(realm, attempt.source) };
     const actor = { kind: realm.accountKind, id: attempt.accountId };
     const target = { type: realm.accountKind, id: attempt.accountId };
-    const reserved = await realm.transaction(async (tx) => {
-      const [forAccount, forSource] = await reserveLoginAttempts(tx, realm.throttles, realm.scope, [subjects.account, subjects.source], now, windowMs);
-      if (forAccount === undefined || forSource === undefined || !('attempts' in forAccount) || !('attempts' in forSource)) return undefined;
-      if (forAccount.attempts > accountMaxFailures || forSource.attempts > sourceMaxFailures) {
-        const until = new Date(now.getTime() + lockoutMs);
-        if (forAccount.attempts > accountMaxFailures) await blockLoginSubject(tx, realm.throttles, realm.scope, subjects.account, until);
-        if (forSource.attempts > sourceMaxFailures) await blockLoginSubject(tx, realm.throttles, realm.scope, subjects.source, until);
-        return undefined;
-      }
-      return { account: forAccount.attempts, source: forSource.attempts };
-    });
-    if (reserved === undefined) throw tooManyAttempts(new Date(now.getTime() + lockoutMs), now);
+    const reserved = await this.reserve(realm, subjects);
     await this.#audit.prepareSubject(realm.auditScope, actor);
     const outcome = await realm.transaction(async (tx) => {
       if (!(await step.check(tx))) return { ok: false as const };
@@ -271,6 +270,41 @@ export class PasswordLogin {
       detail: { method: attempt.method, reason: 'invalid_mfa_code' },
     });
     throw new BulwarkError('invalid_mfa_code');
+  }
+
+  /**
+   * Reserves one check for both subjects before a check made outside this class (a second factor, a
+   * directory's bind): counted first, so parallel guesses cannot exceed the limit. Throws too_many_attempts
+   * while either subject is delayed or locked out, and starts the lockout of one that has run over.
+   */
+  async reserve(realm: LoginRealm, subjects: ThrottleSubjects): Promise<{ account: number; source: number }> {
+    const now = this.#clock.now();
+    const { accountMaxFailures, sourceMaxFailures, windowMs, lockoutMs } = this.#policy;
+    const reserved = await realm.transaction(async (tx) => {
+      const [forAccount, forSource] = await reserveLoginAttempts(tx, realm.throttles, realm.scope, [subjects.account, subjects.source], now, windowMs);
+      if (forAccount === undefined || forSource === undefined || !('attempts' in forAccount) || !('attempts' in forSource)) {
+        return { kind: 'blocked' as const, until: blockedUntilOf([forAccount, forSource], now) };
+      }
+      if (forAccount.attempts > accountMaxFailures || forSource.attempts > sourceMaxFailures) {
+        const until = new Date(now.getTime() + lockoutMs);
+        if (forAccount.attempts > accountMaxFailures) await blockLoginSubject(tx, realm.throttles, realm.scope, subjects.account, until);
+        if (forSource.attempts > sourceMaxFailures) await blockLoginSubject(tx, realm.throttles, realm.scope, subjects.source, until);
+        return { kind: 'blocked' as const, until };
+      }
+      return { kind: 'reserved' as const, account: forAccount.attempts, source: forSource.attempts };
+    });
+    if (reserved.kind === 'blocked') throw tooManyAttempts(reserved.until, now);
+    return { account: reserved.account, source: reserved.source };
+  }
+
+  /** A reserved check that passed: in the transaction that records the success, the account starts clean. */
+  async settle(tx: Queryable, realm: LoginRealm, subjects: ThrottleSubjects): Promise<void> {
+    await settleLoginAttempt(tx, realm.throttles, realm.scope, subjects);
+  }
+
+  /** A reserved check that failed: its event, and the delay or lockout it earns. */
+  async refuse(realm: LoginRealm, subjects: ThrottleSubjects, attempts: { account: number; source: number }, event: AuditEvent): Promise<void> {
+    await this.#recordFailure(realm, subjects, attempts, event);
   }
 
   /** An admin lifts an account's lockout before it runs out (the source throttles stay). */
@@ -316,6 +350,12 @@ export class PasswordLogin {
       }
     });
   }
+}
+
+/** A directory check's reservation: its subjects and their counts. */
+export interface DirectoryThrottle {
+  subjects: ThrottleSubjects;
+  attempts: { account: number; source: number };
 }
 
 /** Login of a tenant's users: the tenant realm over the users store, with the tenant's keys and policy. */
@@ -374,7 +414,31 @@ export class LoginService {
     attempt: { accountId: string; source: string; method: string },
     step: { check: (tx: Queryable, keys: TenantKeys) => Promise<boolean>; onSuccess: (tx: Queryable) => Promise<T>; sessionOf: (result: T) => string },
   ): Promise<T> {
+    // Suspended since the password was checked: the challenge does not outlive the tenant's standing.
+    if ((await this.#tenantStatus(tenantId)) !== 'active') throw new BulwarkError('mfa_challenge_invalid');
     return this.#keyring.withKeys(tenantId, (keys) => this.#login.secondFactor(this.#realm(tenantId, keys), attempt, { ...step, check: (tx) => step.check(tx, keys) }));
+  }
+
+  /**
+   * A password the tenant's directory checks (LDAP): throttled like one of ours, with the same delays,
+   * lockout and source limit, on an account subject keyed by the connection and the (normalised) username.
+   * Known and unknown usernames count alike, so the directory's own answers do not tell them apart.
+   */
+  async reserveDirectoryCheck(tenantId: string, keys: TenantKeys, attempt: { connectionId: string; username: string; source: string }): Promise<DirectoryThrottle> {
+    const realm = this.#realm(tenantId, keys);
+    const subjects = {
+      account: accountSubject(keys.lookupHash(`directory:${attempt.connectionId}:${attempt.username.trim().normalize('NFC').toLowerCase()}`)),
+      source: sourceSubject(realm, attempt.source),
+    };
+    return { subjects, attempts: await this.#login.reserve(realm, subjects) };
+  }
+
+  async settleDirectoryCheck(tx: Queryable, tenantId: string, keys: TenantKeys, throttle: DirectoryThrottle): Promise<void> {
+    await this.#login.settle(tx, this.#realm(tenantId, keys), throttle.subjects);
+  }
+
+  async refuseDirectoryCheck(tenantId: string, keys: TenantKeys, throttle: DirectoryThrottle, event: AuditEvent): Promise<void> {
+    await this.#login.refuse(this.#realm(tenantId, keys), throttle.subjects, throttle.attempts, event);
   }
 
   /** An admin lifts a user's lockout before it runs out. */

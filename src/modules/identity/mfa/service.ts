@@ -34,6 +34,7 @@ import {
   unusedRecoveryCodes,
   updateChallenge,
   upsertLoginPolicy,
+  userIsActive,
 } from './store.ts';
 import { acceptedTotpStep, newTotpSeed, totpProvisioning } from './totp.ts';
 import {
@@ -215,8 +216,10 @@ export class MfaService implements Reencryptor {
         { accountId: userId, source, method: proof.method },
         {
           check: async (tx, keys) => {
-            const challenge = await lockChallenge(tx, tenantId, tokenHash);
+            const [challenge, active] = await Promise.all([lockChallenge(tx, tenantId, tokenHash), userIsActive(tx, tenantId, userId)]);
             if (challenge === undefined || !this.#live(challenge) || challenge.user_id !== userId) throw invalidChallenge();
+            // Disabled after the password was checked (its sessions were ended then): no new one starts.
+            if (!active) throw new BulwarkError('account_disabled');
             const proven = await this.#prove(tx, keys, tenantId, userId, challenge, proof);
             if (!proven.ok) {
               const attempts = challenge.attempts + 1;
@@ -277,6 +280,8 @@ export class MfaService implements Reencryptor {
 
   /** Proves a pending TOTP seed with a code; the first active factor comes with recovery codes (shown once). */
   async confirmTotp(tenantId: string, userId: string, factorId: string, code: string): Promise<{ factor: MfaFactor; recoveryCodes: string[] | undefined }> {
+    // A seed started before the policy went off is not activated under it.
+    await this.#assertEnrolmentAllowed(tenantId);
     return this.#keyring.withKeys(tenantId, (keys) =>
       this.#db.withTenant(tenantId, async (tx) => {
         const factor = await findFactor(tx, tenantId, userId, factorId);
@@ -316,6 +321,7 @@ export class MfaService implements Reencryptor {
   }
 
   async registerWebauthn(tenantId: string, userId: string, credential: unknown, name: string | undefined): Promise<{ factor: MfaFactor; recoveryCodes: string[] | undefined }> {
+    await this.#assertEnrolmentAllowed(tenantId);
     const challenge = await this.#db.withTenant(tenantId, async (tx) => {
       const ceremony = await lockRegistrationCeremony(tx, tenantId, userId, this.#clock.now());
       if (ceremony === undefined) return undefined;

@@ -228,10 +228,10 @@ export async function updateChallenge(tx: Queryable, tenantId: string, id: strin
   );
 }
 
-/** The user's keyed e-mail hash: the MFA throttle is keyed like the password throttle. */
-export async function emailHmacOf(tx: Queryable, tenantId: string, userId: string): Promise<Buffer | undefined> {
-  const { rows } = await tx.query<{ email_hmac: Buffer }>('SELECT email_hmac FROM users WHERE tenant_id = $1 AND id = $2', [tenantId, userId]);
-  return rows[0] === undefined ? undefined : toBuffer(rows[0].email_hmac);
+/** Whether the user may still log in: an admin may disable the account while a challenge is open. */
+export async function userIsActive(tx: Queryable, tenantId: string, userId: string): Promise<boolean> {
+  const { rows } = await tx.query<{ status: string }>('SELECT status FROM users WHERE tenant_id = $1 AND id = $2', [tenantId, userId]);
+  return rows[0]?.status === 'active';
 }
 
 export async function countFactorsByKeyVersion(tx: Queryable, tenantId: string): Promise<{ key_version: number | null; count: number }[]> {

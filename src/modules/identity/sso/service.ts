@@ -6,7 +6,7 @@ import type { Database, Queryable } from '../../../platform/db/database.ts';
 import { BulwarkError, notFound } from '../../../platform/errors/bulwark-error.ts';
 import { newId } from '../../../platform/ids.ts';
 import type { AccessService } from '../../access/service.ts';
-import type { LoginAudit } from '../login.ts';
+import type { LoginAudit, LoginService } from '../login.ts';
 import type { EnvelopeContext } from '../../keys/envelope.ts';
 import type { KeyringService, Reencryptor, TenantKeys } from '../../keys/service.ts';
 import type { IssuedRefresh, LoginSessionService } from '../../sessions/login-sessions.ts';
@@ -105,6 +105,7 @@ export class SsoService implements Reencryptor {
   readonly #users: UsersService;
   readonly #access: AccessService;
   readonly #sessions: LoginSessionService;
+  readonly #passwordLogin: LoginService;
   readonly #adapters: SsoAdapters;
   readonly #clock: Clock;
   readonly #options: SsoOptions;
@@ -114,7 +115,7 @@ export class SsoService implements Reencryptor {
     db: Database,
     keyring: KeyringService,
     audit: LoginAudit,
-    services: { users: UsersService; access: AccessService; sessions: LoginSessionService; tenantStatus: (tenantId: string) => Promise<string | null> },
+    services: { users: UsersService; access: AccessService; sessions: LoginSessionService; login: LoginService; tenantStatus: (tenantId: string) => Promise<string | null> },
     adapters: SsoAdapters,
     clock: Clock,
     options: SsoOptions,
@@ -125,6 +126,7 @@ export class SsoService implements Reencryptor {
     this.#users = services.users;
     this.#access = services.access;
     this.#sessions = services.sessions;
+    this.#passwordLogin = services.login;
     this.#tenantStatus = services.tenantStatus;
     this.#adapters = adapters;
     this.#clock = clock;
@@ -317,8 +319,12 @@ export class SsoService implements Reencryptor {
   async loginLdap(input: { tenantId: string; connectionId: string; username: string; password: string }, source: string): Promise<IssuedRefresh> {
     const { tenantId, connectionId } = input;
     const connection = await this.#usableConnection(tenantId, connectionId, ['ldap']);
-    return this.#login(tenantId, connection, source, async (keys) =>
-      this.#adapters.ldap.authenticate(connection.config as LdapConnectionConfig, this.#secretOf(tenantId, connection, keys), input.username, input.password),
+    return this.#login(
+      tenantId,
+      connection,
+      source,
+      async (keys) => this.#adapters.ldap.authenticate(connection.config as LdapConnectionConfig, this.#secretOf(tenantId, connection, keys), input.username, input.password),
+      { directoryUsername: input.username },
     );
   }
 
@@ -433,22 +439,36 @@ export class SsoService implements Reencryptor {
    * are applied and the session starts, in one transaction with the `auth.sso` event. A refusal is audited
    * with its reason and answered 401 sso_failed (the reason stays in the trail, not the answer).
    */
-  async #login(tenantId: string, connection: ConnectionRow, source: string, verify: (keys: TenantKeys) => Promise<ExternalIdentity>): Promise<IssuedRefresh> {
+  async #login(
+    tenantId: string,
+    connection: ConnectionRow,
+    source: string,
+    verify: (keys: TenantKeys) => Promise<ExternalIdentity>,
+    options: { directoryUsername?: string } = {},
+  ): Promise<IssuedRefresh> {
     const target = { type: 'sso-connection', id: connection.id };
     return this.#keyring.withKeys(tenantId, async (keys) => {
+      // A password the directory checks is throttled like ours (per username and per source), before it is tried.
+      const throttle =
+        options.directoryUsername === undefined
+          ? undefined
+          : await this.#passwordLogin.reserveDirectoryCheck(tenantId, keys, { connectionId: connection.id, username: options.directoryUsername, source });
       let identity: ExternalIdentity;
       try {
         identity = await verify(keys);
       } catch (error) {
         const refusal = asBulwarkError(error);
         if (refusal.code === 'sso_failed' || refusal.code === 'sso_provider_unavailable') {
-          await this.#audit.recordAlone({ tenantId }, {
-            action: 'auth.sso',
-            outcome: 'failure',
-            actor: { kind: 'anonymous', id: null },
+          const event = {
+            action: 'auth.sso' as const,
+            outcome: 'failure' as const,
+            actor: { kind: 'anonymous' as const, id: null },
             target,
             detail: { protocol: connection.protocol, reason: error instanceof SsoProtocolError ? error.reason : refusal.code, source },
-          });
+          };
+          // A wrong directory password earns its delay or lockout; an unreachable directory does not.
+          if (throttle !== undefined && refusal.code === 'sso_failed') await this.#passwordLogin.refuseDirectoryCheck(tenantId, keys, throttle, event);
+          else await this.#audit.recordAlone({ tenantId }, event);
         }
         throw refusal;
       }
@@ -464,6 +484,7 @@ export class SsoService implements Reencryptor {
         const account = await findLoginUserById(tx, tenantId, userId);
         if (account?.status !== 'active') throw new BulwarkError(account === undefined ? 'sso_user_not_provisioned' : 'account_disabled');
         const now = this.#clock.now();
+        if (throttle !== undefined) await this.#passwordLogin.settleDirectoryCheck(tx, tenantId, keys, throttle);
         await stampIdentityLogin(tx, tenantId, connection.id, subjectHmac, now);
         await stampLogin(tx, keys, tenantId, account, now);
         await this.#access.syncMappedRoles(tx, tenantId, userId, { managed, granted }, connection.id);
