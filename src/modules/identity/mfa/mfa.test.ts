@@ -516,6 +516,8 @@ for (const engine of engines) {
       const challenge = await challengeOf(user.email);
       assert.equal((await test.call({ method: 'PATCH', url: `/v1/tenants/${tenantId}/users/${user.id}`, token: apiKey, body: { status: 'disabled' } })).statusCode, 200);
       assertProblem(await finish(challenge.challengeToken, { method: 'totp', code: codeAt(user.seed) }), 403, 'account_disabled');
+      const refusals = await audit(`action=auth.mfa&outcome=failure&targetId=${user.id}`);
+      assert.ok(refusals.some((event) => event.detail['reason'] === 'account_disabled'), 'the refusal is audited');
       assertProblem(await login(user.email), 403, 'account_disabled');
 
       // Another tenant, suspended by the operator between the password and the code (the clock moved past
@@ -627,7 +629,7 @@ for (const engine of engines) {
       assert.ok(successes.length >= 10 && failures.length >= 10, `${successes.length} successes, ${failures.length} failures`);
       assert.ok(successes.every((event) => event.sessionId !== null && event.target?.type === 'user'));
       assert.deepEqual(new Set(successes.map((event) => event.detail['method'])), new Set(['totp', 'recovery-code', 'webauthn']));
-      assert.ok(failures.every((event) => event.detail['reason'] === 'invalid_mfa_code'));
+      assert.ok(failures.every((event) => ['invalid_mfa_code', 'account_disabled'].includes(String(event.detail['reason']))));
       const lockouts = await audit('action=auth.lockout');
       assert.ok(lockouts.length >= 1, 'the MFA lockout is recorded');
       const logins = await audit('action=auth.login&outcome=success');

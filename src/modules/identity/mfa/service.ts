@@ -234,7 +234,20 @@ export class MfaService implements Reencryptor {
           onSuccess: (tx) => onSuccess(tx, tenantId, userId),
           sessionOf,
         },
-      );
+      )
+      .catch(async (error: unknown) => {
+        // Disabled while the challenge was open: refused like the password path refuses it, and audited.
+        if (error instanceof BulwarkError && error.code === 'account_disabled') {
+          await this.#audit.recordAlone({ tenantId }, {
+            action: 'auth.mfa',
+            outcome: 'failure',
+            actor: { kind: 'user', id: userId },
+            target: { type: 'user', id: userId },
+            detail: { method: proof.method, reason: 'account_disabled' },
+          });
+        }
+        throw error;
+      });
     return { result, recoveryCodes };
   }
 
