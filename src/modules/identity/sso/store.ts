@@ -38,24 +38,25 @@ export interface ConnectionFields {
   linkByEmail: boolean;
 }
 
+/** The fields as statement parameters, in the order both statements below number them ($3 on). */
+function fieldParameters(fields: ConnectionFields): unknown[] {
+  return [
+    fields.name,
+    fields.enabled,
+    JSON.stringify(fields.config),
+    fields.secret?.ciphertext ?? null,
+    fields.secret?.keyVersion ?? null,
+    JSON.stringify(fields.roleMappings),
+    fields.jitProvisioning,
+    fields.linkByEmail,
+  ];
+}
+
 export async function insertConnection(tx: Queryable, tenantId: string, id: string, protocol: SsoProtocol, fields: ConnectionFields, now: Date): Promise<ConnectionRow | undefined> {
   const { rows } = await tx.query<ConnectionRow>(
-    `INSERT INTO sso_connections (tenant_id, id, protocol, name, enabled, config, secret, key_version, role_mappings, jit_provisioning, link_by_email, created_at, updated_at)
-     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9::jsonb, $10, $11, $12, $12) ON CONFLICT DO NOTHING RETURNING ${connectionColumns}`,
-    [
-      tenantId,
-      id,
-      protocol,
-      fields.name,
-      fields.enabled,
-      JSON.stringify(fields.config),
-      fields.secret?.ciphertext ?? null,
-      fields.secret?.keyVersion ?? null,
-      JSON.stringify(fields.roleMappings),
-      fields.jitProvisioning,
-      fields.linkByEmail,
-      now,
-    ],
+    `INSERT INTO sso_connections (tenant_id, id, name, enabled, config, secret, key_version, role_mappings, jit_provisioning, link_by_email, protocol, created_at, updated_at)
+     VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::jsonb, $9, $10, $11, $12, $12) ON CONFLICT DO NOTHING RETURNING ${connectionColumns}`,
+    [tenantId, id, ...fieldParameters(fields), protocol, now],
   );
   return rows[0] === undefined ? undefined : normalizeConnection(rows[0]);
 }
@@ -65,19 +66,7 @@ export async function updateConnection(tx: Queryable, tenantId: string, id: stri
     `UPDATE sso_connections SET name = $3, enabled = $4, config = $5::jsonb, secret = $6, key_version = $7, role_mappings = $8::jsonb,
        jit_provisioning = $9, link_by_email = $10, updated_at = $11
      WHERE tenant_id = $1 AND id = $2 RETURNING ${connectionColumns}`,
-    [
-      tenantId,
-      id,
-      fields.name,
-      fields.enabled,
-      JSON.stringify(fields.config),
-      fields.secret?.ciphertext ?? null,
-      fields.secret?.keyVersion ?? null,
-      JSON.stringify(fields.roleMappings),
-      fields.jitProvisioning,
-      fields.linkByEmail,
-      now,
-    ],
+    [tenantId, id, ...fieldParameters(fields), now],
   );
   return normalizeConnection(rows[0] as ConnectionRow);
 }
