@@ -515,7 +515,7 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
     mfa: services.mfa,
   });
   const tokensFor = tokenAnswerer({ tokens: services.tokens, access: services.access, operators: services.operators });
-  await app.register(mfaRoutes, { mfa: services.mfa, sessions: services.sessions, access: services.access, tokensFor: (issued) => tokensFor(issued, 'user') });
+  await app.register(mfaRoutes, { mfa: services.mfa, sessions: services.sessions, access: services.access, tokensFor: (issued) => tokensFor(issued, 'user'), recentLoginMs: 10 * 60_000 });
   await app.register(ssoRoutes, { sso: services.sso, tokensFor: (issued) => tokensFor(issued, 'user') });
   await app.register(operatorRoutes, { operators: services.operators });
   await app.register(accessRoutes, { access: services.access });

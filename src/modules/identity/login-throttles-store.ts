@@ -69,3 +69,8 @@ export async function settleLoginAttempt(tx: Queryable, t: ThrottleTable, scope:
     [scope, subjects.account, subjects.source],
   );
 }
+
+/** A reserved check that was never made (the directory was unreachable): both subjects give it back. */
+export async function releaseLoginAttempt(tx: Queryable, t: ThrottleTable, scope: string, subjects: { account: string; source: string }): Promise<void> {
+  await tx.query(`UPDATE ${t.table} SET failures = greatest(failures - 1, 0) WHERE ${t.scope} = $1 AND subject IN ($2, $3)`, [scope, subjects.account, subjects.source]);
+}

@@ -4,7 +4,7 @@ import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { actAs } from '../../platform/http/request-context.ts';
 import type { AuditEvent, AuditRecorder, AuditScope, AuditService } from '../audit/service.ts';
 import type { KeyringService, TenantKeys } from '../keys/service.ts';
-import { blockLoginSubject, clearLoginSubject, reserveLoginAttempts, settleLoginAttempt, type ThrottleTable, userThrottles } from './login-throttles-store.ts';
+import { blockLoginSubject, clearLoginSubject, releaseLoginAttempt, reserveLoginAttempts, settleLoginAttempt, type ThrottleTable, userThrottles } from './login-throttles-store.ts';
 import { type PasswordPolicy, passwordExpired, withPolicyDefaults } from './password-policy.ts';
 import { type Argon2Params, defaultArgon2Params, dummyVerify, hashPassword, verifyPassword } from './passwords.ts';
 import { normalizeEmail, stampLogin, type UsersService } from './service.ts';
@@ -439,6 +439,14 @@ export class LoginService {
 
   async refuseDirectoryCheck(tenantId: string, keys: TenantKeys, throttle: DirectoryThrottle, event: AuditEvent): Promise<void> {
     await this.#login.refuse(this.#realm(tenantId, keys), throttle.subjects, throttle.attempts, event);
+  }
+
+  /**
+   * A reserved check the directory never made (unreachable, or it could not prove who it is): both subjects
+   * give it back, so an outage earns no delay or lockout, and what earlier failures earned stays.
+   */
+  async releaseDirectoryCheck(tenantId: string, throttle: DirectoryThrottle): Promise<void> {
+    await this.#db.withTenant(tenantId, (tx) => releaseLoginAttempt(tx, userThrottles, tenantId, throttle.subjects));
   }
 
   /** An admin lifts a user's lockout before it runs out. */

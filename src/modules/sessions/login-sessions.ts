@@ -179,6 +179,11 @@ export class LoginSessionService {
     for (const id of ids) this.#live.delete(`${scope}/${id}`);
   }
 
+  /** When the session's login happened (a refresh does not move it); undefined for an unknown session. */
+  async startedAt(scope: string, sessionId: string): Promise<Date | undefined> {
+    return (await this.#realm.transaction(scope, (tx) => findSession(tx, this.#realm.tables, scope, sessionId)))?.created_at;
+  }
+
   /** Whether a session may still be used (not revoked, not past its end). Cached per instance. */
   async isLive(scope: string, sessionId: string): Promise<boolean> {
     const key = `${scope}/${sessionId}`;

@@ -15,6 +15,7 @@ export const errorCodes = {
   forbidden: { status: 403, title: 'The credentials do not allow this action.' },
   account_disabled: { status: 403, title: 'The account is disabled.' },
   password_change_required: { status: 403, title: 'The password must be changed before logging in.' },
+  reauthentication_required: { status: 403, title: 'This change needs a recent login: log in again, then retry.' },
   mfa_disabled: { status: 403, title: "The tenant's MFA policy is off: factors cannot be enrolled." },
   sso_required: { status: 403, title: 'The tenant requires single sign-on: log in through its identity provider.' },
   sso_user_not_provisioned: { status: 403, title: 'No user is linked to this identity, and the connection does not create users.' },

@@ -35,10 +35,10 @@ const bodyLimit = 16 * 1024;
 const loginBucket = { bucket: 'login' as const, tenantOf: (request: FastifyRequest) => challengeTenant((request.body as { challengeToken: string }).challengeToken) };
 
 /** The logged-in user of a `self` route; operators and API keys have no factors here. */
-function selfUser(request: FastifyRequest): { tenantId: string; id: string } {
+function selfUser(request: FastifyRequest): { tenantId: string; id: string; sessionId: string } {
   const principal = request.principal;
   if (principal?.kind !== 'user') throw new BulwarkError('forbidden', { message: 'Only a tenant user has second factors.' });
-  return { tenantId: principal.tenantId, id: principal.id };
+  return { tenantId: principal.tenantId, id: principal.id, sessionId: principal.sessionId };
 }
 
 export interface MfaRouteServices {
@@ -47,13 +47,27 @@ export interface MfaRouteServices {
   access: AccessService;
   /** The token answer of a started session (shared with the password login). */
   tokensFor: (issued: IssuedRefresh) => Promise<TokenAnswer>;
+  /** How old a session may be to change its user's factors. */
+  recentLoginMs: number;
 }
 
 /**
  * The login's second step (public: the challenge token is the credential), a user's own factors, the
  * tenant's MFA policy, and an admin's reset of a user's factors.
  */
-export const mfaRoutes: RoutePlugin<MfaRouteServices> = async (app, { mfa, sessions, access, tokensFor }) => {
+export const mfaRoutes: RoutePlugin<MfaRouteServices> = async (app, { mfa, sessions, access, tokensFor, recentLoginMs }) => {
+  /**
+   * Changing one's factors needs a recent login ("sudo mode"): a token refreshed from an old session, or
+   * one stolen later in its life, cannot add a factor of its own or mint recovery codes that outlive it.
+   */
+  const recentUser = async (request: FastifyRequest) => {
+    const me = selfUser(request);
+    const startedAt = await sessions.startedAt(me.tenantId, me.sessionId);
+    if (startedAt === undefined || mfa.now().getTime() - startedAt.getTime() > recentLoginMs) {
+      throw new BulwarkError('reauthentication_required', { message: `Changing second factors needs a login in the last ${Math.round(recentLoginMs / 60_000)} minutes: log in again, then retry.` });
+    }
+    return me;
+  };
   app.post(
     '/v1/auth/mfa',
     {
@@ -140,7 +154,7 @@ export const mfaRoutes: RoutePlugin<MfaRouteServices> = async (app, { mfa, sessi
       },
     },
     async (request, reply) => {
-      const me = selfUser(request);
+      const me = await recentUser(request);
       return reply.code(201).send(await mfa.startTotp(me.tenantId, me.id, request.body.name));
     },
   );
@@ -160,7 +174,7 @@ export const mfaRoutes: RoutePlugin<MfaRouteServices> = async (app, { mfa, sessi
       },
     },
     async (request) => {
-      const me = selfUser(request);
+      const me = await recentUser(request);
       return mfa.confirmTotp(me.tenantId, me.id, request.params.factorId, request.body.code);
     },
   );
@@ -172,7 +186,7 @@ export const mfaRoutes: RoutePlugin<MfaRouteServices> = async (app, { mfa, sessi
       schema: { tags, summary: 'Start registering a passkey', description: 'Creation options for `navigator.credentials.create()`; single use, 5 minutes.', response: { 200: webauthnOptions } },
     },
     async (request) => {
-      const me = selfUser(request);
+      const me = await recentUser(request);
       return mfa.webauthnRegistrationOptions(me.tenantId, me.id);
     },
   );
@@ -191,7 +205,7 @@ export const mfaRoutes: RoutePlugin<MfaRouteServices> = async (app, { mfa, sessi
       },
     },
     async (request, reply) => {
-      const me = selfUser(request);
+      const me = await recentUser(request);
       return reply.code(201).send(await mfa.registerWebauthn(me.tenantId, me.id, request.body.credential, request.body.name));
     },
   );
@@ -209,7 +223,7 @@ export const mfaRoutes: RoutePlugin<MfaRouteServices> = async (app, { mfa, sessi
       },
     },
     async (request, reply) => {
-      const me = selfUser(request);
+      const me = await recentUser(request);
       await mfa.removeFactor(me.tenantId, me.id, request.params.factorId);
       return reply.code(204).send(null);
     },
@@ -222,7 +236,7 @@ export const mfaRoutes: RoutePlugin<MfaRouteServices> = async (app, { mfa, sessi
       schema: { tags, summary: 'New recovery codes', description: 'Ten new codes, shown once; the previous ones stop working. Needs an active factor.', response: { 200: recoveryCodesAnswer } },
     },
     async (request) => {
-      const me = selfUser(request);
+      const me = await recentUser(request);
       return mfa.regenerateRecoveryCodes(me.tenantId, me.id);
     },
   );

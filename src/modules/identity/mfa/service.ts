@@ -144,6 +144,11 @@ export class MfaService implements Reencryptor {
     keyring.registerReencryptor(this);
   }
 
+  /** The service's clock (the routes' recent-login check reads the same time). */
+  now(): Date {
+    return this.#clock.now();
+  }
+
   // --- policy ---
 
   async policy(tenantId: string): Promise<{ mode: MfaMode; updatedAt: string | null }> {

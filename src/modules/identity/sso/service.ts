@@ -468,13 +468,21 @@ export class SsoService implements Reencryptor {
           };
           // A wrong directory password earns its delay or lockout; an unreachable directory does not.
           if (throttle !== undefined && refusal.code === 'sso_failed') await this.#passwordLogin.refuseDirectoryCheck(tenantId, keys, throttle, event);
-          else await this.#audit.recordAlone({ tenantId }, event);
+          else {
+            if (throttle !== undefined) await this.#passwordLogin.releaseDirectoryCheck(tenantId, throttle);
+            await this.#audit.recordAlone({ tenantId }, event);
+          }
         }
         throw refusal;
       }
       const subjectHmac = keys.lookupHash(`sso:${connection.id}:${identity.subject}`);
       // Linking and account refusals are audited like the protocol's: "why could they not log in?" is the admin's first question.
-      const refused = (error: unknown) => this.#recordRefusal(tenantId, connection, source, error);
+      const refused = async (error: unknown): Promise<never> => {
+        // The directory accepted the password: like a right password refused for the account, the check
+        // counts as passed, so a disabled or unlinked user is not locked out for it.
+        if (throttle !== undefined && error instanceof BulwarkError) await this.#db.withTenant(tenantId, (tx) => this.#passwordLogin.settleDirectoryCheck(tx, tenantId, keys, throttle));
+        return this.#recordRefusal(tenantId, connection, source, error);
+      };
       const { userId, provisioned } = await this.#linkedUser(tenantId, connection, identity, subjectHmac, keys).catch(refused);
       const managed = [...new Set(connection.role_mappings.map((mapping) => mapping.role))];
       const groups = new Set(identity.groups);
@@ -613,7 +621,13 @@ export class SsoService implements Reencryptor {
 function assertConfigUsable(protocol: 'oidc' | 'saml' | 'ldap', config: unknown): void {
   const problems =
     protocol === 'ldap' ? ldapConnectionProblems(config as LdapConnectionConfig) : protocol === 'saml' ? samlConnectionProblems(config as SamlConnectionConfig) : [];
-  if (problems.length > 0) throw new BulwarkError('validation_failed', { message: `The connection settings do not work: ${problems.join('; ')}.`, extensions: { problems } });
+  if (problems.length > 0) {
+    // The same `errors` member as a schema refusal: each problem is about the config.
+    throw new BulwarkError('validation_failed', {
+      message: `The connection settings do not work: ${problems.join('; ')}.`,
+      extensions: { errors: problems.map((message) => ({ in: 'body', path: '/config', message })) },
+    });
+  }
 }
 
 function assertSameBrowser(flow: FlowSecrets, binding: string | undefined): void {
