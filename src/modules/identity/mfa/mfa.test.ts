@@ -623,6 +623,30 @@ for (const engine of engines) {
       assert.deepEqual(await overview(tokens.accessToken), { policy: 'optional', factors: [], recoveryCodesLeft: 0 });
     });
 
+    it('changing factors needs a recent login: a token refreshed from a session older than 10 minutes is refused, a fresh login is not', async () => {
+      const user = await withTotp('sudo');
+      const first = await finishOk((await challengeOf(user.email)).challengeToken, { method: 'totp', code: codeAt(user.seed) });
+      clock.advance(11 * 60_000);
+      const refreshed = await test.call({ method: 'POST', url: '/v1/auth/refresh', body: { refreshToken: first.refreshToken } });
+      assert.equal(refreshed.statusCode, 200, refreshed.body);
+      const stale = refreshed.json<Tokens>().accessToken;
+      assert.equal((await overview(stale)).factors.length, 1, 'reading is fine');
+      const before = await overview(stale);
+      for (const [method, url] of [
+        ['POST', '/v1/me/mfa/totp'],
+        ['POST', '/v1/me/mfa/recovery-codes'],
+        ['POST', '/v1/me/mfa/webauthn/registration-options'],
+        ['DELETE', `/v1/me/mfa/factors/${user.factorId}`],
+      ] as const) {
+        assertProblem(await test.call({ method, url, token: stale, ...(method === 'POST' && url.endsWith('/totp') ? { body: {} } : {}) }), 403, 'reauthentication_required');
+      }
+      assert.deepEqual(await overview(stale), before, 'nothing changed');
+      nextStep();
+      const fresh = await finishOk((await challengeOf(user.email)).challengeToken, { method: 'totp', code: codeAt(user.seed) });
+      const codes = await test.call({ method: 'POST', url: '/v1/me/mfa/recovery-codes', token: fresh.accessToken });
+      assert.equal(codes.statusCode, 200, codes.body);
+    });
+
     it('the audit trail has auth.mfa successes and failures and the factor events; no code or seed in it', async () => {
       const successes = await audit('action=auth.mfa&outcome=success');
       const failures = await audit('action=auth.mfa&outcome=failure');
