@@ -144,7 +144,7 @@ export function buildServices({
     { users, access, sessions, login, tenantStatus: (tenantId) => tenancy.status(tenantId) },
     { oidc: new OidcAdapter({ clock }), saml: new SamlAdapter({ clock }), ldap: new LdapAdapter() },
     clock,
-    { publicUrl: publicUrl.origin, flowTtlMs: 10 * 60_000, dnsServers: config.dnsServers },
+    { publicUrl: publicUrl.origin, flowTtlMs: 10 * 60_000, production: config.env === 'production', dnsServers: config.dnsServers },
   );
   return {
     keyring,

@@ -128,6 +128,11 @@ function warnAboutInsecureDefaults(config: Config, logger: ReturnType<typeof cre
   if (config.tlsCertFile === undefined && config.trustProxy === false && config.env === 'production') {
     logger.warn('serving plain HTTP with no trusted proxy: terminate TLS in front (and set BULWARK_TRUST_PROXY) or set BULWARK_TLS_CERT_FILE');
   }
+  if (config.env === 'production' && !(config.publicUrl ?? '').startsWith('https:')) {
+    logger.warn(
+      'BULWARK_PUBLIC_URL is not an https URL: SSO redirect URIs and SAML entity ids name it, SAML logins are not bound to the browser, and passkeys bind to its host; set it to the public https address',
+    );
+  }
   const origins = config.customerKmsAllowedOrigins;
   if (origins.includes('*')) {
     logger.warn('BULWARK_CUSTOMER_KMS_ALLOWED_ORIGINS=*: tenants can make this server send requests to any address (their KMS); list the origins instead');

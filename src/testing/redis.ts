@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
+import { freePort } from './ports.ts';
 
 /**
  * The limits tests run against a real Redis: BULWARK_TEST_REDIS_URL (default: the local server). With
@@ -31,17 +31,6 @@ if (redisProblem !== undefined && process.env['BULWARK_REQUIRE_SERVICES'] === '1
 /** `skip` option for node:test. */
 export function redisSkip(): string | false {
   return redisProblem ?? false;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 export interface PrivateRedis {

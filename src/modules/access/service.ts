@@ -338,6 +338,24 @@ export class AccessService implements Authorizer {
     };
   }
 
+  /**
+   * Whoever makes an identity provider give roles (an SSO group mapping) must hold every permission of
+   * those roles, as for giving them by hand; unknown role names are refused.
+   */
+  async assertMayMapRoles(tenantId: string, roles: readonly string[], caller: ReadonlySet<string>): Promise<void> {
+    const wanted: string[] = [];
+    const custom = await this.#db.withTenant(tenantId, (tx) => listRoles(tx, tenantId));
+    for (const name of new Set(roles)) {
+      if (isBuiltInRole(name)) wanted.push(...builtInRoles[name].permissions);
+      else {
+        const role = custom.find((candidate) => candidate.name === name);
+        if (role === undefined) throw new BulwarkError('validation_failed', { message: `There is no role named "${name}".` });
+        wanted.push(...role.permissions);
+      }
+    }
+    assertHeld(caller, wanted);
+  }
+
   /** A user's permissions read in the caller's transaction (the login's: no second connection, no cache). */
   async permissionsIn(tx: Queryable, tenantId: string, userId: string): Promise<ReadonlySet<TenantPermission>> {
     return permissionsOfRows(await rolesOfUser(tx, tenantId, userId));

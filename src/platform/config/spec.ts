@@ -172,7 +172,8 @@ export const optionSpecs: readonly OptionSpec[] = [
   {
     key: 'rateLimitLogin',
     env: 'BULWARK_RATE_LIMIT_LOGIN',
-    description: 'Default rate of password logins into one tenant (all its users together), on top of the per-account and per-address lockouts.',
+    description:
+      'Default rate of logins into one tenant (all its users together: passwords, second factors, SSO starts and callbacks, SAML posts, LDAP binds), on top of the per-account and per-address lockouts.',
     default: '300/1m',
     parse: parseRate,
   },

@@ -9,6 +9,7 @@ import { Secret } from 'otpauth';
 import { createTestApp, type TestApp } from '../../../testing/app.ts';
 import { storedDataContains } from '../../../testing/at-rest.ts';
 import { engineSkip, engines } from '../../../testing/engines.ts';
+import type { AuditItem } from '../../../testing/login-state.ts';
 import { assertNoLeak, assertProblem } from '../../../testing/security-suite.ts';
 import { SoftAuthenticator } from '../../../testing/soft-authenticator.ts';
 import { totpCode } from './totp.ts';
@@ -40,14 +41,6 @@ interface Overview {
   policy: string;
   factors: Factor[];
   recoveryCodesLeft: number;
-}
-
-interface AuditItem {
-  action: string;
-  outcome: string;
-  target: { type: string; id: string } | null;
-  sessionId: string | null;
-  detail: Record<string, unknown>;
 }
 
 // The relying party comes from the public URL (no BULWARK_WEBAUTHN_RP_ID or _ORIGINS set).

@@ -214,7 +214,7 @@ export class MfaService implements Reencryptor {
       return challenge === undefined || !this.#live(challenge) ? undefined : challenge.user_id;
     });
     if (userId === undefined) throw invalidChallenge();
-    // WebAuthn is verified outside the transaction (async crypto); its challenge is taken inside, once.
+    // The proof is checked in the transaction that takes the challenge (a WebAuthn ceremony's once, whatever the outcome).
     let recoveryCodes: string[] | undefined;
     const result = await this.#login.secondFactor(
         tenantId,

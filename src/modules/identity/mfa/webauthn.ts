@@ -188,7 +188,7 @@ export async function registrationOptions(
   return { options, challenge: options.challenge };
 }
 
-/** Options for `navigator.credentials.get()`. No allowed credentials: any passkey of this RP (discoverable). */
+/** Options for `navigator.credentials.get()`: the user's passkeys are the allowed credentials (the login knows the user). */
 export async function authenticationOptions(
   rp: WebAuthnRelyingParty,
   allowed: StoredCredential[],

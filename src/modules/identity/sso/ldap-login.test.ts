@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -9,6 +8,8 @@ import { createTestApp, type TestApp } from '../../../testing/app.ts';
 import { storedDataContains } from '../../../testing/at-rest.ts';
 import { movableClock } from '../../../testing/clock.ts';
 import { engineSkip, engines } from '../../../testing/engines.ts';
+import { freePort } from '../../../testing/ports.ts';
+import { type AuditItem, loginState } from '../../../testing/login-state.ts';
 import { assertNoLeak, assertProblem } from '../../../testing/security-suite.ts';
 import { ldapGroupsDn, ldapPeopleDn, type PrivateSlapd, type SeededLdapUser, slapdSkip, startPrivateSlapd } from '../../../testing/slapd.ts';
 
@@ -36,15 +37,6 @@ interface ConnectionAnswer {
   endpoints: { login?: string };
 }
 
-interface AuditItem {
-  action: string;
-  outcome: string;
-  actor: { kind: string; id: string | null };
-  target: { type: string; id: string } | null;
-  sessionId: string | null;
-  detail: Record<string, unknown>;
-}
-
 const publicUrl = 'https://auth.bulwark.test';
 const localPassword = 'a long and unusual passphrase 9!';
 // Directory groups (the group entries' cn) to tenant roles; 'unmapped' groups give nothing.
@@ -56,15 +48,6 @@ const roleMappings = [
 // Per-source failures before an address is locked out of the tenant. Each test logs in from an address of its
 // own (TEST-NET ranges), so only the test about it comes near.
 const sourceMaxFailures = 12;
-
-/** A TCP port nothing listens on: bound once, then released. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 for (const engine of engines) {
   describe(`LDAP login through Bulwark's HTTP API, against a private slapd [${engine}]`, { skip: engineSkip(engine) || slapdSkip() }, () => {
@@ -108,7 +91,7 @@ for (const engine of engines) {
       });
       assert.equal(ldaps.secretSet, false, 'anonymous search: no service account, no secret');
       connections.ldaps = ldaps.id;
-      connections.down = (await createConnection({ name: 'Down', config: { ...starttls(), url: `ldap://127.0.0.1:${await closedPort()}` }, secret: slapd.bindPassword, linkByEmail: true })).id;
+      connections.down = (await createConnection({ name: 'Down', config: { ...starttls(), url: `ldap://127.0.0.1:${await freePort()}` }, secret: slapd.bindPassword, linkByEmail: true })).id;
       connections.foreign = (await createConnection({ name: 'Foreign CA', config: { ...starttls(), caCertificates: [slapd.foreignCaPem] }, secret: slapd.bindPassword })).id;
     });
     after(async () => {
@@ -152,20 +135,7 @@ for (const engine of engines) {
       assert.equal(events.statusCode, 200, events.body);
       return events.json<{ items: AuditItem[] }>().items;
     };
-    /** Everything a login could change: users, sessions, refresh tokens, linked identities (and their last login), roles. */
-    const snapshot = async () => {
-      const [row] = await test.storage.asOwner(
-        `SELECT (SELECT count(*)::int FROM users WHERE tenant_id = $1) AS users,
-                (SELECT count(*)::int FROM user_sessions WHERE tenant_id = $1) AS sessions,
-                (SELECT count(*)::int FROM refresh_tokens WHERE tenant_id = $1) AS refresh_tokens,
-                (SELECT coalesce(string_agg(connection_id || ':' || user_id || ':' || coalesce(last_login_at::text, '-'), ',' ORDER BY connection_id, user_id), '')
-                   FROM sso_identities WHERE tenant_id = $1) AS identities,
-                (SELECT coalesce(string_agg(user_id || ':' || role_name, ',' ORDER BY user_id, role_name), '') FROM user_roles WHERE tenant_id = $1) AS roles`,
-        [tenantId],
-      );
-      assert.ok(row !== undefined);
-      return row;
-    };
+    const snapshot = () => loginState(test, tenantId);
     /** The one `auth.sso` failure event of a refused request, as the tenant's trail shows it. */
     const failureOf = async (response: LightMyRequestResponse): Promise<AuditItem> => {
       const events = await audit(`action=auth.sso&outcome=failure&requestId=${String(response.headers['x-request-id'])}`);

@@ -9,6 +9,7 @@ import { createTestApp, type TestApp } from '../../../testing/app.ts';
 import { storedDataContains } from '../../../testing/at-rest.ts';
 import { movableClock } from '../../../testing/clock.ts';
 import { engineSkip, engines } from '../../../testing/engines.ts';
+import { type AuditItem, loginState } from '../../../testing/login-state.ts';
 import { startOidcPeer, type OidcPeer, type OidcPeerAccount } from '../../../testing/oidc-peer.ts';
 import { assertNoLeak, assertProblem } from '../../../testing/security-suite.ts';
 
@@ -34,15 +35,6 @@ interface ConnectionAnswer {
   linkByEmail: boolean;
   jitProvisioning: boolean;
   endpoints: { start?: string; redirectUri?: string };
-}
-
-interface AuditItem {
-  action: string;
-  outcome: string;
-  actor: { kind: string; id: string | null };
-  target: { type: string; id: string } | null;
-  sessionId: string | null;
-  detail: Record<string, unknown>;
 }
 
 /** A browser's view of one started login: where Bulwark sent it, and the flow cookie it holds. */
@@ -179,20 +171,7 @@ for (const engine of engines) {
       assert.equal(events.statusCode, 200, events.body);
       return events.json<{ items: AuditItem[] }>().items;
     };
-    /** Everything a login could change: users, sessions, refresh tokens, linked identities (and their last login), roles. */
-    const snapshot = async () => {
-      const [row] = await test.storage.asOwner(
-        `SELECT (SELECT count(*)::int FROM users WHERE tenant_id = $1) AS users,
-                (SELECT count(*)::int FROM user_sessions WHERE tenant_id = $1) AS sessions,
-                (SELECT count(*)::int FROM refresh_tokens WHERE tenant_id = $1) AS refresh_tokens,
-                (SELECT coalesce(string_agg(connection_id || ':' || user_id || ':' || coalesce(last_login_at::text, '-'), ',' ORDER BY connection_id, user_id), '')
-                   FROM sso_identities WHERE tenant_id = $1) AS identities,
-                (SELECT coalesce(string_agg(user_id || ':' || role_name, ',' ORDER BY user_id, role_name), '') FROM user_roles WHERE tenant_id = $1) AS roles`,
-        [tenantId],
-      );
-      assert.ok(row !== undefined);
-      return row;
-    };
+    const snapshot = () => loginState(test, tenantId);
     /** A refusal as a client sees it (401 sso_failed, no secret echoed), the reason the trail keeps, and nothing changed. */
     const refusedWith = async (response: LightMyRequestResponse, reason: string, before: Awaited<ReturnType<typeof snapshot>>, mustNotEcho: string[] = []) => {
       assertProblem(response, 401, 'sso_failed', [...Object.values(secrets), ...mustNotEcho]);

@@ -56,7 +56,8 @@ export type OidcRefusal =
   | 'token_exchange_failed'
   | 'nonce_mismatch'
   | 'id_token_invalid'
-  | 'userinfo_failed';
+  | 'userinfo_failed'
+  | 'too_many_groups';
 
 /** What `start` hands back: the URL to send the browser to, and the values `finish` must be given again. */
 export interface OidcLoginStart {
@@ -279,15 +280,16 @@ function text(value: unknown): string | undefined {
 
 /**
  * An array of strings, or one string as one group. A name that is empty or too long is dropped, not truncated:
- * a truncated name could be another group's.
+ * a truncated name could be another group's. More groups than the limit fail the login (as LDAP's do): roles
+ * decided on a cut list would take away what the cut-off groups give.
  */
 function groupNames(value: unknown): string[] {
   const names: unknown[] = typeof value === 'string' ? [value] : Array.isArray(value) ? value : [];
   const groups = new Set<string>();
   for (const name of names) {
-    if (groups.size === maxGroups) break;
     if (typeof name === 'string' && name !== '' && name.length <= maxGroupLength) groups.add(name);
   }
+  if (groups.size > maxGroups) throw refuse('too_many_groups', `the provider sent more than ${maxGroups} groups`, undefined);
   return [...groups];
 }
 

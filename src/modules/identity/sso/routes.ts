@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { BulwarkError } from '../../../platform/errors/bulwark-error.ts';
+import { heldPermissions } from '../../../platform/http/auth.ts';
 import type { RoutePlugin } from '../../../platform/http/route-kit.ts';
 import type { IssuedRefresh } from '../../sessions/login-sessions.ts';
 import { tokenResponse } from '../../sessions/auth-schemas.ts';
@@ -87,7 +88,7 @@ export const ssoRoutes: RoutePlugin<SsoRouteServices> = async (app, { sso, token
         response: { 201: connection },
       },
     },
-    async (request, reply) => reply.code(201).send(await sso.create(request.params.tenantId, request.body)),
+    async (request, reply) => reply.code(201).send(await sso.create(request.params.tenantId, request.body, heldPermissions(request))),
   );
 
   app.get(
@@ -110,7 +111,7 @@ export const ssoRoutes: RoutePlugin<SsoRouteServices> = async (app, { sso, token
         response: { 200: connection },
       },
     },
-    async (request) => sso.update(request.params.tenantId, request.params.connectionId, request.body),
+    async (request) => sso.update(request.params.tenantId, request.params.connectionId, request.body, heldPermissions(request)),
   );
 
   app.delete(

@@ -5,6 +5,7 @@ import type { LightMyRequestResponse } from 'fastify';
 import { createTestApp, type TestApp } from '../../../testing/app.ts';
 import { movableClock } from '../../../testing/clock.ts';
 import { engineSkip, engines } from '../../../testing/engines.ts';
+import type { AuditItem } from '../../../testing/login-state.ts';
 import {
   createSamlSigningKey,
   type SamlResponseOptions,
@@ -25,15 +26,6 @@ interface Tokens {
 interface Connection {
   id: string;
   endpoints: { start: string; acsUrl: string; entityId: string };
-}
-
-interface AuditItem {
-  action: string;
-  outcome: string;
-  actor: { kind: string; id: string | null };
-  target: { type: string; id: string } | null;
-  sessionId: string | null;
-  detail: Record<string, unknown>;
 }
 
 /** A login the SP started: what the IdP was asked, the RelayState and the browser's flow cookie. */

@@ -5,7 +5,8 @@ import type { Clock } from '../../../platform/clock.ts';
 import type { Database, Queryable } from '../../../platform/db/database.ts';
 import { BulwarkError, notFound } from '../../../platform/errors/bulwark-error.ts';
 import { newId } from '../../../platform/ids.ts';
-import type { AccessService } from '../../access/service.ts';
+import { allTenantPermissions } from '../../access/permissions.ts';
+import { type AccessService, assertHeld } from '../../access/service.ts';
 import type { LoginAudit, LoginService } from '../login.ts';
 import type { EnvelopeContext } from '../../keys/envelope.ts';
 import type { KeyringService, Reencryptor, TenantKeys } from '../../keys/service.ts';
@@ -24,6 +25,8 @@ import {
   type ConnectionRow,
   consumeFlow,
   countConnections,
+  countEnabledConnections,
+  type RoleMapping,
   countConnectionsByKeyVersion,
   countDomains,
   deleteConnection,
@@ -52,6 +55,8 @@ export interface SsoOptions {
   /** The base URL browsers and providers reach Bulwark at (redirect URIs, SAML entity ids). */
   publicUrl: string;
   flowTtlMs: number;
+  /** BULWARK_ENV is production: test-only connection settings are refused. */
+  production: boolean;
   /** DNS servers for domain verification; undefined: the system's. */
   dnsServers: readonly string[] | undefined;
 }
@@ -152,8 +157,14 @@ export class SsoService implements Reencryptor {
     return this.#toConnection(tenantId, row);
   }
 
-  async create(tenantId: string, input: CreateConnectionBody): Promise<Connection> {
-    assertConfigUsable(input.protocol, input.config);
+  /**
+   * `caller`: the permissions of whoever creates it. A connection logs people in: its group mappings may
+   * give only roles the caller could give by hand, and linking by e-mail (which reaches every existing
+   * account, administrators included) needs every tenant permission.
+   */
+  async create(tenantId: string, input: CreateConnectionBody, caller: ReadonlySet<string>): Promise<Connection> {
+    assertConfigUsable(input.protocol, input.config, this.#options.production);
+    await this.#assertMayConfigure(tenantId, { roleMappings: input.roleMappings ?? [], linkByEmail: input.linkByEmail ?? false }, caller);
     const id = newId();
     return this.#keyring.withKeys(tenantId, (keys) =>
       this.#db.withTenant(tenantId, async (tx) => {
@@ -175,8 +186,9 @@ export class SsoService implements Reencryptor {
     );
   }
 
-  async update(tenantId: string, connectionId: string, change: UpdateConnectionBody): Promise<Connection> {
-    if (change.config !== undefined) assertConfigUsable(change.protocol, change.config);
+  async update(tenantId: string, connectionId: string, change: UpdateConnectionBody, caller: ReadonlySet<string>): Promise<Connection> {
+    if (change.config !== undefined) assertConfigUsable(change.protocol, change.config, this.#options.production);
+    await this.#assertMayConfigure(tenantId, { roleMappings: change.roleMappings ?? [], linkByEmail: change.linkByEmail === true }, caller);
     return this.#keyring.withKeys(tenantId, (keys) =>
       this.#db.withTenant(tenantId, async (tx) => {
         const row = await findConnection(tx, tenantId, connectionId, { forUpdate: true });
@@ -192,6 +204,7 @@ export class SsoService implements Reencryptor {
           jitProvisioning: change.jitProvisioning ?? row.jit_provisioning,
           linkByEmail: change.linkByEmail ?? row.link_by_email,
         };
+        if (row.enabled && !fields.enabled) await this.#assertNotLastRequired(tx, tenantId, connectionId);
         const updated = await updateConnection(tx, tenantId, connectionId, fields, this.#clock.now());
         const changed = Object.keys(change).filter((key) => key !== 'protocol' && key !== 'secret');
         await this.#audit.record(tx, { tenantId }, {
@@ -206,7 +219,10 @@ export class SsoService implements Reencryptor {
 
   async delete(tenantId: string, connectionId: string): Promise<void> {
     await this.#db.withTenant(tenantId, async (tx) => {
-      if (!(await deleteConnection(tx, tenantId, connectionId))) throw notFound();
+      const row = await findConnection(tx, tenantId, connectionId, { forUpdate: true });
+      if (row === undefined) throw notFound();
+      if (row.enabled) await this.#assertNotLastRequired(tx, tenantId, connectionId);
+      await deleteConnection(tx, tenantId, connectionId);
       await this.#audit.record(tx, { tenantId }, { action: 'sso.connection.delete', target: { type: 'sso-connection', id: connectionId } });
     });
   }
@@ -224,13 +240,26 @@ export class SsoService implements Reencryptor {
       throw new BulwarkError('validation_failed', { message: `There is no user ${userId}.` });
     });
     return this.#db.withTenant(tenantId, async (tx) => {
-      if (input.required && (await countConnections(tx, tenantId)) === 0) {
-        throw new BulwarkError('conflict', { message: 'Create an SSO connection before requiring SSO: nobody could log in.' });
+      if (input.required && (await countEnabledConnections(tx, tenantId, undefined)) === 0) {
+        throw new BulwarkError('conflict', { message: 'Create (or enable) an SSO connection before requiring SSO: nobody could log in.' });
       }
       const row = await upsertLoginPolicy(tx, tenantId, { ssoRequired: input.required, ssoBreakGlass: breakGlass }, this.#clock.now());
       await this.#audit.record(tx, { tenantId }, { action: 'sso-policy.update', detail: { required: input.required, breakGlassUserIds: breakGlass } });
       return { required: row.sso_required, breakGlassUserIds: row.sso_break_glass, updatedAt: row.updated_at.toISOString() };
     });
+  }
+
+  async #assertMayConfigure(tenantId: string, change: { roleMappings: readonly RoleMapping[]; linkByEmail: boolean }, caller: ReadonlySet<string>): Promise<void> {
+    await this.#access.assertMayMapRoles(tenantId, change.roleMappings.map((mapping) => mapping.role), caller);
+    if (change.linkByEmail) assertHeld(caller, allTenantPermissions);
+  }
+
+  /** While SSO is required, the last enabled connection stays: without it nobody but break-glass users could log in. */
+  async #assertNotLastRequired(tx: Queryable, tenantId: string, connectionId: string): Promise<void> {
+    if ((await findLoginPolicy(tx, tenantId))?.sso_required !== true) return;
+    if ((await countEnabledConnections(tx, tenantId, connectionId)) === 0) {
+      throw new BulwarkError('conflict', { message: 'The tenant requires SSO and this is its last enabled connection: stop requiring SSO first.' });
+    }
   }
 
   // --- redirect logins (OIDC, SAML) ---
@@ -464,7 +493,8 @@ export class SsoService implements Reencryptor {
             outcome: 'failure' as const,
             actor: { kind: 'anonymous' as const, id: null },
             target,
-            detail: { protocol: connection.protocol, reason: error instanceof SsoProtocolError ? error.reason : refusal.code, source },
+            // The source address is in the event's sealed personal data (from the request), not in clear here.
+            detail: { protocol: connection.protocol, reason: error instanceof SsoProtocolError ? error.reason : refusal.code },
           };
           // A wrong directory password earns its delay or lockout; an unreachable directory does not.
           if (throttle !== undefined && refusal.code === 'sso_failed') await this.#passwordLogin.refuseDirectoryCheck(tenantId, keys, throttle, event);
@@ -481,7 +511,7 @@ export class SsoService implements Reencryptor {
         // The directory accepted the password: like a right password refused for the account, the check
         // counts as passed, so a disabled or unlinked user is not locked out for it.
         if (throttle !== undefined && error instanceof BulwarkError) await this.#db.withTenant(tenantId, (tx) => this.#passwordLogin.settleDirectoryCheck(tx, tenantId, keys, throttle));
-        return this.#recordRefusal(tenantId, connection, source, error);
+        return this.#recordRefusal(tenantId, connection, error);
       };
       const { userId, provisioned } = await this.#linkedUser(tenantId, connection, identity, subjectHmac, keys).catch(refused);
       const managed = [...new Set(connection.role_mappings.map((mapping) => mapping.role))];
@@ -509,14 +539,14 @@ export class SsoService implements Reencryptor {
     });
   }
 
-  async #recordRefusal(tenantId: string, connection: ConnectionRow, source: string, error: unknown): Promise<never> {
+  async #recordRefusal(tenantId: string, connection: ConnectionRow, error: unknown): Promise<never> {
     if (error instanceof BulwarkError && (error.code === 'sso_user_not_provisioned' || error.code === 'account_disabled')) {
       await this.#audit.recordAlone({ tenantId }, {
         action: 'auth.sso',
         outcome: 'failure',
         actor: { kind: 'anonymous', id: null },
         target: { type: 'sso-connection', id: connection.id },
-        detail: { protocol: connection.protocol, reason: error.code, source },
+        detail: { protocol: connection.protocol, reason: error.code },
       });
     }
     throw error;
@@ -617,14 +647,19 @@ export class SsoService implements Reencryptor {
   }
 }
 
-/** Cross-field checks the schema cannot state (e.g. an LDAP url that does not match its security). */
-function assertConfigUsable(protocol: 'oidc' | 'saml' | 'ldap', config: unknown): void {
+/**
+ * Cross-field checks the schema cannot state (e.g. an LDAP url that does not match its security). In
+ * production the test-only escapes (plain-HTTP providers, plain LDAP) are refused outright.
+ */
+function assertConfigUsable(protocol: 'oidc' | 'saml' | 'ldap', config: unknown, production: boolean): void {
   const problems =
     protocol === 'ldap' ? ldapConnectionProblems(config as LdapConnectionConfig) : protocol === 'saml' ? samlConnectionProblems(config as SamlConnectionConfig) : [];
+  const settings = config as { allowInsecureHttp?: boolean; allowInsecure?: boolean };
+  if (production && (settings.allowInsecureHttp === true || settings.allowInsecure === true)) problems.push('allowInsecureHttp and allowInsecure are for tests and refused in production');
   if (problems.length > 0) {
     // The same `errors` member as a schema refusal: each problem is about the config.
     throw new BulwarkError('validation_failed', {
-      message: `The connection settings do not work: ${problems.join('; ')}.`,
+      message: `The connection settings do not work: ${problems.map((problem) => problem.replace(/\.$/, '')).join('; ')}.`,
       extensions: { errors: problems.map((message) => ({ in: 'body', path: '/config', message })) },
     });
   }

@@ -89,6 +89,15 @@ export async function countConnections(tx: Queryable, tenantId: string): Promise
   return rows[0]?.count ?? 0;
 }
 
+/** Enabled connections, besides `except` (the one about to go). */
+export async function countEnabledConnections(tx: Queryable, tenantId: string, except: string | undefined): Promise<number> {
+  const { rows } = await tx.query<{ count: number }>('SELECT count(*)::int AS count FROM sso_connections WHERE tenant_id = $1 AND enabled AND id IS DISTINCT FROM $2', [
+    tenantId,
+    except ?? null,
+  ]);
+  return rows[0]?.count ?? 0;
+}
+
 export async function deleteConnection(tx: Queryable, tenantId: string, id: string): Promise<boolean> {
   const { rowCount } = await tx.query('DELETE FROM sso_connections WHERE tenant_id = $1 AND id = $2', [tenantId, id]);
   return rowCount > 0;
