@@ -1,8 +1,10 @@
 import { ConfigError } from '../platform/config/config.ts';
+import { runAgent } from './commands/agent.ts';
 import { runAudit } from './commands/audit.ts';
 import { runKeys } from './commands/keys.ts';
 import { runMigrate } from './commands/migrate.ts';
 import { runServe } from './commands/serve.ts';
+import { runService } from './commands/service.ts';
 
 const usage = `Usage: bulwark <command> [options]
 
@@ -13,12 +15,14 @@ Commands:
             (\`bulwark keys --help\` for details)
   audit     Verify the audit hash chains: verify [--tenant <id>] [--json]
             (\`bulwark audit --help\` for details)
+  service   A reading service's key pair: keygen [--out DIR] (\`bulwark service --help\`)
+  agent     The agent program: pair --server URL --code CODE, then run (\`bulwark agent --help\`)
 
 Configuration comes from BULWARK_* environment variables; see docs/configuration.md and docs/cli.md.
 With the embedded PGlite database (no BULWARK_DATABASE_URL) only one process may open the data folder:
 stop \`bulwark serve\` before running \`migrate\`, \`keys\` or \`audit\`. With PostgreSQL they can run alongside it.`;
 
-const commands: Record<string, (args: string[]) => Promise<number | undefined>> = { serve: runServe, migrate: runMigrate, keys: runKeys, audit: runAudit };
+const commands: Record<string, (args: string[]) => Promise<number | undefined>> = { serve: runServe, migrate: runMigrate, keys: runKeys, audit: runAudit, service: runService, agent: runAgent };
 
 const [name, ...args] = process.argv.slice(2);
 const command = name === undefined || !Object.hasOwn(commands, name) ? undefined : commands[name];

@@ -39,6 +39,8 @@ import { AuditDelivery, type AuditSink, BusSink, WebhookSink } from '../modules/
 import { auditRoutes } from '../modules/audit/routes.ts';
 import { type AuditRecorder, AuditService } from '../modules/audit/service.ts';
 import { type Bus, InProcessBus } from '../modules/bus/bus.ts';
+import { NatsBus, natsBusOf } from '../modules/bus/nats.ts';
+import { type NatsAgentAccess, natsAgentAccessOf } from '../modules/bus/nats-credentials.ts';
 import { operatorRoutes } from '../modules/operators/routes.ts';
 import { OperatorsService } from '../modules/operators/service.ts';
 import { UsersService } from '../modules/identity/service.ts';
@@ -58,6 +60,11 @@ import { openRateLimiter } from '../modules/limits/open.ts';
 import { platformLimitsOf } from '../modules/limits/policy.ts';
 import { limitsRoutes } from '../modules/limits/routes.ts';
 import { LimitsService } from '../modules/limits/service.ts';
+import { secretsRoutes } from '../modules/secrets/routes.ts';
+import { SecretsService, ServiceRegistry } from '../modules/secrets/service.ts';
+import { agentGatewayRoutes, InProcessAgentAccess } from '../modules/agents/gateway.ts';
+import { agentRoutes } from '../modules/agents/routes.ts';
+import { AgentsService } from '../modules/agents/service.ts';
 import { Metrics } from '../platform/metrics.ts';
 import cors from '@fastify/cors';
 import secureJson from 'secure-json-parse';
@@ -87,7 +94,12 @@ export function buildServices({
   rootKeys,
   clock = systemClock,
   onBackgroundError,
-}: Omit<AppDependencies, 'logger'> & { onBackgroundError?: (error: unknown, message: string) => void }): BulwarkServices {
+  bus,
+}: Omit<AppDependencies, 'logger'> & {
+  onBackgroundError?: (error: unknown, message: string) => void;
+  /** The app passes the NATS bus when configured; the offline tools run on the in-process one. */
+  bus?: Bus;
+}): BulwarkServices {
   const platformKeys = new PlatformKeys(db, rootKeys, clock);
   // The audit trail seals its subject keys with the tenant keyring, and the keyring audits its changes: the
   // keyring reaches the audit service through this forwarder, which exists before either.
@@ -146,10 +158,21 @@ export function buildServices({
     clock,
     { publicUrl: publicUrl.origin, flowTtlMs: 10 * 60_000, production: config.env === 'production', dnsServers: config.dnsServers },
   );
+  const serviceRegistry = new ServiceRegistry(db, audit, clock);
+  const natsAgentAccess = natsAgentAccessOf(config);
+  const agents = new AgentsService(db, platformKeys, auditTrail, { busAccess: natsAgentAccess ?? new InProcessAgentAccess(), tenantStatus: (tenantId) => tenancy.status(tenantId) }, clock, {
+    pairingTtlSeconds: config.agentPairingTtlSeconds,
+    pairingMaxLiveCodes: config.agentPairingMaxLiveCodes,
+    pairingMaxFailures: config.agentPairingMaxFailures,
+    pairingWindowSeconds: config.agentPairingWindowSeconds,
+    staleSeconds: config.agentStaleSeconds,
+    ...(onBackgroundError === undefined ? {} : { onBackgroundError }),
+  });
   return {
     keyring,
     audit: auditTrail,
-    bus: new InProcessBus(),
+    bus: bus ?? new InProcessBus(onBackgroundError === undefined ? {} : { onError: onBackgroundError }),
+    natsAgentAccess,
     transit: new TransitService(keyring, audit),
     tenancy,
     limits,
@@ -165,6 +188,9 @@ export function buildServices({
     accessTokens: new AccessTokenAuthenticator(tokens, { userSessions: sessions, operatorSessions, operators }),
     apiKeys: new ApiKeyService(db, audit, limits, clock, { cacheTtlMs: config.authCacheTtlMs, ...(onBackgroundError === undefined ? {} : { onBackgroundError }) }),
     access,
+    serviceRegistry,
+    secrets: new SecretsService(db, keyring, auditTrail, { registry: serviceRegistry, tenants: tenancy }, clock),
+    agents,
   };
 }
 
@@ -172,6 +198,8 @@ export interface BulwarkServices {
   keyring: KeyringService;
   audit: AuditService;
   bus: Bus;
+  /** Agents' own NATS users (BULWARK_NATS_AGENT_*), or undefined: agents then use the HTTP gateway on the bus. */
+  natsAgentAccess: NatsAgentAccess | undefined;
   transit: TransitService;
   tenancy: TenancyService;
   limits: LimitsService;
@@ -187,6 +215,9 @@ export interface BulwarkServices {
   accessTokens: AccessTokenAuthenticator;
   apiKeys: ApiKeyService;
   access: AccessService;
+  serviceRegistry: ServiceRegistry;
+  secrets: SecretsService;
+  agents: AgentsService;
 }
 
 declare module 'fastify' {
@@ -283,6 +314,28 @@ function startAuditJobs(app: FastifyInstance, db: Database, config: Config, cloc
   });
 }
 
+/**
+ * Agents' background work while the app runs: their reports from the bus (every instance subscribes in one
+ * queue group, so each report is handled once) and the stale sweep. Reports still in hand finish before
+ * the app closes.
+ */
+function startAgentJobs(app: FastifyInstance, config: Config): void {
+  const { agents, bus } = app.services;
+  const stopListening = agents.listen(bus);
+  const sweep =
+    config.agentStaleSweepSeconds === 0
+      ? undefined
+      : setInterval(() => {
+          agents.sweepStale().catch((error: unknown) => app.log.error({ err: error }, 'agent stale sweep failed'));
+        }, config.agentStaleSweepSeconds * 1000);
+  sweep?.unref();
+  app.addHook('onClose', async () => {
+    clearInterval(sweep);
+    stopListening();
+    await agents.settled();
+  });
+}
+
 /** Builds the Bulwark HTTP app without listening; tests call inject(), `server.ts` listens. */
 export async function buildApp({ config, db, rootKeys, clock = systemClock, logger }: AppDependencies): Promise<FastifyInstance> {
   // Typed as Fastify's logger interface so the instance type stays the plain FastifyInstance.
@@ -355,7 +408,8 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
     throw new BulwarkError('service_unavailable', { message: 'The server is shutting down; retry on another instance.' });
   });
 
-  const services = buildServices({ config, db, rootKeys, clock, onBackgroundError: (error, message) => app.log.error({ err: error }, message) });
+  const bus = natsBusOf(config, (error, message) => app.log.warn({ err: error }, message));
+  const services = buildServices({ config, db, rootKeys, clock, onBackgroundError: (error, message) => app.log.error({ err: error }, message), ...(bus === undefined ? {} : { bus }) });
   const { keyring, tenancy } = services;
   app.decorate('services', services);
   await services.tokens.init();
@@ -482,7 +536,7 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
 
   app.get('/openapi.json', { config: { auth: 'public' }, schema: { hide: true } }, async () => app.swagger());
 
-  await app.register(healthRoutes, { db, rootKeys, rateLimitStore: rateLimits.probe });
+  await app.register(healthRoutes, { db, rootKeys, rateLimitStore: rateLimits.probe, bus: services.bus instanceof NatsBus ? services.bus : undefined });
   const onboarding: TenantOnboarding = {
     adminSchema: createUserBody,
     check: (admin) => services.users.assertAcceptableForNewTenant(admin),
@@ -522,10 +576,15 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   await app.register(apiKeyRoutes, { apiKeys: services.apiKeys });
   await app.register(keysRoutes, { keyring, transit: services.transit, transitBodyLimit: config.bodyLimitBytes });
   await app.register(limitsRoutes, { limits: services.limits });
+  await app.register(secretsRoutes, { registry: services.serviceRegistry, secrets: services.secrets, bodyLimitBytes: config.bodyLimitBytes });
   await app.register(auditRoutes, { audit: services.audit });
+  await app.register(agentRoutes, { agents: services.agents });
+  await app.register(agentGatewayRoutes, { agents: services.agents, bus: services.bus });
   startAuditJobs(app, db, config, clock);
+  startAgentJobs(app, config);
   // Unwrapped data keys leave memory with the app.
   app.addHook('onClose', async () => keyring.close());
+  app.addHook('onClose', async () => services.bus.close());
   return app;
 }
 

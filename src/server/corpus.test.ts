@@ -40,6 +40,7 @@ const refusalTables = new Set([
   'platform_audit_deliveries',
   'login_throttles',
   'operator_login_throttles',
+  'agent_pairing_throttles',
 ]);
 /** Columns that move on use rather than on change (key use stamps, encryption counters flushed in the background). */
 const volatileColumns = ['last_used_at', 'encryptions'];
@@ -75,7 +76,8 @@ for (const engine of engines) {
       if (auth === 'tenant') return tenant.apiKey;
       if (auth === 'operator') return fixture.test.operatorToken;
       if (auth === 'self') return values['accessToken'];
-      return undefined;
+      // A public route that checks a credential of its own (a service's) gets it: the checks behind it are probed too.
+      return routeSamples[operation.key]?.credential?.(values);
     };
 
     const fingerprint = async (): Promise<string> => {

@@ -67,6 +67,11 @@ describe('OpenAPI document', () => {
       'GET /v1/sso/{tenantId}/{connectionId}/callback',
       'POST /v1/sso/{tenantId}/{connectionId}/acs',
       'GET /v1/sso/{tenantId}/{connectionId}/metadata',
+      // A service's sealed copy: the route checks the service's own credential itself.
+      'GET /v1/services/{serviceId}/secrets/{tenantId}/{secretName}',
+      // Agents: the pairing code is the credential of the pairing; the agent token, checked by the route, of the gateway.
+      'POST /v1/agents/pair',
+      'POST /v1/agents/{agentId}/messages',
     ];
     for (const { path, method, operation } of operations()) {
       const isPublic = publicOperations.includes(`${method.toUpperCase()} ${path}`);

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { newId } from '../platform/ids.ts';
 import { defaultPasswordPolicy } from '../modules/identity/password-policy.ts';
 import { FakeVaultTransit } from '../modules/keys/root/vault-transit-fake.ts';
 import { Secret } from 'otpauth';
 import { totpCode } from '../modules/identity/mfa/totp.ts';
+import { generateServiceKeyPair } from '../modules/secrets/sealing.ts';
 import { createTestApp, type TestApp } from './app.ts';
 import { startTestDnsServer, type TestDnsServer } from './dns-server.ts';
 import type { EngineName } from './engines.ts';
@@ -31,6 +33,8 @@ const changeOperatorPassword = (values: Targets) => {
   return { email: values['operatorEmail'], currentPassword, newPassword: values['operatorPassword'] };
 };
 /** A disabled LDAP connection (nothing listens on its address): configurable, never reached. */
+/** The value of every sample secret: no response may ever carry it (the fixture's secrets list holds it). */
+const suiteSecretValue = `suite secret value ${newId()}`;
 const ldapConnection = (name: string) => ({
   protocol: 'ldap',
   name,
@@ -57,6 +61,8 @@ export interface RouteSample {
   bodyFor?: (values: Targets) => unknown;
   /** What a public route answers when its success cannot repeat (setup is done once, by the test app itself). */
   publicStatus?: number;
+  /** The credential a public route checks itself (a service's own), from the targets: the corpus sends it to reach what lies behind the check. */
+  credential?: (values: Targets) => string | undefined;
 }
 
 /**
@@ -193,6 +199,32 @@ export const routeSamples: Record<string, RouteSample> = {
   'GET /v1/sso/{tenantId}/{connectionId}/metadata': { auth: 'public', publicStatus: 404 },
   'GET /v1/keys/root': { auth: 'operator' },
   'POST /v1/keys/root/rotate': { auth: 'operator' },
+  // Secrets: the services that read them, a tenant's secrets (metadata only), and a service's own sealed copy
+  // (its credential checked by the route: without one, 401).
+  'POST /v1/services': { auth: 'operator', bodyFor: () => ({ name: `suite-${newId()}`, publicKey: generateServiceKeyPair().publicKey }) },
+  'GET /v1/services': { auth: 'operator' },
+  'GET /v1/services/{serviceId}': { auth: 'operator' },
+  'DELETE /v1/services/{serviceId}': { auth: 'operator' },
+  'GET /v1/tenants/{tenantId}/secrets': { auth: 'tenant' },
+  'PUT /v1/tenants/{tenantId}/secrets/{secretName}': { auth: 'tenant', bodyFor: (values) => ({ value: suiteSecretValue, readers: [values['serviceId']] }) },
+  'GET /v1/tenants/{tenantId}/secrets/{secretName}': { auth: 'tenant' },
+  'DELETE /v1/tenants/{tenantId}/secrets/{secretName}': { auth: 'tenant' },
+  'GET /v1/services/{serviceId}/secrets/{tenantId}/{secretName}': { auth: 'public', credential: (values) => values['serviceCredential'], publicStatus: 401 },
+  // Agents: pairing codes, the pairing (the code is the credential), the agents, and the gateway (the agent
+  // token is its credential: without one, 401). The gateway sample publishes where no subscriber records anything.
+  'POST /v1/tenants/{tenantId}/agents/pairing-codes': { auth: 'tenant', body: { name: 'Suite agent', ttlSeconds: 600 } },
+  'GET /v1/tenants/{tenantId}/agents/pairing-codes': { auth: 'tenant' },
+  'DELETE /v1/tenants/{tenantId}/agents/pairing-codes': { auth: 'tenant' },
+  'POST /v1/agents/pair': { auth: 'public', bodyFor: (values) => ({ code: values['pairingCode'], name: 'Suite agent', publicKey: { type: 'ed25519', key: values['agentPublicKey'] } }) },
+  'GET /v1/tenants/{tenantId}/agents': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/agents/{agentId}': { auth: 'tenant' },
+  'DELETE /v1/tenants/{tenantId}/agents/{agentId}': { auth: 'tenant' },
+  'POST /v1/agents/{agentId}/messages': {
+    auth: 'public',
+    credential: (values) => values['agentToken'],
+    bodyFor: (values) => ({ subject: `bulwark.t.${values['tenantId'] ?? ''}.agents.${values['agentId'] ?? ''}.events`, payload: { suite: true } }),
+    publicStatus: 401,
+  },
 };
 
 
@@ -219,15 +251,15 @@ export class RouteFixture {
     this.operations = operations;
     this.customerVault = customerVault;
     this.dns = dns;
-    this.secrets = [test.operatorToken, customerVaultToken];
+    this.secrets = [test.operatorToken, customerVaultToken, suiteSecretValue];
   }
 
   static async start(engine: EngineName): Promise<RouteFixture> {
     const customerVault = await FakeVaultTransit.start({ token: customerVaultToken, keyName: 'suite-kek' });
     // Domain verification asks this server for the TXT records the targets publish.
     const dns = await startTestDnsServer();
-    // Each call of `targets` leaves a live API key: the suites make more than the default key quota.
-    const test = await createTestApp(engine, { config: { customerKmsAllowedOrigins: customerVault.address, quotaApiKeys: 'unlimited', dnsServers: dns.address } });
+    // Each call of `targets` leaves a live API key and a live pairing code: the suites make more than the default caps.
+    const test = await createTestApp(engine, { config: { customerKmsAllowedOrigins: customerVault.address, quotaApiKeys: 'unlimited', dnsServers: dns.address, agentPairingMaxLiveCodes: '100000' } });
     return new RouteFixture(test, await documentedOperations(test.app), customerVault, dns);
   }
 
@@ -325,7 +357,31 @@ export class RouteFixture {
     const claimed = await as('POST', '/domains', { domain }, 201);
     const verification = claimed.json<{ verification: { name: string; value: string } }>().verification;
     this.dns.setTxt(verification.name, [verification.value]);
+    // A service of its own (DELETE retires it) and a secret sealed to it.
+    const serviceKeys = generateServiceKeyPair();
+    const registered = await test.call({ method: 'POST', url: '/v1/services', token: test.operatorToken, body: { name: `target-${newId()}`, publicKey: serviceKeys.publicKey } });
+    assert.equal(registered.statusCode, 201, registered.body);
+    const { id: serviceId, credential: serviceCredential } = registered.json<{ id: string; credential: string }>();
+    secrets.push(serviceCredential, serviceKeys.privateKeyPem);
+    const secretName = `target-${newId()}`;
+    await as('PUT', `/secrets/${secretName}`, { value: suiteSecretValue, readers: [serviceId] }, 201);
+    // An agent of its own (DELETE revokes it), and a fresh code for the pairing route (each is single use).
+    const newPairingCode = async () => (await as('POST', '/agents/pairing-codes', {}, 201)).json<{ code: string }>().code;
+    const agentPublicKey = () => generateKeyPairSync('ed25519').publicKey.export({ format: 'jwk' }).x ?? '';
+    const paired = await test.call({ method: 'POST', url: '/v1/agents/pair', body: { code: await newPairingCode(), name: 'Target agent', publicKey: { type: 'ed25519', key: agentPublicKey() } } });
+    assert.equal(paired.statusCode, 201, paired.body);
+    const { agentId, credentials } = paired.json<{ agentId: string; credentials: { token: string } }>();
+    const pairingCode = await newPairingCode();
+    secrets.push(credentials.token, pairingCode);
     return {
+      agentId,
+      agentToken: credentials.token,
+      pairingCode,
+      agentPublicKey: agentPublicKey(),
+      serviceId,
+      serviceCredential,
+      servicePrivateKey: serviceKeys.privateKeyPem,
+      secretName,
       factorId: pending.factorId,
       totpSecret: pending.secret,
       connectionId: connectionId ?? '',

@@ -28,6 +28,10 @@ export const tenantPermissions = {
   'audit:read': 'Read, export, summarise and verify the audit trail.',
   'audit:write': "Set the audit trail's retention.",
   'limits:read': "Read the tenant's rate limits, quotas and usage.",
+  'secrets:read': 'List secrets and read their metadata (versions, readers, dates); never a value.',
+  'secrets:write': 'Write (create, rotate) and delete secrets, naming the services that may read them.',
+  'agents:read': 'List and read paired agents: status, last seen, health and latest stats.',
+  'agents:write': 'Create pairing codes and revoke agents.',
 } as const;
 
 export const platformPermissions = {
@@ -40,6 +44,8 @@ export const platformPermissions = {
   'platform:audit:read': 'Read, export, summarise and verify the platform audit trail.',
   'platform:audit:write': "Set the platform audit trail's retention.",
   'platform:limits:write': "Set a tenant's rate limits, quotas and concurrency cap.",
+  'platform:services:read': 'List and read the services that read secrets.',
+  'platform:services:write': 'Register and retire services (their public keys and credentials).',
 } as const;
 
 export type TenantPermission = keyof typeof tenantPermissions;
@@ -89,8 +95,8 @@ export const platformRoles = {
     standingTenantPermissions: ['keys:read', 'keys:rotate', 'limits:read'] satisfies TenantPermission[],
   },
   'platform-auditor': {
-    description: "Reads tenants, operators, the key status, tenants' limits and the platform audit trail; changes nothing.",
-    permissions: ['platform:tenants:read', 'platform:root-key:read', 'platform:operators:read', 'platform:audit:read'] satisfies PlatformPermission[],
+    description: "Reads tenants, operators, services, the key status, tenants' limits and the platform audit trail; changes nothing.",
+    permissions: ['platform:tenants:read', 'platform:root-key:read', 'platform:operators:read', 'platform:audit:read', 'platform:services:read'] satisfies PlatformPermission[],
     standingTenantPermissions: ['keys:read', 'limits:read'] satisfies TenantPermission[],
   },
 } as const satisfies Record<string, { description: string; permissions: readonly PlatformPermission[]; standingTenantPermissions: readonly TenantPermission[] }>;
@@ -110,9 +116,11 @@ export function platformRoleGrants(role: string): { platform: ReadonlySet<string
 
 /**
  * Never in a support grant: each would let the operator mint access that outlives the grant (a key, a
- * role, another grant, an identity provider of its own that logs in as any user) or take over the customer's key.
+ * role, another grant, an identity provider of its own that logs in as any user) or take over the customer's key,
+ * or swap a secret its services rely on for one the operator knows (a replicator's target credentials),
+ * or pair an agent of its own into the tenant.
  */
-export const ungrantablePermissions: ReadonlySet<TenantPermission> = new Set(['api-keys:write', 'roles:write', 'support-grants:write', 'keys:customer-key', 'sso:write']);
+export const ungrantablePermissions: ReadonlySet<TenantPermission> = new Set(['api-keys:write', 'roles:write', 'support-grants:write', 'keys:customer-key', 'sso:write', 'secrets:write', 'agents:write']);
 
 /**
  * What makes a user an administrator for the MFA policy `required_for_admins`: any permission that changes
@@ -129,6 +137,7 @@ export const administrativePermissions: ReadonlySet<TenantPermission> = new Set(
   'keys:customer-key',
   'support-grants:write',
   'audit:write',
+  'secrets:write',
 ]);
 
 /**

@@ -15,6 +15,8 @@ export const auditActions = [
   'operator.lockout.clear',
   'root-key.rotate',
   'limits.update',
+  'service.register',
+  'service.retire',
   // Authentication (in the realm's chain: the tenant's, or the platform's for operators)
   'auth.login',
   'auth.lockout',
@@ -68,6 +70,17 @@ export const auditActions = [
   'crypto.encrypt',
   'crypto.decrypt',
   'crypto.rewrap',
+  'secret.put',
+  'secret.delete',
+  // A service's read of its sealed copy (actor: the service)
+  'secret.read',
+  // Agents: pairing, revocation, and what their reports change (actor: the agent, or the system's stale sweep)
+  'pairing-code.create',
+  'pairing-code.delete',
+  'agent.pair',
+  'agent.revoke',
+  'agent.health.change',
+  'agent.stale',
   // Authorization refusals of authenticated callers
   'access.denied',
   // A tenant (or operator) throttled by a rate limit: sampled, at most one event per bucket per minute

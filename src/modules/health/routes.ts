@@ -13,9 +13,14 @@ export interface RateLimitStoreProbe {
   required: boolean;
 }
 
-export const healthRoutes: RoutePlugin<{ db: Database; rootKeys: RootKeyProvider; rateLimitStore: RateLimitStoreProbe | undefined }> = async (
+/** The NATS bus, when the app runs on one: its connection must be up for the instance to be ready. */
+export interface BusProbe {
+  ping(): Promise<void>;
+}
+
+export const healthRoutes: RoutePlugin<{ db: Database; rootKeys: RootKeyProvider; rateLimitStore: RateLimitStoreProbe | undefined; bus: BusProbe | undefined }> = async (
   app,
-  { db, rootKeys, rateLimitStore },
+  { db, rootKeys, rateLimitStore, bus },
 ) => {
   app.get(
     '/healthz',
@@ -35,13 +40,14 @@ export const healthRoutes: RoutePlugin<{ db: Database; rootKeys: RootKeyProvider
         tags,
         summary: 'Readiness',
         description:
-          'Ready when the database and the root key provider answer (the bus joins when its module lands). With Redis configured, `rateLimitStore` reports it; it decides readiness only when `BULWARK_RATE_LIMIT_REDIS_FAILURE=closed`. 503 otherwise.',
+          'Ready when the database and the root key provider answer, and with NATS configured (`bus` in `checks`) when the NATS connection is up. With Redis configured, `rateLimitStore` reports it; it decides readiness only when `BULWARK_RATE_LIMIT_REDIS_FAILURE=closed`. 503 otherwise.',
         response: {
           200: Type.Object({
             status: Type.Literal('ready'),
             checks: Type.Object({
               database: Type.Literal('ok'),
               rootKey: Type.Literal('ok'),
+              bus: Type.Optional(Type.Literal('ok')),
               rateLimitStore: Type.Optional(Type.Union([Type.Literal('ok'), Type.Literal('unavailable')])),
             }),
           }),
@@ -50,20 +56,28 @@ export const healthRoutes: RoutePlugin<{ db: Database; rootKeys: RootKeyProvider
     },
     async () => {
       const outcome = (probe: PromiseSettledResult<unknown>) => (probe.status === 'fulfilled' ? ('ok' as const) : ('unavailable' as const));
-      const [database, rootKey, store] = await Promise.allSettled([
+      const [database, rootKey, store, busPing] = await Promise.allSettled([
         withTimeout(db.ping(), probeTimeoutMs),
         withTimeout(rootKeys.ping(), probeTimeoutMs),
         rateLimitStore === undefined ? Promise.resolve() : withTimeout(rateLimitStore.ping(), probeTimeoutMs),
+        bus === undefined ? Promise.resolve() : withTimeout(bus.ping(), probeTimeoutMs),
       ]);
       const checks = {
         database: outcome(database),
         rootKey: outcome(rootKey),
+        ...(bus === undefined ? {} : { bus: outcome(busPing) }),
         ...(rateLimitStore === undefined ? {} : { rateLimitStore: outcome(store) }),
       };
-      if (checks.database !== 'ok' || checks.rootKey !== 'ok' || (rateLimitStore?.required === true && checks.rateLimitStore !== 'ok')) {
+      if (
+        checks.database !== 'ok' ||
+        checks.rootKey !== 'ok' ||
+        (bus !== undefined && checks.bus !== 'ok') ||
+        (rateLimitStore?.required === true && checks.rateLimitStore !== 'ok')
+      ) {
         throw new BulwarkError('service_unavailable', { detail: `readiness: ${JSON.stringify(checks)}`, extensions: { checks } });
       }
-      return { status: 'ready' as const, checks: { ...checks, database: 'ok' as const, rootKey: 'ok' as const } };
+      const ready = { database: 'ok' as const, rootKey: 'ok' as const, ...(bus === undefined ? {} : { bus: 'ok' as const }) };
+      return { status: 'ready' as const, checks: { ...ready, ...(checks.rateLimitStore === undefined ? {} : { rateLimitStore: checks.rateLimitStore }) } };
     },
   );
 };

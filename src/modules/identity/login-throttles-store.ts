@@ -63,14 +63,17 @@ export async function clearLoginSubject(tx: Queryable, t: ThrottleTable, scope: 
 
 /** After a correct password: the account starts clean, the source gives back the check it reserved. */
 export async function settleLoginAttempt(tx: Queryable, t: ThrottleTable, scope: string, subjects: { account: string; source: string }): Promise<void> {
-  await tx.query(
-    `WITH cleared AS (DELETE FROM ${t.table} WHERE ${t.scope} = $1 AND subject = $2)
-     UPDATE ${t.table} SET failures = greatest(failures - 1, 0) WHERE ${t.scope} = $1 AND subject = $3`,
-    [scope, subjects.account, subjects.source],
-  );
+  // Two statements, account row first: the order the reservation locks them in. (As one statement with a
+  // data-modifying CTE, PostgreSQL may touch the two rows in either order, and concurrent logins of one
+  // account from one address deadlocked.)
+  await tx.query(`DELETE FROM ${t.table} WHERE ${t.scope} = $1 AND subject = $2`, [scope, subjects.account]);
+  await tx.query(`UPDATE ${t.table} SET failures = greatest(failures - 1, 0) WHERE ${t.scope} = $1 AND subject = $2`, [scope, subjects.source]);
 }
 
 /** A reserved check that was never made (the directory was unreachable): both subjects give it back. */
 export async function releaseLoginAttempt(tx: Queryable, t: ThrottleTable, scope: string, subjects: { account: string; source: string }): Promise<void> {
-  await tx.query(`UPDATE ${t.table} SET failures = greatest(failures - 1, 0) WHERE ${t.scope} = $1 AND subject IN ($2, $3)`, [scope, subjects.account, subjects.source]);
+  // Account row first, as everywhere (see settleLoginAttempt).
+  for (const subject of [subjects.account, subjects.source]) {
+    await tx.query(`UPDATE ${t.table} SET failures = greatest(failures - 1, 0) WHERE ${t.scope} = $1 AND subject = $2`, [scope, subject]);
+  }
 }

@@ -9,7 +9,7 @@ import { rootKeyProblem } from './service.ts';
 import { findPlatformKey, insertPlatformKey, listPlatformKeys, replacePlatformKey } from './platform-keys-store.ts';
 
 /** The names of platform keys; each is one row of `platform_keys`. */
-export type PlatformKeyName = 'operators' | 'audit';
+export type PlatformKeyName = 'operators' | 'audit' | 'agents';
 
 /** Where a platform-sealed value lives: bound into the envelope's associated data, as for tenant columns. */
 export interface PlatformSealContext {

@@ -38,6 +38,12 @@ export interface Config {
   readonly metricsPort: number | undefined;
   readonly metricsHost: string;
   readonly natsUrl: string | undefined;
+  readonly natsCredsFile: string | undefined;
+  readonly natsAgentAccount: string | undefined;
+  readonly natsAgentSigningKeyFile: string | undefined;
+  readonly natsOperatorSigningKeyFile: string | undefined;
+  readonly natsSystemCredsFile: string | undefined;
+  readonly natsAgentServers: readonly string[] | undefined;
   readonly setupToken: string | undefined;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly regions: readonly string[];
@@ -63,6 +69,12 @@ export interface Config {
   readonly loginSourceMaxFailures: number;
   readonly loginLockoutSeconds: number;
   readonly supportGrantMaxHours: number;
+  readonly agentPairingTtlSeconds: number;
+  readonly agentPairingMaxLiveCodes: number;
+  readonly agentPairingMaxFailures: number;
+  readonly agentPairingWindowSeconds: number;
+  readonly agentStaleSeconds: number;
+  readonly agentStaleSweepSeconds: number;
   readonly accessTokenTtlSeconds: number;
   readonly authCacheTtlMs: number;
   readonly auditCheckpointIntervalSeconds: number;
@@ -119,6 +131,19 @@ export function loadConfig(environment: Source = process.env, overrides: Partial
   const { headersTimeoutSeconds, requestTimeoutSeconds } = values as { headersTimeoutSeconds?: number; requestTimeoutSeconds?: number };
   if (headersTimeoutSeconds !== undefined && requestTimeoutSeconds !== undefined && headersTimeoutSeconds > requestTimeoutSeconds) {
     problems.push('BULWARK_HEADERS_TIMEOUT_SECONDS must not exceed BULWARK_REQUEST_TIMEOUT_SECONDS');
+  }
+  // Minting and revoking agents' NATS users needs all of the agent signing material, and NATS itself.
+  const natsAgentOptions: [keyof Config, string][] = [
+    ['natsAgentAccount', 'BULWARK_NATS_AGENT_ACCOUNT'],
+    ['natsAgentSigningKeyFile', 'BULWARK_NATS_AGENT_SIGNING_KEY_FILE'],
+    ['natsOperatorSigningKeyFile', 'BULWARK_NATS_OPERATOR_SIGNING_KEY_FILE'],
+    ['natsSystemCredsFile', 'BULWARK_NATS_SYSTEM_CREDS_FILE'],
+  ];
+  const natsAgentSet = natsAgentOptions.filter(([key]) => values[key] !== undefined).length;
+  if (natsAgentSet > 0 && natsAgentSet < natsAgentOptions.length) problems.push(`${natsAgentOptions.map(([, env]) => env).join(', ')} go together: set all or none`);
+  const natsOptions: [keyof Config, string][] = [...natsAgentOptions, ['natsCredsFile', 'BULWARK_NATS_CREDS_FILE'], ['natsAgentServers', 'BULWARK_NATS_AGENT_SERVERS']];
+  for (const [key, env] of natsOptions) {
+    if (values[key] !== undefined && values['natsUrl'] === undefined) problems.push(`${env} needs BULWARK_NATS_URL`);
   }
   if ((values['auditWebhookUrl'] === undefined) !== (values['auditWebhookSecret'] === undefined)) {
     problems.push('BULWARK_AUDIT_WEBHOOK_URL and BULWARK_AUDIT_WEBHOOK_SECRET go together: set both or neither');

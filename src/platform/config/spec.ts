@@ -323,9 +323,54 @@ export const optionSpecs: readonly OptionSpec[] = [
   {
     key: 'natsUrl',
     env: 'BULWARK_NATS_URL',
-    description: 'NATS URL for the message bus. Validated now; used once the bus module lands (in-process bus when unset).',
+    description:
+      'NATS URL of the message bus (`nats://` or `tls://`); the server reconnects forever with backoff and `/readyz` reports the bus while it is down. Unset: the in-process bus (agents reach it through the HTTP gateway). See docs/bus.md.',
     secret: true,
     parse: url('nats', 'tls'),
+  },
+  {
+    key: 'natsCredsFile',
+    env: 'BULWARK_NATS_CREDS_FILE',
+    description:
+      "Creds file (user JWT and nkey seed) of Bulwark's own NATS user, in the agents account, allowed to publish and subscribe on `bulwark.>` and `_INBOX.>`. Unset: connect without credentials (a server without auth).",
+    parse: text(1, 4096),
+  },
+  {
+    key: 'natsAgentAccount',
+    env: 'BULWARK_NATS_AGENT_ACCOUNT',
+    description:
+      'Public key (`A...`) of the NATS account agents connect to. With the three key options below, pairing hands each agent NATS credentials of its own (a user JWT allowing only its subjects) and revoking an agent revokes that user on the account.',
+    parse: (raw: string) => (/^A[A-Z2-7]{55}$/.test(raw) ? { value: raw } : { error: 'must be a NATS account public key (A followed by 55 base32 characters)' }),
+  },
+  {
+    key: 'natsAgentSigningKeyFile',
+    env: 'BULWARK_NATS_AGENT_SIGNING_KEY_FILE',
+    description:
+      "File holding the seed (`SA...`) of a signing key of the agents account that signs agents' user JWTs. An unscoped key: a scoped one would replace the per-agent permissions with its template.",
+    parse: text(1, 4096),
+  },
+  {
+    key: 'natsOperatorSigningKeyFile',
+    env: 'BULWARK_NATS_OPERATOR_SIGNING_KEY_FILE',
+    description:
+      "File holding the seed (`SO...`) of an operator signing key: it re-signs the agents account's JWT when a revocation is added. Give Bulwark a signing key of its own, not the operator's identity key.",
+    parse: text(1, 4096),
+  },
+  {
+    key: 'natsSystemCredsFile',
+    env: 'BULWARK_NATS_SYSTEM_CREDS_FILE',
+    description: 'Creds file of a system account user: revocations are pushed to the server as account updates (`$SYS.REQ.CLAIMS.UPDATE`, resolver `full`).',
+    parse: text(1, 4096),
+  },
+  {
+    key: 'natsAgentServers',
+    env: 'BULWARK_NATS_AGENT_SERVERS',
+    description: 'Comma-separated NATS URLs handed to agents at pairing (how they reach NATS from their network). Defaults to `BULWARK_NATS_URL` without its credentials.',
+    parse: (raw: string) => {
+      const servers = raw.split(',').map((server) => server.trim());
+      const valid = servers.length <= 16 && servers.every((server) => 'value' in url('nats', 'tls')(server) && new URL(server).username === '' && new URL(server).password === '');
+      return valid ? { value: servers } : { error: 'must be up to 16 comma-separated nats:// or tls:// URLs without credentials' };
+    },
   },
   {
     key: 'setupToken',
@@ -523,6 +568,50 @@ export const optionSpecs: readonly OptionSpec[] = [
     parse: integer(1, 720),
   },
   {
+    key: 'agentPairingTtlSeconds',
+    env: 'BULWARK_AGENT_PAIRING_TTL_SECONDS',
+    description: 'How long a new agent pairing code may be used, unless its creator gives `ttlSeconds` (60 to 3600).',
+    default: '600',
+    parse: integer(60, 3600),
+  },
+  {
+    key: 'agentPairingMaxLiveCodes',
+    env: 'BULWARK_AGENT_PAIRING_MAX_LIVE_CODES',
+    description:
+      'Unexpired pairing codes one tenant may hold at once. Every live code is a target for guessing (docs/agents.md works out the odds), so keep it small.',
+    default: '20',
+    parse: integer(1, 100_000),
+  },
+  {
+    key: 'agentPairingMaxFailures',
+    env: 'BULWARK_AGENT_PAIRING_MAX_FAILURES',
+    description:
+      'Wrong pairing codes per client address within BULWARK_AGENT_PAIRING_WINDOW_SECONDS; past it the address is refused (429 too_many_attempts), right codes included, until the window ends.',
+    default: '10',
+    parse: integer(1, 10_000),
+  },
+  {
+    key: 'agentPairingWindowSeconds',
+    env: 'BULWARK_AGENT_PAIRING_WINDOW_SECONDS',
+    description: "The window of BULWARK_AGENT_PAIRING_MAX_FAILURES: it starts at an address's first wrong code.",
+    default: '900',
+    parse: integer(60, 86_400),
+  },
+  {
+    key: 'agentStaleSeconds',
+    env: 'BULWARK_AGENT_STALE_SECONDS',
+    description: 'An active agent silent this long (no heartbeat, health or stats report) is stale; its next report clears it.',
+    default: '90',
+    parse: integer(10, 86_400),
+  },
+  {
+    key: 'agentStaleSweepSeconds',
+    env: 'BULWARK_AGENT_STALE_SWEEP_SECONDS',
+    description: 'How often agents gone silent are marked stale (each audited once, as `agent.stale`); 0: never on a timer.',
+    default: '30',
+    parse: integer(0, 3600),
+  },
+  {
     key: 'accessTokenTtlSeconds',
     env: 'BULWARK_ACCESS_TOKEN_TTL_SECONDS',
     description: 'Lifetime of an access token (JWT), 5 to 15 minutes; refresh tokens renew it.',
@@ -556,7 +645,7 @@ export const optionSpecs: readonly OptionSpec[] = [
     key: 'auditBus',
     env: 'BULWARK_AUDIT_BUS',
     description:
-      'Publish every committed audit event on the bus, in order: `bulwark.t.<tenantId>.audit` and `bulwark.platform.audit` (for SIEMs once the NATS bus lands; until then in-process subscribers only).',
+      'Publish every committed audit event on the bus, in order: `bulwark.t.<tenantId>.audit` and `bulwark.platform.audit` (with NATS, SIEMs and other consumers subscribe there with their own account permissions; with the in-process bus, in-process subscribers only).',
     default: 'false',
     parse: boolean,
   },

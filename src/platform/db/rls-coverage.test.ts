@@ -26,6 +26,10 @@ const platformTables: Record<string, string> = {
   platform_audit_checkpoints: 'signed checkpoints of the platform chain',
   platform_audit_subject_keys: 'keys of the personal data in platform events',
   platform_audit_deliveries: 'sink cursors of the platform chain',
+  // The services that read secrets (0012): platform principals with their public keys and credential hashes.
+  services: 'registered secret-reading services (credential hashes)',
+  // Failed agent pairings per client address (0013): keyed by the address's HMAC, before any tenant is known.
+  agent_pairing_throttles: 'pairing brute-force counters per client address',
 };
 
 /**
@@ -44,6 +48,8 @@ const platformOnlyTables = [
   'platform_audit_checkpoints',
   'platform_audit_subject_keys',
   'platform_audit_deliveries',
+  'services',
+  'agent_pairing_throttles',
 ];
 
 interface TableInfo {

@@ -10,6 +10,7 @@ export const errorCodes = {
   mfa_challenge_invalid: { status: 401, title: 'The MFA challenge is unknown, spent or expired; log in again.' },
   invalid_mfa_code: { status: 401, title: 'The second-factor proof is wrong.' },
   sso_failed: { status: 401, title: 'The identity provider did not vouch for this login.' },
+  invalid_pairing_code: { status: 401, title: 'The pairing code is unknown, spent or expired.' },
   unauthenticated: { status: 401, title: 'Authentication is required.' },
   invalid_credentials: { status: 401, title: 'The credentials are invalid or expired.' },
   forbidden: { status: 403, title: 'The credentials do not allow this action.' },
