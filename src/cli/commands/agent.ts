@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { connect, credsAuthenticator, Events, NatsError, type NatsConnection } from 'nats';
 import { type AgentBusCredentials, agentSubjects } from '../../modules/bus/access.ts';
+import { natsTls } from '../../modules/bus/nats.ts';
 import { UsageError, withUsage } from '../usage.ts';
 
 const agentUsage = `Usage: bulwark agent pair --server <url> --code <code> [--name <name>] [--state <file>]
@@ -266,6 +267,7 @@ async function openNats(bus: Extract<AgentBusCredentials, { kind: 'nats' }>, sta
       name: `bulwark-agent ${state.agentId}`,
       reconnect: false,
       timeout: 10_000,
+      ...natsTls(bus.servers),
     });
   } catch (error) {
     throw refusedByNats(error) ?? error;

@@ -239,7 +239,7 @@ for (const engine of engines) {
       assert.deepEqual([event?.actor.kind, event?.detail['supportGrantId']], ['operator', writing.id]);
       await as(apiKey, 'DELETE', `/support-grants/${writing.id}`);
 
-      for (const permission of ['api-keys:write', 'roles:write', 'support-grants:write', 'keys:customer-key', 'sso:write']) {
+      for (const permission of ['api-keys:write', 'roles:write', 'support-grants:write', 'keys:customer-key', 'sso:write', 'secrets:write', 'agents:write']) {
         assertProblem(await as(apiKey, 'POST', '/support-grants', { permissions: [permission], reason: 'No', durationHours: 1 }), 400, 'validation_failed');
       }
       assertProblem(await as(apiKey, 'POST', '/support-grants', { permissions: ['records:read'], reason: 'Too long', durationHours: 25 }), 400, 'validation_failed');

@@ -5,6 +5,7 @@ import type { Config } from '../../platform/config/config.ts';
 import { isId } from '../../platform/ids.ts';
 import { type AgentBusAccess, type AgentBusCredentials, agentPermissions } from './access.ts';
 import { BusUnavailableError } from './bus.ts';
+import { natsTls } from './nats.ts';
 
 /** What Bulwark needs to mint agents' NATS users and revoke them. */
 export interface NatsSigning {
@@ -136,6 +137,7 @@ export class NatsAgentAccess implements AgentBusAccess {
         authenticator: credsAuthenticator(this.#systemCreds),
         timeout: this.#timeoutMs,
         reconnect: false,
+        ...natsTls(this.#servers),
       });
     } catch (error) {
       throw new BusUnavailableError('bus: cannot reach NATS as the system account user', { cause: error });

@@ -12,7 +12,7 @@ import { createBareTestApp } from '../../testing/app.ts';
 import { natsServerSkip, type PrivateNats, sharedNatsSkip, startPrivateNats, testNatsUrl } from '../../testing/nats.ts';
 import { agentPermissions, agentSubjects } from './access.ts';
 import { BusPermissionError, BusRequestError, BusUnavailableError, InProcessBus } from './bus.ts';
-import { NatsBus } from './nats.ts';
+import { NatsBus, natsTls } from './nats.ts';
 import { NatsAgentAccess, natsAgentAccessOf } from './nats-credentials.ts';
 
 const encoder = new TextEncoder();
@@ -394,6 +394,18 @@ describe('the NATS bus on the shared server (no auth)', { skip: await sharedNats
     } finally {
       await bus.close();
     }
+  });
+});
+
+describe('tls:// NATS URLs', { skip: await sharedNatsSkip() }, () => {
+  it('require TLS: a server that offers none (the shared plaintext one) is refused, not spoken to in clear', async () => {
+    assert.deepEqual(natsTls(['nats://bus:4222']), {});
+    assert.deepEqual(natsTls(['nats://a:4222', 'TLS://b:4222']), { tls: {} });
+    const plain = new URL(testNatsUrl);
+    await assert.rejects(connect({ servers: [`tls://${plain.host}`], reconnect: false, timeout: 2_000, ...natsTls([`tls://${plain.host}`]) }), (error: unknown) => error instanceof NatsError && error.code === (ErrorCode.ServerOptionNotAvailable as string));
+    // Control: the same server in clear, without the option, connects.
+    const connection = await connect({ servers: [testNatsUrl], reconnect: false, timeout: 2_000 });
+    await connection.close();
   });
 });
 

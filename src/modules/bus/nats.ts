@@ -169,6 +169,7 @@ export class NatsBus implements Bus {
           pingInterval: 10_000,
           maxPingOut: 3,
           ...(this.#options.creds === undefined ? {} : { authenticator: credsAuthenticator(encoder.encode(this.#options.creds)) }),
+          ...natsTls(this.#options.servers),
         });
       } catch (error) {
         this.#options.onError(error, 'bus: cannot connect to NATS');
@@ -277,4 +278,13 @@ export function natsBusOf(config: Config, onError: (error: unknown, message: str
     ...(config.natsCredsFile === undefined ? {} : { creds: readFileSync(config.natsCredsFile, 'utf8') }),
     onError,
   });
+}
+
+/**
+ * `tls://` in a server URL means TLS is required. The client reads only host and port from a URL and would
+ * upgrade only when the server's plaintext greeting offers TLS, which anyone on the path can rewrite; with
+ * the `tls` option set it refuses a server that does not speak TLS.
+ */
+export function natsTls(servers: readonly string[]): { tls?: Record<string, never> } {
+  return servers.some((server) => /^tls:\/\//i.test(server)) ? { tls: {} } : {};
 }

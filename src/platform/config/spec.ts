@@ -593,7 +593,7 @@ export const optionSpecs: readonly OptionSpec[] = [
   {
     key: 'agentPairingWindowSeconds',
     env: 'BULWARK_AGENT_PAIRING_WINDOW_SECONDS',
-    description: "The window of BULWARK_AGENT_PAIRING_MAX_FAILURES: it starts at an address's first wrong code.",
+    description: "The window of BULWARK_AGENT_PAIRING_MAX_FAILURES: it starts at an address's first attempt (right codes do not reset it).",
     default: '900',
     parse: integer(60, 86_400),
   },
