@@ -1,11 +1,10 @@
-import { readFileSync } from 'node:fs';
 import { type Account, checkKey, type ClaimsData, createUser, decode, encodeAccount, encodeUser, fmtCreds, type KeyPair } from '@nats-io/jwt';
 import { connect, credsAuthenticator, type NatsConnection } from 'nats';
 import type { Config } from '../../platform/config/config.ts';
 import { isId } from '../../platform/ids.ts';
 import { type AgentBusAccess, type AgentBusCredentials, agentPermissions } from './access.ts';
 import { BusUnavailableError } from './bus.ts';
-import { natsTls } from './nats.ts';
+import { natsTls, readKeyFile } from './nats.ts';
 
 /** What Bulwark needs to mint agents' NATS users and revoke them. */
 export interface NatsSigning {
@@ -201,9 +200,9 @@ export function natsAgentAccessOf(config: Config): NatsAgentAccess | undefined {
     agentServers: config.natsAgentServers ?? [withoutCredentials(natsUrl)],
     signing: {
       account: natsAgentAccount,
-      accountSigningSeed: readFileSync(natsAgentSigningKeyFile, 'utf8').trim(),
-      operatorSigningSeed: readFileSync(natsOperatorSigningKeyFile, 'utf8').trim(),
-      systemCreds: readFileSync(natsSystemCredsFile, 'utf8'),
+      accountSigningSeed: readKeyFile(natsAgentSigningKeyFile).trim(),
+      operatorSigningSeed: readKeyFile(natsOperatorSigningKeyFile).trim(),
+      systemCreds: readKeyFile(natsSystemCredsFile),
     },
   });
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -449,10 +449,11 @@ describe('NATS configuration', () => {
       const seed = (key: { getSeed(): Uint8Array }) => new TextDecoder().decode(key.getSeed());
       const system = createAccount();
       const systemUser = createUser();
+      const operatorSeed = seed(createOperator());
       const files = {
         natsAgentAccount: account,
         natsAgentSigningKeyFile: await write('account.nk', `${seed(createAccount())}\n`),
-        natsOperatorSigningKeyFile: await write('operator.nk', seed(createOperator())),
+        natsOperatorSigningKeyFile: await write('operator.nk', operatorSeed),
         natsSystemCredsFile: await write('system.creds', new TextDecoder().decode(fmtCreds(await encodeUser('sys', systemUser, system), systemUser))),
       };
       const access = natsAgentAccessOf(testConfig({ natsUrl: 'nats://bulwark:hunter2@127.0.0.1:4222', ...files }));
@@ -462,6 +463,9 @@ describe('NATS configuration', () => {
       assert.equal(natsAgentAccessOf(testConfig({ natsUrl: 'nats://127.0.0.1:4222' })), undefined, 'without the signing material agents use the gateway');
       const swapped = testConfig({ natsUrl: 'nats://127.0.0.1:4222', ...files, natsAgentSigningKeyFile: files.natsOperatorSigningKeyFile });
       assert.throws(() => natsAgentAccessOf(swapped), /the agents account signing key must be an account seed/);
+      // A key file others can read is refused, naming the fix (never the content).
+      await chmod(files.natsOperatorSigningKeyFile, 0o644);
+      assert.throws(() => natsAgentAccessOf(testConfig({ natsUrl: 'nats://127.0.0.1:4222', ...files })), (error: unknown) => error instanceof Error && /accessible by group or others \(mode 0644\).*chmod 600/.test(error.message) && !error.message.includes(operatorSeed));
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, credsAuthenticator, ErrorCode, Events, JSONCodec, NatsError, type Msg, type NatsConnection, type Subscription } from 'nats';
 import type { Config } from '../../platform/config/config.ts';
@@ -275,7 +275,7 @@ export function natsBusOf(config: Config, onError: (error: unknown, message: str
   if (config.natsUrl === undefined) return undefined;
   return new NatsBus({
     servers: [config.natsUrl],
-    ...(config.natsCredsFile === undefined ? {} : { creds: readFileSync(config.natsCredsFile, 'utf8') }),
+    ...(config.natsCredsFile === undefined ? {} : { creds: readKeyFile(config.natsCredsFile) }),
     onError,
   });
 }
@@ -287,4 +287,22 @@ export function natsBusOf(config: Config, onError: (error: unknown, message: str
  */
 export function natsTls(servers: readonly string[]): { tls?: Record<string, never> } {
   return servers.some((server) => /^tls:\/\//i.test(server)) ? { tls: {} } : {};
+}
+
+/**
+ * Reads a file of NATS key material (a seed, or creds with one), refusing one that group or others can
+ * access, as the root key file is refused: these seeds mint agents and rewrite the account. The mode is
+ * taken from the open file, so the file checked is the file read.
+ */
+export function readKeyFile(path: string): string {
+  const descriptor = openSync(path, 'r');
+  try {
+    const mode = fstatSync(descriptor).mode & 0o777;
+    if ((mode & 0o077) !== 0) {
+      throw new Error(`NATS key file ${path} is accessible by group or others (mode ${mode.toString(8).padStart(4, '0')}); restrict it with \`chmod 600 ${path}\` and restart`);
+    }
+    return readFileSync(descriptor, 'utf8');
+  } finally {
+    closeSync(descriptor);
+  }
 }
