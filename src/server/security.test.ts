@@ -226,6 +226,54 @@ for (const engine of engines) {
       assert.equal(own.statusCode, 200);
     });
 
+    it("every tenant table, below the routes: under A's context B's rows are neither seen, changed, deleted nor copied in", async () => {
+      const valuesB = await targets(tenantB);
+      // A login of the target user (it has a factor: an MFA challenge row) and a login policy row.
+      assert.equal((await test.call({ method: 'POST', url: '/v1/auth/login', body: { tenantId: tenantB.tenantId, email: valuesB['email'], password: valuesB['password'] } })).statusCode, 200);
+      assert.equal((await test.call({ method: 'PUT', url: `/v1/tenants/${tenantB.tenantId}/mfa-policy`, token: tenantB.apiKey, body: { mode: 'optional' } })).statusCode, 200);
+      const tables = (
+        await test.storage.asOwner(
+          "SELECT table_name FROM information_schema.columns WHERE table_schema = 'public' AND column_name = 'tenant_id' AND table_name <> 'tenants' ORDER BY table_name",
+        )
+      ).map((row) => String(row['table_name']));
+      const covered: string[] = [];
+      for (const table of tables) {
+        // As the owner (past RLS): B's rows, the control that there is something to hide.
+        const rowsOfB = await test.storage.asOwner(`SELECT to_jsonb(t) AS row FROM ${table} t WHERE tenant_id = $1 LIMIT 1`, [tenantB.tenantId]);
+        const sample = rowsOfB[0]?.['row'];
+        if (sample === undefined) continue;
+        covered.push(table);
+        // Each statement alone: one the app role has no grant for is refused outright (as good as none seen).
+        const asA = async (sql: string) => {
+          try {
+            const { rows, rowCount } = await test.storage.db.withTenant(tenantA.tenantId, (tx) => tx.query(sql, [tenantB.tenantId]));
+            return (rows[0] as { n?: number } | undefined)?.n ?? rowCount;
+          } catch (error) {
+            if ((error as { code?: string }).code === '42501') return 'no grant';
+            throw error;
+          }
+        };
+        const seen = {
+          read: await asA(`SELECT count(*)::int AS n FROM ${table} WHERE tenant_id = $1`),
+          updated: await asA(`UPDATE ${table} SET tenant_id = tenant_id WHERE tenant_id = $1`),
+          deleted: await asA(`DELETE FROM ${table} WHERE tenant_id = $1`),
+        };
+        assert.equal(seen.read, 0, `${table}: read`);
+        assert.ok(seen.updated === 0 || seen.updated === 'no grant', `${table}: updated ${String(seen.updated)}`);
+        assert.ok(seen.deleted === 0 || seen.deleted === 'no grant', `${table}: deleted ${String(seen.deleted)}`);
+        // A copy of B's row written under A's context, B's tenant id kept: refused by the policy's check.
+        await assert.rejects(
+          test.storage.db.withTenant(tenantA.tenantId, (tx) => tx.query(`INSERT INTO ${table} SELECT (jsonb_populate_record(NULL::${table}, $1::jsonb)).*`, [JSON.stringify(sample)])),
+          /row-level security|permission denied/,
+          table,
+        );
+      }
+      // The tables this issue's routes fill (the targets make rows in each) are among those proven.
+      for (const table of ['login_policies', 'mfa_factors', 'mfa_recovery_codes', 'mfa_challenges', 'sso_connections', 'tenant_domains', 'secrets', 'secret_versions', 'secret_copies', 'agents', 'agent_pairing_codes']) {
+        assert.ok(covered.includes(table), `${table} has rows of B to hide (covered: ${covered.join(', ')})`);
+      }
+    });
+
     it("B's record and key ids under A's own tenant path answer 404 not_found", async () => {
       const valuesB = await targets(tenantB);
       const stateBefore = await storedState(test, tenantB.tenantId);
