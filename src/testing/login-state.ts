@@ -1,6 +1,24 @@
 import assert from 'node:assert/strict';
 import type { TestApp } from './app.ts';
 
+/** A login's tokens, as the login routes answer them (the members tests use). */
+export interface Tokens {
+  accessToken: string;
+  refreshToken: string;
+  sessionId: string;
+}
+
+/** GET /v1/me for a tenant user (the members tests use). */
+export interface Me {
+  kind: string;
+  tenantId: string;
+  id: string;
+  email: string;
+  firstName: string | null;
+  lastName: string | null;
+  passwordSet: boolean;
+}
+
 /** An event as GET /v1/tenants/{t}/audit answers it. */
 export interface AuditItem {
   action: string;

@@ -9,25 +9,9 @@ import { storedDataContains } from '../../../testing/at-rest.ts';
 import { movableClock } from '../../../testing/clock.ts';
 import { engineSkip, engines } from '../../../testing/engines.ts';
 import { freePort } from '../../../testing/ports.ts';
-import { type AuditItem, loginState } from '../../../testing/login-state.ts';
+import { type AuditItem, loginState, type Me, type Tokens } from '../../../testing/login-state.ts';
 import { assertNoLeak, assertProblem } from '../../../testing/security-suite.ts';
 import { ldapGroupsDn, ldapPeopleDn, type PrivateSlapd, type SeededLdapUser, slapdSkip, startPrivateSlapd } from '../../../testing/slapd.ts';
-
-interface Tokens {
-  accessToken: string;
-  refreshToken: string;
-  sessionId: string;
-}
-
-interface Me {
-  kind: string;
-  tenantId: string;
-  id: string;
-  email: string;
-  firstName: string | null;
-  lastName: string | null;
-  passwordSet: boolean;
-}
 
 interface ConnectionAnswer {
   id: string;

@@ -9,24 +9,9 @@ import { createTestApp, type TestApp } from '../../../testing/app.ts';
 import { storedDataContains } from '../../../testing/at-rest.ts';
 import { movableClock } from '../../../testing/clock.ts';
 import { engineSkip, engines } from '../../../testing/engines.ts';
-import { type AuditItem, loginState } from '../../../testing/login-state.ts';
+import { type AuditItem, loginState, type Me, type Tokens } from '../../../testing/login-state.ts';
 import { startOidcPeer, type OidcPeer, type OidcPeerAccount } from '../../../testing/oidc-peer.ts';
 import { assertNoLeak, assertProblem } from '../../../testing/security-suite.ts';
-
-interface Tokens {
-  accessToken: string;
-  refreshToken: string;
-  sessionId: string;
-}
-
-interface Me {
-  kind: string;
-  tenantId: string;
-  id: string;
-  email: string;
-  firstName: string | null;
-  lastName: string | null;
-}
 
 interface ConnectionAnswer {
   id: string;

@@ -5,7 +5,7 @@ import type { LightMyRequestResponse } from 'fastify';
 import { createTestApp, type TestApp } from '../../../testing/app.ts';
 import { movableClock } from '../../../testing/clock.ts';
 import { engineSkip, engines } from '../../../testing/engines.ts';
-import type { AuditItem } from '../../../testing/login-state.ts';
+import { type AuditItem, type Tokens } from '../../../testing/login-state.ts';
 import {
   createSamlSigningKey,
   type SamlResponseOptions,
@@ -16,12 +16,6 @@ import {
   type XswVariant,
 } from '../../../testing/saml-idp.ts';
 import { assertNoLeak, assertProblem } from '../../../testing/security-suite.ts';
-
-interface Tokens {
-  accessToken: string;
-  refreshToken: string;
-  sessionId: string;
-}
 
 interface Connection {
   id: string;
