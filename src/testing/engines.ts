@@ -49,7 +49,7 @@ const unlimitedRates = Object.fromEntries(
 );
 
 export function testConfig(overrides: Partial<Record<keyof Config, string>> = {}): Config {
-  return loadConfig({}, { env: 'test', logLevel: process.env['BULWARK_TEST_LOG_LEVEL'] ?? 'silent', ...unlimitedRates, ...overrides });
+  return loadConfig({}, { env: 'test', logLevel: process.env['BULWARK_TEST_LOG_LEVEL'] ?? 'silent', backupSchedule: 'off', offboardingGraceHours: '0', ...unlimitedRates, ...overrides });
 }
 
 export interface TestDatabase {

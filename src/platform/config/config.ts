@@ -83,6 +83,12 @@ export interface Config {
   readonly auditWebhookUrl: string | undefined;
   readonly auditWebhookSecret: string | undefined;
   readonly shutdownTimeoutMs: number;
+  readonly backupTargets: Readonly<Record<string, string>> | undefined;
+  readonly backupSchedule: string;
+  readonly backupKeepDailyDays: number;
+  readonly backupKeepWeeklyWeeks: number;
+  readonly offboardingGraceHours: number;
+  readonly offboardingAuditArchive: boolean;
 }
 
 export class ConfigError extends Error {
@@ -131,6 +137,13 @@ export function loadConfig(environment: Source = process.env, overrides: Partial
   const { headersTimeoutSeconds, requestTimeoutSeconds } = values as { headersTimeoutSeconds?: number; requestTimeoutSeconds?: number };
   if (headersTimeoutSeconds !== undefined && requestTimeoutSeconds !== undefined && headersTimeoutSeconds > requestTimeoutSeconds) {
     problems.push('BULWARK_HEADERS_TIMEOUT_SECONDS must not exceed BULWARK_REQUEST_TIMEOUT_SECONDS');
+  }
+  const { backupTargets, regions } = values as { backupTargets?: Record<string, string>; regions?: string[] };
+  if (backupTargets !== undefined && regions !== undefined) {
+    const missing = regions.filter((region) => !Object.hasOwn(backupTargets, region));
+    const unknown = Object.keys(backupTargets).filter((region) => !regions.includes(region));
+    if (missing.length > 0) problems.push(`BULWARK_BACKUP_TARGETS has no target for region ${missing.join(', ')}: a tenant's backups must stay in its region`);
+    if (unknown.length > 0) problems.push(`BULWARK_BACKUP_TARGETS names region ${unknown.join(', ')}, which BULWARK_REGIONS does not list`);
   }
   // Minting and revoking agents' NATS users needs all of the agent signing material, and NATS itself.
   const natsAgentOptions: [keyof Config, string][] = [

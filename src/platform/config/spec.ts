@@ -17,6 +17,28 @@ export interface OptionSpec {
 
 const identifier = /^[a-z_][a-z0-9_]{0,62}$/;
 
+/** `region=url` pairs: each region named once, each url file:///absolute or s3://bucket[/prefix]. */
+function backupTargets(raw: string) {
+  const targets: Record<string, string> = {};
+  for (const pair of raw.split(',').map((part) => part.trim())) {
+    const match = /^([a-z][a-z0-9-]{0,31})=(.+)$/.exec(pair);
+    if (!match) return { error: 'must be region=url pairs separated by commas' };
+    const [, region, target] = match as unknown as [string, string, string];
+    if (Object.hasOwn(targets, region)) return { error: `names region ${region} twice` };
+    let parsed: URL;
+    try {
+      parsed = new URL(target);
+    } catch {
+      return { error: `has a target for ${region} that is not a URL` };
+    }
+    if (parsed.protocol !== 'file:' && parsed.protocol !== 's3:') return { error: `has a target for ${region} that is neither file:// nor s3://` };
+    if (parsed.protocol === 's3:' && parsed.hostname === '') return { error: `has an s3:// target for ${region} without a bucket` };
+    targets[region] = target;
+  }
+  return { value: targets };
+}
+
+
 function integer(min: number, max: number) {
   return (raw: string) => {
     if (!/^\d+$/.test(raw)) return { error: `must be an integer between ${min} and ${max}` };
@@ -671,5 +693,47 @@ export const optionSpecs: readonly OptionSpec[] = [
     description: 'How long a graceful shutdown waits for in-flight requests before closing anyway.',
     default: '10000',
     parse: integer(0, 600000),
+  },
+  {
+    key: 'backupTargets',
+    env: 'BULWARK_BACKUP_TARGETS',
+    description:
+      'Where backups go, per region: `region=url` pairs separated by commas. A url is `file:///absolute/folder` or `s3://bucket/prefix` (optional query: `endpoint`, `region`, `forcePathStyle=true`; credentials from the AWS SDK chain). A tenant\'s backup segments and key escrow go only to its region\'s target; the platform segment and manifests to the first region\'s. Every configured region needs one. Default: `<dataDir>/backups/<region>` for each region.',
+    parse: backupTargets,
+  },
+  {
+    key: 'backupSchedule',
+    env: 'BULWARK_BACKUP_SCHEDULE',
+    description: 'When scheduled backups run: a 5-field cron expression in UTC, or `off`. Each schedule slot is backed up once, across every instance.',
+    default: '0 3 * * *',
+    parse: (raw) => (raw === 'off' || /^\S+( \S+){4}$/.test(raw.trim()) ? { value: raw.trim() } : { error: 'must be a 5-field cron expression or off' }),
+  },
+  {
+    key: 'backupKeepDailyDays',
+    env: 'BULWARK_BACKUP_KEEP_DAILY_DAYS',
+    description: 'Retention: the newest backup of each of the last N days (UTC) is kept.',
+    default: '7',
+    parse: integer(1, 3650),
+  },
+  {
+    key: 'backupKeepWeeklyWeeks',
+    env: 'BULWARK_BACKUP_KEEP_WEEKLY_WEEKS',
+    description: 'Retention: the newest backup of each of the last M ISO weeks is kept as well (0: none beyond the dailies). Everything else is pruned, audited.',
+    default: '4',
+    parse: integer(0, 520),
+  },
+  {
+    key: 'offboardingGraceHours',
+    env: 'BULWARK_OFFBOARDING_GRACE_HOURS',
+    description: 'How long after an offboarding request (`DELETE /v1/tenants/{t}`) it can be confirmed; until then it can be cancelled and nothing is destroyed.',
+    default: '72',
+    parse: integer(0, 8760),
+  },
+  {
+    key: 'offboardingAuditArchive',
+    env: 'BULWARK_OFFBOARDING_AUDIT_ARCHIVE',
+    description: "Before a tenant's data is destroyed, export its audit chain (as stored: hashes intact, personal data sealed) to the operator archive in its region's backup target (`archive/<tenantId>/`).",
+    default: 'false',
+    parse: boolean,
   },
 ];
