@@ -1,6 +1,7 @@
 import { ConfigError } from '../platform/config/config.ts';
 import { runAgent } from './commands/agent.ts';
 import { runAudit } from './commands/audit.ts';
+import { runBackup } from './commands/backup.ts';
 import { runKeys } from './commands/keys.ts';
 import { runMigrate } from './commands/migrate.ts';
 import { runServe } from './commands/serve.ts';
@@ -15,6 +16,8 @@ Commands:
             (\`bulwark keys --help\` for details)
   audit     Verify the audit hash chains: verify [--tenant <id>] [--json]
             (\`bulwark audit --help\` for details)
+  backup    Backups: create, list, verify <id>, restore <id> --to <target> [--force], prune
+            (\`bulwark backup --help\` for details)
   service   A reading service's key pair: keygen [--out DIR] (\`bulwark service --help\`)
   agent     The agent program: pair --server URL --code CODE, then run (\`bulwark agent --help\`)
 
@@ -22,7 +25,7 @@ Configuration comes from BULWARK_* environment variables; see docs/configuration
 With the embedded PGlite database (no BULWARK_DATABASE_URL) only one process may open the data folder:
 stop \`bulwark serve\` before running \`migrate\`, \`keys\` or \`audit\`. With PostgreSQL they can run alongside it.`;
 
-const commands: Record<string, (args: string[]) => Promise<number | undefined>> = { serve: runServe, migrate: runMigrate, keys: runKeys, audit: runAudit, service: runService, agent: runAgent };
+const commands: Record<string, (args: string[]) => Promise<number | undefined>> = { serve: runServe, migrate: runMigrate, keys: runKeys, audit: runAudit, backup: runBackup, service: runService, agent: runAgent };
 
 const [name, ...args] = process.argv.slice(2);
 const command = name === undefined || !Object.hasOwn(commands, name) ? undefined : commands[name];

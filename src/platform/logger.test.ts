@@ -27,6 +27,21 @@ describe('logger', () => {
     assert.match(text(), /\[redacted\]/);
   });
 
+  it("logs a request's path with its ids but not the tenant's names (collections, secrets, roles)", () => {
+    const { logger, text } = capture();
+    logger.info({
+      req: {
+        method: 'PUT',
+        url: '/v1/tenants/0123456789ab/secrets/payroll-db?cursor=private-cursor',
+        routeOptions: { url: '/v1/tenants/:tenantId/secrets/:secretName' },
+        params: { tenantId: '0123456789ab', secretName: 'payroll-db' },
+      },
+    });
+    const line = JSON.parse(text()) as { req: { path: string } };
+    assert.equal(line.req.path, '/v1/tenants/0123456789ab/secrets/:secretName');
+    assert.doesNotMatch(text(), /payroll|private-cursor/);
+  });
+
   it('logs errors without driver detail that can quote row values', () => {
     const { logger, text } = capture();
     const driverError = Object.assign(new Error('duplicate key value violates unique constraint "records_pkey"'), {

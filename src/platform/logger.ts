@@ -42,11 +42,38 @@ export function serializeError(error: unknown): Record<string, unknown> {
   };
 }
 
-function serializeRequest(request: { method?: string; url?: string; ip?: string; headers?: Record<string, unknown> }) {
+interface LoggedRequest {
+  method?: string;
+  url?: string;
+  ip?: string;
+  headers?: Record<string, unknown>;
+  /** Set by Fastify once a route matched: its pattern, and the path parameters. */
+  routeOptions?: { url?: string | undefined };
+  params?: unknown;
+}
+
+const idShape = /^[0-9a-f]{12}$/;
+
+/**
+ * The path as the route's pattern with its id parameters filled in. Any other parameter (a collection, secret,
+ * role or domain name) is the tenant's own text and stays `:name`: an offboarded tenant's data must not
+ * outlive it in the logs. The query string is dropped: cursors and filters are caller-controlled text. A path
+ * no route matched reached no tenant's data and is logged as sent.
+ */
+function loggedPath(request: LoggedRequest): string | undefined {
+  const pattern = request.routeOptions?.url;
+  if (pattern === undefined) return request.url?.split('?')[0];
+  const params = (typeof request.params === 'object' && request.params !== null ? request.params : {}) as Record<string, unknown>;
+  return pattern.replace(/:(\w+)/g, (whole, name: string) => {
+    const value = params[name];
+    return typeof value === 'string' && idShape.test(value) ? value : whole;
+  });
+}
+
+function serializeRequest(request: LoggedRequest) {
   return {
     method: request.method,
-    // The query string is dropped: cursors and future filters are caller-controlled text.
-    path: request.url?.split('?')[0],
+    path: loggedPath(request),
     remoteAddress: request.ip,
     userAgent: request.headers?.['user-agent'],
   };

@@ -55,6 +55,8 @@ import { ApiKeyService } from '../modules/sessions/service.ts';
 import { type TenantOnboarding, tenancyRoutes } from '../modules/tenancy/routes.ts';
 import { createUserBody } from '../modules/identity/schemas.ts';
 import { TenancyService } from '../modules/tenancy/service.ts';
+import { type LegalHolds, OffboardingService } from '../modules/tenancy/offboarding.ts';
+import type { DatabaseMaintenance } from '../platform/db/maintenance.ts';
 import { LimitsAdmission } from '../modules/limits/admission.ts';
 import { openRateLimiter } from '../modules/limits/open.ts';
 import { platformLimitsOf } from '../modules/limits/policy.ts';
@@ -65,10 +67,17 @@ import { SecretsService, ServiceRegistry } from '../modules/secrets/service.ts';
 import { agentGatewayRoutes, InProcessAgentAccess } from '../modules/agents/gateway.ts';
 import { agentRoutes } from '../modules/agents/routes.ts';
 import { AgentsService } from '../modules/agents/service.ts';
+import { privacyRoutes } from '../modules/privacy/routes.ts';
+import { PrivacyService } from '../modules/privacy/service.ts';
+import { backupRoutes } from '../modules/backup/routes.ts';
+import { openRestoreTarget } from '../modules/backup/restore.ts';
+import { BackupService } from '../modules/backup/service.ts';
+import { backupStoresOf } from '../modules/backup/storage.ts';
 import { Metrics } from '../platform/metrics.ts';
 import cors from '@fastify/cors';
 import secureJson from 'secure-json-parse';
 import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import type { ServerOptions } from 'node:http';
 
 /** The base URL browsers and identity providers reach this deployment at. */
@@ -82,6 +91,8 @@ export interface AppDependencies {
   rootKeys: RootKeyProvider;
   clock?: Clock;
   logger?: Logger;
+  /** From openDatabase: the owner's table rewrite that confirming an offboarding needs (without it, confirm answers 503). */
+  maintenance?: DatabaseMaintenance;
 }
 
 /**
@@ -95,6 +106,7 @@ export function buildServices({
   clock = systemClock,
   onBackgroundError,
   bus,
+  maintenance,
 }: Omit<AppDependencies, 'logger'> & {
   onBackgroundError?: (error: unknown, message: string) => void;
   /** The app passes the NATS bus when configured; the offline tools run on the in-process one. */
@@ -168,8 +180,22 @@ export function buildServices({
     staleSeconds: config.agentStaleSeconds,
     ...(onBackgroundError === undefined ? {} : { onBackgroundError }),
   });
+  const backups = new BackupService(db, rootKeys, audit, clock, {
+    stores: backupStoresOf(config),
+    regions: config.regions,
+    retention: { keepDailyDays: config.backupKeepDailyDays, keepWeeklyWeeks: config.backupKeepWeeklyWeeks },
+    schedule: config.backupSchedule,
+  });
+  // Until the privacy module is wired here: its PrivacyService (activeHolds) is the LegalHolds to pass.
+  const noLegalHoldsYet: LegalHolds = { activeHolds: () => Promise.resolve([]) };
+  const offboarding = new OffboardingService(db, { tenancy, keyring, audit: auditTrail, agents, storage: backups, holds: noLegalHoldsYet, maintenance }, clock, {
+    graceHours: config.offboardingGraceHours,
+    archiveAudit: config.offboardingAuditArchive,
+  });
   return {
     keyring,
+    backups,
+    offboarding,
     audit: auditTrail,
     bus: bus ?? new InProcessBus(onBackgroundError === undefined ? {} : { onError: onBackgroundError }),
     natsAgentAccess,
@@ -191,11 +217,14 @@ export function buildServices({
     serviceRegistry,
     secrets: new SecretsService(db, keyring, auditTrail, { registry: serviceRegistry, tenants: tenancy }, clock),
     agents,
+    privacy: new PrivacyService(db, auditTrail, { users, access, sessions, mfa, sso }, clock),
   };
 }
 
 export interface BulwarkServices {
   keyring: KeyringService;
+  backups: BackupService;
+  offboarding: OffboardingService;
   audit: AuditService;
   bus: Bus;
   /** Agents' own NATS users (BULWARK_NATS_AGENT_*), or undefined: agents then use the HTTP gateway on the bus. */
@@ -218,6 +247,7 @@ export interface BulwarkServices {
   serviceRegistry: ServiceRegistry;
   secrets: SecretsService;
   agents: AgentsService;
+  privacy: PrivacyService;
 }
 
 declare module 'fastify' {
@@ -336,8 +366,39 @@ function startAgentJobs(app: FastifyInstance, config: Config): void {
   });
 }
 
+/**
+ * Scheduled backups while the app runs: each minute the most recent due slot is claimed (once across every
+ * instance), backed up and followed by retention. At start a slot missed in the last day is caught up.
+ */
+function startBackupJobs(app: FastifyInstance, config: Config, clock: Clock): void {
+  if (config.backupSchedule === 'off') return;
+  const { backups } = app.services;
+  let since = new Date(clock.now().getTime() - 86_400_000);
+  let running: Promise<unknown> | undefined;
+  const tick = () => {
+    if (running !== undefined) return;
+    const now = clock.now();
+    running = backups
+      .runDue(since)
+      .then(() => {
+        since = now;
+      })
+      .catch((error: unknown) => app.log.error({ err: error }, 'scheduled backup failed'))
+      .finally(() => {
+        running = undefined;
+      });
+  };
+  const timer = setInterval(tick, 60_000);
+  timer.unref();
+  setImmediate(tick);
+  app.addHook('onClose', async () => {
+    clearInterval(timer);
+    await running;
+  });
+}
+
 /** Builds the Bulwark HTTP app without listening; tests call inject(), `server.ts` listens. */
-export async function buildApp({ config, db, rootKeys, clock = systemClock, logger }: AppDependencies): Promise<FastifyInstance> {
+export async function buildApp({ config, db, rootKeys, clock = systemClock, logger, maintenance }: AppDependencies): Promise<FastifyInstance> {
   // Typed as Fastify's logger interface so the instance type stays the plain FastifyInstance.
   const loggerInstance: FastifyBaseLogger = logger ?? createLogger(config.logLevel);
   const tls = config.tlsCertFile !== undefined && config.tlsKeyFile !== undefined ? { cert: readFileSync(config.tlsCertFile), key: readFileSync(config.tlsKeyFile) } : undefined;
@@ -409,7 +470,15 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   });
 
   const bus = natsBusOf(config, (error, message) => app.log.warn({ err: error }, message));
-  const services = buildServices({ config, db, rootKeys, clock, onBackgroundError: (error, message) => app.log.error({ err: error }, message), ...(bus === undefined ? {} : { bus }) });
+  const services = buildServices({
+    config,
+    db,
+    rootKeys,
+    clock,
+    onBackgroundError: (error, message) => app.log.error({ err: error }, message),
+    ...(bus === undefined ? {} : { bus }),
+    ...(maintenance === undefined ? {} : { maintenance }),
+  });
   const { keyring, tenancy } = services;
   app.decorate('services', services);
   await services.tokens.init();
@@ -549,7 +618,7 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
       return { id: user.id, email: user.email };
     },
   };
-  await app.register(tenancyRoutes, { tenancy, onboarding });
+  await app.register(tenancyRoutes, { tenancy, onboarding, offboarding: services.offboarding });
   await app.register(recordsRoutes, { records: services.records, recordMaxBytes: config.recordMaxBytes });
   await app.register(identityRoutes, {
     users: services.users,
@@ -557,6 +626,7 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
     sessions: services.sessions,
     access: services.access,
     importBodyLimit: config.bodyLimitBytes,
+    holds: services.privacy,
   });
   await app.register(authRoutes, {
     login: services.login,
@@ -580,7 +650,17 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   await app.register(auditRoutes, { audit: services.audit });
   await app.register(agentRoutes, { agents: services.agents });
   await app.register(agentGatewayRoutes, { agents: services.agents, bus: services.bus });
+  await app.register(privacyRoutes, { privacy: services.privacy, access: services.access });
+  await app.register(backupRoutes, {
+    backups: services.backups,
+    async restoreToFolder(backupId, target, force) {
+      const folder = join(resolve(config.dataDir), 'restores', target);
+      const connect = async () => ({ ...(await openRestoreTarget(folder)), description: `restores/${target}` });
+      return services.backups.restore(backupId, connect, { appRole: config.databaseAppRole, force });
+    },
+  });
   startAuditJobs(app, db, config, clock);
+  startBackupJobs(app, config, clock);
   startAgentJobs(app, config);
   // Unwrapped data keys leave memory with the app.
   app.addHook('onClose', async () => keyring.close());

@@ -134,7 +134,7 @@ for (const engine of engines) {
         method: shape.operation.method,
         // The corpus comes from its own address: its failed logins lock that source out, not the fixture's.
         remoteAddress: '198.51.100.66',
-        url: overrides.url ?? fillPath(shape.operation.path, values),
+        url: overrides.url ?? fixture.url(shape.operation, values),
         headers: {
           ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
           ...(payload === undefined ? {} : { 'content-type': contentType }),
@@ -370,7 +370,7 @@ for (const engine of engines) {
         const reset = await fixture.test.call({ method: 'PUT', url: `/v1/tenants/${tenant.tenantId}/limits`, token: fixture.test.operatorToken, body: {} });
         assert.equal(reset.statusCode, 200, reset.body);
       }
-      if (shape.operation.method === 'DELETE' || /\/(password|logout|refresh)$/.test(shape.operation.path)) values = await fixture.targets(tenant);
+      if (shape.operation.method === 'DELETE' || /\/(password|logout|refresh|erase)$/.test(shape.operation.path)) values = await fixture.targets(tenant);
       baseline = await fingerprint();
     }
   });

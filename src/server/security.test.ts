@@ -439,6 +439,7 @@ for (const engine of engines) {
         tenantQuery: (tenantId) => db.tenantQuery(tenantId, 'SELECT secret_hash FROM api_keys WHERE no_such_column = $1', [tenantId]),
         withTenant: (tenantId, work) => db.withTenant(tenantId, work),
         withPlatform: (work) => db.withPlatform(work),
+        withSnapshot: (work) => db.withSnapshot(work),
         ping: () => db.ping(),
         close: async () => undefined,
       };

@@ -25,12 +25,12 @@ export async function startServer(config: Config, output: { banner: (text: strin
   warnAboutInsecureDefaults(config, logger);
   const rootKeys = await openRootKeyProvider(config, systemClock);
   for (const warning of rootKeys.warnings) logger.warn(warning);
-  const { db, migrations, warnings } = await openDatabase(config);
+  const { db, migrations, warnings, maintenance } = await openDatabase(config);
   for (const warning of warnings) logger.warn(warning);
   logger.info({ engine: db.engine, applied: migrations.applied, alreadyApplied: migrations.alreadyApplied }, 'database ready');
   let app: FastifyInstance | undefined;
   try {
-    app = await buildApp({ config, db, rootKeys: rootKeys.provider, logger });
+    app = await buildApp({ config, db, rootKeys: rootKeys.provider, logger, maintenance });
     const { generated, setupDone } = await app.services.operators.ensureSetupToken(config.setupToken);
     if (setupDone && config.setupToken !== undefined) logger.info('BULWARK_SETUP_TOKEN is set but setup is done (an operator exists); it is ignored');
     const address = await app.listen({ host: config.host, port: config.port });

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
+import type { Logger } from 'pino';
 import type { Config } from '../platform/config/config.ts';
 import type { Clock } from '../platform/clock.ts';
 import { buildApp } from '../server/app.ts';
@@ -22,12 +23,21 @@ export interface TestOptions {
   clock?: Clock;
   rootKeys?: RootKeyProvider;
   pgliteDir?: string;
+  /** The app's logger (default: the configured level, to stdout); a test that reads the log lines passes its own. */
+  logger?: Logger;
 }
 
 export async function createBareTestApp(engine: EngineName, options: TestOptions = {}): Promise<BareTestApp> {
   const storage = await openTestDatabase(engine, options.config, options.pgliteDir === undefined ? {} : { pgliteDir: options.pgliteDir });
   const rootKeys = options.rootKeys ?? new EnvRootKey(randomBytes(32).toString('base64'));
-  const app = await buildApp({ config: storage.config, db: storage.db, rootKeys, ...(options.clock ? { clock: options.clock } : {}) });
+  const app = await buildApp({
+    config: storage.config,
+    db: storage.db,
+    rootKeys,
+    maintenance: storage.maintenance,
+    ...(options.clock ? { clock: options.clock } : {}),
+    ...(options.logger ? { logger: options.logger } : {}),
+  });
   return {
     app,
     storage,

@@ -1,8 +1,12 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import { type Config, loadConfig } from '../platform/config/config.ts';
 import type { Database } from '../platform/db/database.ts';
+import type { DatabaseMaintenance } from '../platform/db/maintenance.ts';
 import { openDatabase, openPgliteDatabase } from '../platform/db/open.ts';
 
 /**
@@ -48,8 +52,22 @@ const unlimitedRates = Object.fromEntries(
   (['rateLimitRequests', 'rateLimitLogin', 'rateLimitCrypto', 'rateLimitExport', 'rateLimitAnonymous', 'rateLimitOperator'] as const).map((key) => [key, 'unlimited']),
 );
 
+/** Backups, restores and archives of test apps go to a folder of this test process, removed at its exit. */
+let testDataDir: string | undefined;
+function processDataDir(): string {
+  if (testDataDir === undefined) {
+    const dir = mkdtempSync(join(tmpdir(), 'bulwark-test-'));
+    process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+    testDataDir = dir;
+  }
+  return testDataDir;
+}
+
 export function testConfig(overrides: Partial<Record<keyof Config, string>> = {}): Config {
-  return loadConfig({}, { env: 'test', logLevel: process.env['BULWARK_TEST_LOG_LEVEL'] ?? 'silent', backupSchedule: 'off', offboardingGraceHours: '0', ...unlimitedRates, ...overrides });
+  return loadConfig(
+    {},
+    { env: 'test', logLevel: process.env['BULWARK_TEST_LOG_LEVEL'] ?? 'silent', dataDir: processDataDir(), backupSchedule: 'off', offboardingGraceHours: '0', ...unlimitedRates, ...overrides },
+  );
 }
 
 export interface TestDatabase {
@@ -63,6 +81,8 @@ export interface TestDatabase {
    * database (or the disk) could do. Tamper tests use it; nothing in Bulwark can.
    */
   asOwner(sql: string, params?: readonly unknown[]): Promise<Record<string, unknown>[]>;
+  /** What the server gets from openDatabase for offboarding's table rewrite. */
+  maintenance: DatabaseMaintenance;
   close(): Promise<void>;
 }
 
@@ -74,7 +94,7 @@ export async function openTestDatabase(
   if (engine === 'pglite') {
     const config = testConfig(overrides);
     const pglite = await PGlite.create(options.pgliteDir);
-    const { db } = await openPgliteDatabase(pglite, config.databaseAppRole);
+    const { db, maintenance } = await openPgliteDatabase(pglite, config.databaseAppRole);
     const asOwner = async (sql: string, params: readonly unknown[] = []) =>
       pglite.transaction(async (tx) => {
         // The session serves as the app role; the owner is its bootstrap role, back after RESET ROLE.
@@ -85,7 +105,7 @@ export async function openTestDatabase(
           await tx.exec(`SET ROLE ${pg.escapeIdentifier(config.databaseAppRole)}`);
         }
       });
-    return { engine, db, config, asOwner, close: () => db.close() };
+    return { engine, db, config, asOwner, maintenance, close: () => db.close() };
   }
   const name = `bulwark_test_${randomBytes(6).toString('hex')}`;
   await adminQuery(`CREATE DATABASE ${name}`);
@@ -93,7 +113,7 @@ export async function openTestDatabase(
   url.pathname = `/${name}`;
   const config = testConfig({ databaseUrl: url.toString(), ...overrides });
   try {
-    const { db } = await openDatabase(config);
+    const { db, maintenance } = await openDatabase(config);
     // One owner connection for the database's life: suites that fingerprint it after every request would
     // otherwise pay a connection per look.
     const owner = new pg.Pool({ connectionString: url.toString(), max: 1 });
@@ -104,6 +124,7 @@ export async function openTestDatabase(
       config,
       ownerUrl: url.toString(),
       asOwner: async (sql, params = []) => (await owner.query(sql, params as unknown[])).rows as Record<string, unknown>[],
+      maintenance,
       close: async () => {
         await owner.end();
         await db.close();

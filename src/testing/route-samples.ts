@@ -63,6 +63,8 @@ export interface RouteSample {
   publicStatus?: number;
   /** The credential a public route checks itself (a service's own), from the targets: the corpus sends it to reach what lies behind the check. */
   credential?: (values: Targets) => string | undefined;
+  /** Path parameters filled from another target than the one of their name: offboarding aims at tenants of its own, never the suite's. */
+  pathTargets?: Record<string, string>;
 }
 
 /**
@@ -76,6 +78,11 @@ export const routeSamples: Record<string, RouteSample> = {
   'GET /v1/tenants': { auth: 'operator' },
   'GET /v1/tenants/{tenantId}': { auth: 'operator' },
   'PATCH /v1/tenants/{tenantId}': { auth: 'operator', body: { name: 'Renamed by the suite' } },
+  // Offboarding: requested of a fresh tenant, read, cancelled and confirmed on another fresh one already requested.
+  'DELETE /v1/tenants/{tenantId}': { auth: 'operator', pathTargets: { tenantId: 'spareTenantId' } },
+  'GET /v1/tenants/{tenantId}/offboarding': { auth: 'operator', pathTargets: { tenantId: 'offboardingTenantId' } },
+  'POST /v1/tenants/{tenantId}/offboarding/cancel': { auth: 'operator', pathTargets: { tenantId: 'offboardingTenantId' } },
+  'POST /v1/tenants/{tenantId}/offboarding/confirm': { auth: 'operator', pathTargets: { tenantId: 'offboardingTenantId' } },
   'GET /v1/tenants/{tenantId}/collections/{collection}/records': { auth: 'tenant' },
   'POST /v1/tenants/{tenantId}/collections/{collection}/records': { auth: 'tenant', body: { data: { written: 'by the suite' } } },
   'GET /v1/tenants/{tenantId}/collections/{collection}/records/{recordId}': { auth: 'tenant' },
@@ -219,6 +226,22 @@ export const routeSamples: Record<string, RouteSample> = {
   'GET /v1/tenants/{tenantId}/agents': { auth: 'tenant' },
   'GET /v1/tenants/{tenantId}/agents/{agentId}': { auth: 'tenant' },
   'DELETE /v1/tenants/{tenantId}/agents/{agentId}': { auth: 'tenant' },
+  // Privacy: a hold of its own on a second user (so the target user's erasure is not deferred), the target
+  // user's copy and erasure (fresh per targets), the register of erasures, and the operator's inventory.
+  'POST /v1/tenants/{tenantId}/legal-holds': { auth: 'tenant', bodyFor: (values) => ({ name: 'Suite hold', reason: 'Suite case 1', userId: values['heldUserId'] }) },
+  'GET /v1/tenants/{tenantId}/legal-holds': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/legal-holds/{holdId}': { auth: 'tenant' },
+  'DELETE /v1/tenants/{tenantId}/legal-holds/{holdId}': { auth: 'tenant' },
+  'GET /v1/tenants/{tenantId}/users/{userId}/export': { auth: 'tenant' },
+  'POST /v1/tenants/{tenantId}/users/{userId}/erase': { auth: 'tenant', body: { reason: 'Suite request 1' } },
+  'GET /v1/tenants/{tenantId}/erasure-requests': { auth: 'tenant' },
+  'GET /v1/privacy/inventory': { auth: 'operator' },
+  // Backups: one backup (made once by the fixture) is read, verified and restored; each restore goes to a folder of its own.
+  'POST /v1/backups': { auth: 'operator' },
+  'GET /v1/backups': { auth: 'operator' },
+  'GET /v1/backups/{backupId}': { auth: 'operator' },
+  'POST /v1/backups/{backupId}/verify': { auth: 'operator' },
+  'POST /v1/backups/{backupId}/restore': { auth: 'operator', bodyFor: () => ({ target: `suite-${newId()}` }) },
   'POST /v1/agents/{agentId}/messages': {
     auth: 'public',
     credential: (values) => values['agentToken'],
@@ -245,6 +268,7 @@ export class RouteFixture {
   private readonly customerVault: FakeVaultTransit;
   private readonly dns: TestDnsServer;
   private readonly connections = new Map<string, string>();
+  private backupId: string | undefined;
 
   private constructor(test: TestApp, operations: Operation[], customerVault: FakeVaultTransit, dns: TestDnsServer) {
     this.test = test;
@@ -291,8 +315,14 @@ export class RouteFixture {
     return bodyFor ? bodyFor(values) : body;
   }
 
+  /** The route's path filled with these targets (a sample's `pathTargets` first). */
+  url(operation: Operation, values: Targets): string {
+    const remapped = Object.entries(routeSamples[operation.key]?.pathTargets ?? {}).map(([parameter, target]) => [parameter, values[target]]);
+    return fillPath(operation.path, { ...values, ...Object.fromEntries(remapped.filter((entry): entry is [string, string] => entry[1] !== undefined)) });
+  }
+
   send(operation: Operation, values: Targets, token: string | undefined) {
-    const url = fillPath(operation.path, values);
+    const url = this.url(operation, values);
     const body = this.sampleBody(operation, values);
     if (routeSamples[operation.key]?.form !== true) return this.test.call({ method: operation.method, url, token, body });
     const payload = new URLSearchParams(body as Record<string, string>).toString();
@@ -373,7 +403,31 @@ export class RouteFixture {
     const { agentId, credentials } = paired.json<{ agentId: string; credentials: { token: string } }>();
     const pairingCode = await newPairingCode();
     secrets.push(credentials.token, pairingCode);
+    // Two tenants of its own for offboarding: one to request it of, one with a standing request (to read, cancel, confirm).
+    const newTenant = async () => {
+      const created = await test.call({ method: 'POST', url: '/v1/tenants', token: test.operatorToken, body: { name: 'Suite offboarding target' } });
+      assert.equal(created.statusCode, 201, created.body);
+      return created.json<{ id: string }>().id;
+    };
+    const spareTenantId = await newTenant();
+    const offboardingTenantId = await newTenant();
+    const requested = await test.call({ method: 'DELETE', url: `/v1/tenants/${offboardingTenantId}`, token: test.operatorToken });
+    assert.equal(requested.statusCode, 202, requested.body);
+    // A legal hold of its own (DELETE releases it), on a user of its own: the target user stays erasable.
+    const heldUserId = (await as('POST', '/users', { email: `held-${newId()}@example.org` }, 201)).json<{ id: string }>().id;
+    const holdId = (await as('POST', '/legal-holds', { name: 'Target hold', reason: 'Suite target', userId: heldUserId }, 201)).json<{ id: string }>().id;
+    // One backup serves every call: reading, verifying and restoring it leave it as it was.
+    if (this.backupId === undefined) {
+      const backup = await test.call({ method: 'POST', url: '/v1/backups', token: test.operatorToken });
+      assert.equal(backup.statusCode, 201, backup.body);
+      this.backupId = backup.json<{ id: string }>().id;
+    }
     return {
+      heldUserId,
+      holdId,
+      backupId: this.backupId,
+      spareTenantId,
+      offboardingTenantId,
       agentId,
       agentToken: credentials.token,
       pairingCode,

@@ -9,7 +9,7 @@ export const requestIdPattern = /^[0-9a-f]{12}$/;
 
 const problemMembers = ['type', 'title', 'status', 'code', 'detail', 'instance', 'requestId'] as const;
 // Public extension members a problem may carry besides the RFC 9457 ones.
-const problemExtensions = new Set(['errors', 'allowedRegions', 'checks', 'item', 'rules', 'quota', 'limit', 'used', 'policy', 'windowSeconds', 'retryAfterSeconds']);
+const problemExtensions = new Set(['errors', 'allowedRegions', 'checks', 'item', 'rules', 'quota', 'limit', 'used', 'policy', 'windowSeconds', 'retryAfterSeconds', 'holds', 'confirmableAt']);
 
 export interface ProblemBody {
   type: string;

@@ -32,11 +32,17 @@ export const tenantPermissions = {
   'secrets:write': 'Write (create, rotate) and delete secrets, naming the services that may read them.',
   'agents:read': 'List and read paired agents: status, last seen, health and latest stats.',
   'agents:write': 'Create pairing codes and revoke agents.',
+  'legal-holds:read': 'List and read legal holds.',
+  'legal-holds:write': 'Place and release legal holds (a release runs the erasures the hold deferred).',
+  'privacy:read': 'List erasure requests (ids, status, counts; no personal data).',
+  'privacy:export': "Export everything Bulwark holds about a user (the data subject's copy, decrypted).",
+  'privacy:erase': "Erase a user's personal data (deferred while a legal hold covers it).",
 } as const;
 
 export const platformPermissions = {
   'platform:tenants:read': 'List and read tenants.',
   'platform:tenants:write': 'Create, rename, suspend and reactivate tenants.',
+  'platform:tenants:offboard': "Request, cancel and confirm a tenant's offboarding (confirming destroys its keys, rows and backups).",
   'platform:root-key:read': 'Read the root key status.',
   'platform:root-key:rotate': 'Rotate the root key.',
   'platform:operators:read': 'List and read operator accounts.',
@@ -46,6 +52,10 @@ export const platformPermissions = {
   'platform:limits:write': "Set a tenant's rate limits, quotas and concurrency cap.",
   'platform:services:read': 'List and read the services that read secrets.',
   'platform:services:write': 'Register and retire services (their public keys and credentials).',
+  'platform:privacy:read': 'Read the inventory of personal data (which columns hold it, why, for how long, how protected).',
+  'platform:backups:read': 'List and read backups; verify them (decrypts every segment, reads nothing out).',
+  'platform:backups:write': 'Take backups on demand.',
+  'platform:backups:restore': 'Restore a backup into a fresh database.',
 } as const;
 
 export type TenantPermission = keyof typeof tenantPermissions;
@@ -96,7 +106,7 @@ export const platformRoles = {
   },
   'platform-auditor': {
     description: "Reads tenants, operators, services, the key status, tenants' limits and the platform audit trail; changes nothing.",
-    permissions: ['platform:tenants:read', 'platform:root-key:read', 'platform:operators:read', 'platform:audit:read', 'platform:services:read'] satisfies PlatformPermission[],
+    permissions: ['platform:tenants:read', 'platform:root-key:read', 'platform:operators:read', 'platform:audit:read', 'platform:services:read', 'platform:backups:read', 'platform:privacy:read'] satisfies PlatformPermission[],
     standingTenantPermissions: ['keys:read', 'limits:read'] satisfies TenantPermission[],
   },
 } as const satisfies Record<string, { description: string; permissions: readonly PlatformPermission[]; standingTenantPermissions: readonly TenantPermission[] }>;
@@ -118,9 +128,20 @@ export function platformRoleGrants(role: string): { platform: ReadonlySet<string
  * Never in a support grant: each would let the operator mint access that outlives the grant (a key, a
  * role, another grant, an identity provider of its own that logs in as any user) or take over the customer's key,
  * or swap a secret its services rely on for one the operator knows (a replicator's target credentials),
- * or pair an agent of its own into the tenant.
+ * or pair an agent of its own into the tenant. Legal holds and erasure are the customer's own legal acts: an
+ * operator who could release (or place) a hold or erase a person would decide what evidence survives.
  */
-export const ungrantablePermissions: ReadonlySet<TenantPermission> = new Set(['api-keys:write', 'roles:write', 'support-grants:write', 'keys:customer-key', 'sso:write', 'secrets:write', 'agents:write']);
+export const ungrantablePermissions: ReadonlySet<TenantPermission> = new Set([
+  'api-keys:write',
+  'roles:write',
+  'support-grants:write',
+  'keys:customer-key',
+  'sso:write',
+  'secrets:write',
+  'agents:write',
+  'legal-holds:write',
+  'privacy:erase',
+]);
 
 /**
  * What makes a user an administrator for the MFA policy `required_for_admins`: any permission that changes
@@ -138,6 +159,8 @@ export const administrativePermissions: ReadonlySet<TenantPermission> = new Set(
   'support-grants:write',
   'audit:write',
   'secrets:write',
+  'legal-holds:write',
+  'privacy:erase',
 ]);
 
 /**

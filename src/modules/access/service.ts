@@ -262,8 +262,12 @@ export class AccessService implements Authorizer {
    * active tenant-admin, under the same per-tenant lock as role changes.
    */
   async assertAdminRemains(tx: Queryable, tenantId: string, userId: string): Promise<void> {
-    if (!(await holdsRole(tx, tenantId, userId, tenantAdmin))) return;
-    if ((await countRoleHolders(tx, tenantId, tenantAdmin, userId)) === 0) throw new BulwarkError('conflict', { message: 'The tenant would have no active tenant-admin left.' });
+    if (await this.isLastAdmin(tx, tenantId, userId)) throw new BulwarkError('conflict', { message: 'The tenant would have no active tenant-admin left.' });
+  }
+
+  /** Whether the user holds tenant-admin and no other active user does (under the lock of `assertAdminRemains`). */
+  async isLastAdmin(tx: Queryable, tenantId: string, userId: string): Promise<boolean> {
+    return (await holdsRole(tx, tenantId, userId, tenantAdmin)) && (await countRoleHolders(tx, tenantId, tenantAdmin, userId)) === 0;
   }
 
   /** The first roles of a user being created, in the creating transaction (the creation is audited there). */

@@ -272,17 +272,42 @@ export class AgentsService {
    * revoked agent changes nothing.
    */
   async revoke(tenantId: string, agentId: string): Promise<void> {
-    await this.#db.withTenant(tenantId, async (tx) => {
+    await this.#revoke(tenantId, agentId, {});
+  }
+
+  /**
+   * Offboarding: revokes every active agent of the tenant, each as `revoke` does (the token at once, the
+   * bus access inside its transaction, audited); answers how many it revoked. Run again after a failure,
+   * it revokes what is still active.
+   */
+  async revokeAll(tenantId: string): Promise<number> {
+    let revoked = 0;
+    let after = '';
+    for (;;) {
+      const page = await this.#db.withTenant(tenantId, (tx) => listAgents(tx, tenantId, after, sweepBatch));
+      for (const agent of page) {
+        if (agent.status === 'active' && (await this.#revoke(tenantId, agent.id, { reason: 'offboarding' }))) revoked += 1;
+      }
+      const last = page.at(-1);
+      if (last === undefined || page.length < sweepBatch) return revoked;
+      after = last.id;
+    }
+  }
+
+  /** Whether this call revoked the agent (false: it was revoked already). */
+  async #revoke(tenantId: string, agentId: string, detail: { reason?: string }): Promise<boolean> {
+    return this.#db.withTenant(tenantId, async (tx) => {
       const row = await findAgent(tx, tenantId, agentId, { forUpdate: true });
       if (row === undefined) throw notFound();
       const revoked = await revokeAgent(tx, tenantId, agentId, this.#clock.now());
-      if (revoked === undefined) return;
-      await this.#audit.record(tx, { tenantId }, { action: 'agent.revoke', target: { type: 'agent', id: agentId }, detail: { bus: row.bus_kind } });
+      if (revoked === undefined) return false;
+      await this.#audit.record(tx, { tenantId }, { action: 'agent.revoke', target: { type: 'agent', id: agentId }, detail: { bus: row.bus_kind, ...detail } });
       try {
         await this.#busAccess.revoke(tenantId, agentId, revoked.bus_user_key);
       } catch (error) {
         throw new BulwarkError('service_unavailable', { message: "The agent's bus access could not be cut; nothing changed, retry.", cause: error });
       }
+      return true;
     });
   }
 

@@ -7,6 +7,10 @@ export const auditActions = [
   // Platform
   'tenant.create',
   'tenant.update',
+  // Offboarding: the request (or its refusal by a legal hold), its cancellation, and the purge with its proof
+  'tenant.offboarding.request',
+  'tenant.offboarding.cancel',
+  'tenant.offboard',
   'operator.setup',
   'operator.create',
   'operator.update',
@@ -17,6 +21,10 @@ export const auditActions = [
   'limits.update',
   'service.register',
   'service.retire',
+  'backup.create',
+  'backup.verify',
+  'backup.restore',
+  'backup.prune',
   // Authentication (in the realm's chain: the tenant's, or the platform's for operators)
   'auth.login',
   'auth.lockout',
@@ -81,6 +89,12 @@ export const auditActions = [
   'agent.revoke',
   'agent.health.change',
   'agent.stale',
+  // Privacy: legal holds, a data subject's copy, erasure (done, or deferred by a hold)
+  'legal-hold.create',
+  'legal-hold.release',
+  'privacy.export',
+  'privacy.erase',
+  'privacy.erase.deferred',
   // Authorization refusals of authenticated callers
   'access.denied',
   // A tenant (or operator) throttled by a rate limit: sampled, at most one event per bucket per minute

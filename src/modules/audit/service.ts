@@ -16,6 +16,7 @@ import {
   countSubjectKeysByVersion,
   eraseSubjectKey,
   ensureHead,
+  eventsAbout,
   type EventFilter,
   type EventRow,
   eventHash,
@@ -52,6 +53,12 @@ export interface AuditEvent {
   detail?: Record<string, unknown>;
   /** Personal data beyond the request's source address and user agent, sealed with them under the subject's key. */
   personal?: { email?: string };
+  /**
+   * Whose personal data the event carries, when it is not the actor's: a failed login into a known account
+   * (the address typed is that account's), sealed under the account's key so that erasing them erases it.
+   * Their key must be prepared like an actor's.
+   */
+  personalOf?: Actor;
   /** Who acted, when it is not the request's authenticated principal (a login: the user who just logged in). */
   actor?: Actor;
   /** The session the event belongs to, when it is not the request's (a login: the session it started). */
@@ -84,6 +91,33 @@ export interface AuditRecord {
   email: string | null;
   hash: string;
   prevHash: string;
+}
+
+/** An event in a data subject's copy: `withheld`, the personal data in it is another person's. */
+export interface SubjectAuditRecord extends Omit<AuditRecord, 'personalData'> {
+  personalData: AuditRecord['personalData'] | 'withheld';
+}
+
+/** An event exactly as the chain holds it (`exportStored`): what its hash covers, personal data sealed. */
+export interface StoredAuditEvent {
+  scope: string;
+  seq: number;
+  id: string;
+  occurredAt: string;
+  actorKind: string;
+  actorId: string | null;
+  action: string;
+  targetType: string | null;
+  targetId: string | null;
+  outcome: string;
+  requestId: string | null;
+  sessionId: string | null;
+  detail: unknown;
+  subject: string | null;
+  /** The sealed personal data, base64; null: none. */
+  pii: string | null;
+  prevHash: string;
+  hash: string;
 }
 
 export interface VerifyReport {
@@ -126,7 +160,8 @@ function tablesOf(scope: AuditScope): AuditTables {
   return scope === 'platform' ? platformAuditTables : tenantAuditTables;
 }
 
-function subjectOf(actor: Actor): string | null {
+/** The audit subject of an actor: whose key seals the personal data of its events (null: the system's, none). */
+export function subjectOf(actor: Actor): string | null {
   if (actor.kind === 'system') return null;
   if (actor.kind === 'anonymous' || actor.id === null) return 'anonymous';
   return `${actor.kind}:${actor.id}`;
@@ -179,7 +214,7 @@ export class AuditService implements Reencryptor, AuditRecorder {
     const request = currentRequest();
     const actor = event.actor ?? request?.actor ?? { kind: 'system', id: null };
     const scopeId = scopeKey(scope);
-    const subject = subjectOf(actor);
+    const subject = subjectOf(event.personalOf ?? actor);
     const subjectKey = subject === null ? undefined : this.#subjectKeys.get(`${scopeId}/${subject}`);
     const personal: PersonalData = { ...(request === undefined ? {} : { source: request.source, userAgent: request.userAgent }), ...event.personal };
     const hasPersonal = Object.values(personal).some((value) => value !== null && value !== undefined);
@@ -258,14 +293,27 @@ export class AuditService implements Reencryptor, AuditRecorder {
 
   /** Erases a subject's personal data from every event of the scope by destroying its key; the chain is untouched. */
   async forgetSubject(scope: AuditScope, subject: string): Promise<boolean> {
-    const scopeId = scopeKey(scope);
     const deleted = await this.#transaction(scope, async (tx) => {
-      const removed = await eraseSubjectKey(tx, tablesOf(scope), scopeId, subject, this.#clock.now());
+      const removed = await this.forgetSubjectIn(tx, scope, subject);
       if (removed) await this.record(tx, scope, { action: 'audit.subject.forget', target: { type: 'audit-subject', id: subject } });
       return removed;
     });
-    this.#subjectKeys.delete(`${scopeId}/${subject}`);
+    this.dropSubjectKey(scope, subject);
     return deleted;
+  }
+
+  /**
+   * `forgetSubject` inside the caller's transaction, whose own event records the erasure (a data subject's
+   * erasure). Call `dropSubjectKey` once that transaction committed: a read racing the commit may have cached
+   * the key again.
+   */
+  async forgetSubjectIn(tx: Queryable, scope: AuditScope, subject: string): Promise<boolean> {
+    return eraseSubjectKey(tx, tablesOf(scope), scopeKey(scope), subject, this.#clock.now());
+  }
+
+  /** Drops a subject's unsealed key from this instance's memory (after its erasure committed). */
+  dropSubjectKey(scope: AuditScope, subject: string): void {
+    this.#subjectKeys.delete(`${scopeKey(scope)}/${subject}`);
   }
 
   // --- reading ---
@@ -285,6 +333,41 @@ export class AuditService implements Reencryptor, AuditRecorder {
     return this.#present(scope, rows);
   }
 
+  /**
+   * The chain as stored, for the operator archive of a tenant being offboarded: each kept event with all its
+   * hash covers (chain.ts `bodyDigest`, `linkHash`), so the archive verifies on its own; the personal data
+   * stays sealed (base64) under the subject keys that the offboarding then destroys.
+   */
+  async *exportStored(scope: AuditScope, batchSize = 500): AsyncGenerator<StoredAuditEvent[]> {
+    const scopeId = scopeKey(scope);
+    let after = 0;
+    for (;;) {
+      const rows = await this.#transaction(scope, (tx) => eventsAfter(tx, tablesOf(scope), scopeId, after, batchSize));
+      if (rows.length === 0) return;
+      yield rows.map((row) => ({
+        scope: scopeId,
+        seq: row.seq,
+        id: row.id,
+        occurredAt: row.occurred_at.toISOString(),
+        actorKind: row.actor_kind,
+        actorId: row.actor_id,
+        action: row.action,
+        targetType: row.target_type,
+        targetId: row.target_id,
+        outcome: row.outcome,
+        requestId: row.request_id,
+        sessionId: row.session_id,
+        detail: row.detail,
+        subject: row.subject,
+        pii: row.pii?.toString('base64') ?? null,
+        prevHash: row.prev_hash.toString('hex'),
+        hash: row.hash.toString('hex'),
+      }));
+      after = rows[rows.length - 1]?.seq ?? after;
+      if (rows.length < batchSize) return;
+    }
+  }
+
   /** Batches of events in sequence order, for a streamed export; each batch is read in its own short transaction. */
   async *export(scope: AuditScope, filter: EventFilter, batchSize = 500): AsyncGenerator<AuditRecord[]> {
     const scopeId = scopeKey(scope);
@@ -293,6 +376,27 @@ export class AuditService implements Reencryptor, AuditRecorder {
       const rows = await this.#transaction(scope, (tx) => exportEvents(tx, tablesOf(scope), scopeId, filter, after, batchSize));
       if (rows.length === 0) return;
       yield await this.#present(scope, rows);
+      after = rows[rows.length - 1]?.seq ?? after;
+      if (rows.length < batchSize) return;
+    }
+  }
+
+  /**
+   * The events about one person (what they did, what was done to them, failed logins naming them), oldest
+   * first, in batches: the data subject's copy. Personal data is opened only where it is theirs (sealed under
+   * their key); another person's, such as the address of the admin who changed their account, is withheld
+   * (GDPR Art. 15(4)).
+   */
+  async *eventsAbout(scope: AuditScope, person: Actor & { id: string }, batchSize = 500): AsyncGenerator<SubjectAuditRecord[]> {
+    const scopeId = scopeKey(scope);
+    const subject = `${person.kind}:${person.id}`;
+    let after = 0;
+    for (;;) {
+      const rows = await this.#transaction(scope, (tx) => eventsAbout(tx, tablesOf(scope), scopeId, { kind: person.kind, id: person.id, subject }, after, batchSize));
+      if (rows.length === 0) return;
+      const theirs = (row: EventRow) => row.subject === null || row.subject === subject;
+      const records = await this.#present(scope, rows.map((row) => (theirs(row) ? row : { ...row, subject: null, pii: null })));
+      yield records.map((record, index) => (rows[index] !== undefined && theirs(rows[index]) ? record : { ...record, personalData: 'withheld' as const }));
       after = rows[rows.length - 1]?.seq ?? after;
       if (rows.length < batchSize) return;
     }

@@ -222,6 +222,27 @@ export async function exportEvents(tx: Queryable, t: AuditTables, scope: string,
   return rows.map(normalizeEvent);
 }
 
+/**
+ * The events about one person, oldest first, after `afterSeq`: those they did (actor), those done to them
+ * (target of their kind), and those whose personal data is sealed under their key (a failed login naming them).
+ */
+export async function eventsAbout(
+  tx: Queryable,
+  t: AuditTables,
+  scope: string,
+  person: { kind: string; id: string; subject: string },
+  afterSeq: number,
+  limit: number,
+): Promise<EventRow[]> {
+  const { rows } = await tx.query<EventRow>(
+    `SELECT ${eventColumns} FROM ${t.events}
+      WHERE ${t.scope} = $1 AND seq > $2 AND ((actor_kind = $3 AND actor_id = $4) OR (target_type = $3 AND target_id = $4) OR subject = $5)
+      ORDER BY seq LIMIT $6`,
+    [scope, afterSeq, person.kind, person.id, person.subject, limit],
+  );
+  return rows.map(normalizeEvent);
+}
+
 /** Events matching the filter. */
 export async function countEvents(tx: Queryable, t: AuditTables, scope: string, filter: EventFilter): Promise<number> {
   const { where, params } = filterSql(filter, 1);

@@ -195,7 +195,8 @@ export class PasswordLogin {
         action,
         outcome: 'failure',
         actor: { kind: 'anonymous', id: null },
-        ...(found === undefined ? {} : { target: { type: realm.accountKind, id: found.id } }),
+        // A known account's failure is personal data of that account: sealed under its key, erased with it.
+        ...(found === undefined ? {} : { target: { type: realm.accountKind, id: found.id }, personalOf: { kind: realm.accountKind, id: found.id } }),
         detail: { reason: 'invalid_credentials' },
         personal: { email: attempt.email },
       });
@@ -338,7 +339,7 @@ export class PasswordLogin {
     const sourceUntil = attempts.source >= sourceMaxFailures ? now + lockoutMs : undefined;
     const lockedOut = attempts.account >= accountMaxFailures || sourceUntil !== undefined;
     const email = event.personal?.email ?? '';
-    await this.#audit.prepareSubject(realm.auditScope, { kind: 'anonymous', id: null });
+    await this.#audit.prepareSubject(realm.auditScope, event.personalOf ?? { kind: 'anonymous', id: null });
     await realm.transaction(async (tx) => {
       await Promise.all([
         accountUntil === undefined ? undefined : blockLoginSubject(tx, realm.throttles, realm.scope, subjects.account, new Date(accountUntil)),
@@ -346,7 +347,8 @@ export class PasswordLogin {
         this.#audit.record(tx, realm.auditScope, { ...event, detail: { ...event.detail, attempts: attempts.account } }),
       ]);
       if (lockedOut) {
-        await this.#audit.record(tx, realm.auditScope, lockoutEvent(email, new Date(Math.max(accountUntil ?? 0, sourceUntil ?? 0)), sourceUntil === undefined ? 'account' : 'source'));
+        const lockout = lockoutEvent(email, new Date(Math.max(accountUntil ?? 0, sourceUntil ?? 0)), sourceUntil === undefined ? 'account' : 'source');
+        await this.#audit.record(tx, realm.auditScope, event.personalOf === undefined ? lockout : { ...lockout, personalOf: event.personalOf });
       }
     });
   }

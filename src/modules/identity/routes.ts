@@ -16,6 +16,7 @@ import {
   userParams,
 } from './schemas.ts';
 import type { FastifyRequest } from 'fastify';
+import type { Queryable } from '../../platform/db/database.ts';
 import { heldPermissions } from '../../platform/http/auth.ts';
 import type { AccessService } from '../access/service.ts';
 import type { LoginSessionService } from '../sessions/login-sessions.ts';
@@ -25,12 +26,19 @@ import type { UsersService } from './service.ts';
 const tags = ['users'];
 const users = '/v1/tenants/:tenantId/users';
 
-/** A tenant's users and its password policy. Login, sessions and tokens build on these. */
-/** `importBodyLimit`: an import batch may use the whole request body limit (most routes get a small one). */
-export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginService; sessions: LoginSessionService; access: AccessService; importBodyLimit: number }> = async (
-  app,
-  { users: service, login, sessions, access, importBodyLimit },
-) => {
+/**
+ * A tenant's users and its password policy. Login, sessions and tokens build on these.
+ * `importBodyLimit`: an import batch may use the whole request body limit (most routes get a small one).
+ * `holds`: the legal holds (privacy module) that keep a user from being deleted while they are in force.
+ */
+export const identityRoutes: RoutePlugin<{
+  users: UsersService;
+  login: LoginService;
+  sessions: LoginSessionService;
+  access: AccessService;
+  importBodyLimit: number;
+  holds: { assertNotHeld(tx: Queryable, tenantId: string, userId: string): Promise<void> };
+}> = async (app, { users: service, login, sessions, access, importBodyLimit, holds }) => {
   // Changing another user's password, e-mail, status or existence needs every permission that user holds.
   const mayManage = (request: FastifyRequest<{ Params: { tenantId: string; userId: string } }>) =>
     access.assertMayManage(request.params.tenantId, request.params.userId, heldPermissions(request));
@@ -136,7 +144,8 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
       schema: {
         tags,
         summary: 'Delete a user',
-        description: 'Deletes the user, its password history and its sessions. The last active tenant-admin cannot be deleted (409 conflict).',
+        description:
+          'Deletes the user, its password history and its sessions. The last active tenant-admin cannot be deleted (409 conflict), nor a user a legal hold covers (409 legal_hold_active). To erase a person, with their personal data in the audit trail, use `POST .../users/{userId}/erase`.',
         params: userParams,
         response: { 204: Type.Null({ description: 'Deleted.' }) },
       },
@@ -144,7 +153,12 @@ export const identityRoutes: RoutePlugin<{ users: UsersService; login: LoginServ
     async (request, reply) => {
       const { tenantId, userId } = request.params;
       await mayManage(request);
-      await service.delete(tenantId, userId, { guard: (tx) => access.assertAdminRemains(tx, tenantId, userId) });
+      await service.delete(tenantId, userId, {
+        guard: async (tx) => {
+          await access.assertAdminRemains(tx, tenantId, userId);
+          await holds.assertNotHeld(tx, tenantId, userId);
+        },
+      });
       // The rows went with the user; this drops the sessions' cached liveness on this instance too.
       await sessions.revokeAllOf(tenantId, userId, 'user_deleted');
       return reply.code(204).send(null);

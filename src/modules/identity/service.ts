@@ -13,6 +13,9 @@ import type { CreateUserBody, ImportUsersBody, UpdateUserBody, User } from './sc
 import {
   countUsersByKeyVersion,
   deleteUser,
+  disableUser,
+  type ErasedUserRows,
+  eraseUser,
   findPasswordPolicy,
   findUser,
   findUserIdByEmail,
@@ -20,6 +23,7 @@ import {
   legacyHashUsers,
   listUsers,
   lockStaleUsers,
+  lockUser,
   passwordHashOf,
   passwordHistory,
   replacePassword,
@@ -235,6 +239,27 @@ export class UsersService implements Reencryptor {
       return removed;
     });
     if (!deleted) throw notFound();
+  }
+
+  // --- in the caller's transaction, for a change that records its own event (the privacy module's erasure) ---
+
+  /** Locks the user's row for the rest of `tx` and answers its status; undefined when there is no such user. */
+  async lockIn(tx: Queryable, tenantId: string, id: string, mode: 'update' | 'share'): Promise<'active' | 'disabled' | undefined> {
+    return lockUser(tx, tenantId, id, mode);
+  }
+
+  /** Disables the user (login refused); false when it was disabled already. */
+  async disableIn(tx: Queryable, tenantId: string, id: string): Promise<boolean> {
+    return disableUser(tx, tenantId, id, this.#clock.now());
+  }
+
+  /**
+   * Deletes the user with everything that hangs off it (password history, sessions and refresh tokens,
+   * second factors, recovery codes, challenges, SSO links, role assignments) and its login throttles, and
+   * answers how many rows of each went; undefined when there is no such user.
+   */
+  async eraseIn(tx: Queryable, tenantId: string, id: string): Promise<ErasedUserRows | undefined> {
+    return eraseUser(tx, tenantId, id);
   }
 
   /**

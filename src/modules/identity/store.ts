@@ -78,6 +78,63 @@ export async function updateUser(
   return normalize(rows[0] as UserRow);
 }
 
+/** Locks the user's row for the rest of `tx`: `update` makes every change of it wait, `share` only its deletion and changes. */
+export async function lockUser(tx: Queryable, tenantId: string, id: string, mode: 'update' | 'share'): Promise<'active' | 'disabled' | undefined> {
+  const { rows } = await tx.query<{ status: 'active' | 'disabled' }>(
+    `SELECT status FROM users WHERE tenant_id = $1 AND id = $2 ${mode === 'update' ? 'FOR UPDATE' : 'FOR SHARE'}`,
+    [tenantId, id],
+  );
+  return rows[0]?.status;
+}
+
+export async function disableUser(tx: Queryable, tenantId: string, id: string, now: Date): Promise<boolean> {
+  const { rowCount } = await tx.query("UPDATE users SET status = 'disabled', updated_at = $3 WHERE tenant_id = $1 AND id = $2 AND status <> 'disabled'", [tenantId, id, now]);
+  return rowCount > 0;
+}
+
+/** What an erasure removes with a user: the rows that hang off it (deleted by its foreign keys' cascade) and its throttles. */
+export interface ErasedUserRows {
+  users: number;
+  passwordHistory: number;
+  sessions: number;
+  refreshTokens: number;
+  mfaFactors: number;
+  recoveryCodes: number;
+  mfaChallenges: number;
+  ssoIdentities: number;
+  roleAssignments: number;
+  loginThrottles: number;
+}
+
+/**
+ * Deletes a user and everything that hangs off it, counted first (the caller holds the row lock, so the
+ * counts are what the cascade removes), and the throttle rows keyed on it: its e-mail's keyed hash (the
+ * `account:` subject is the same HMAC as `email_hmac`) and its second factor's. Source-address throttles
+ * name no user and stay.
+ */
+export async function eraseUser(tx: Queryable, tenantId: string, id: string): Promise<ErasedUserRows | undefined> {
+  const { rows } = await tx.query<Omit<ErasedUserRows, 'users' | 'loginThrottles'> & { subjects: string[] }>(
+    `SELECT (SELECT count(*)::int FROM password_history WHERE tenant_id = $1 AND user_id = $2) AS "passwordHistory",
+            (SELECT count(*)::int FROM user_sessions WHERE tenant_id = $1 AND user_id = $2) AS sessions,
+            (SELECT count(*)::int FROM refresh_tokens t JOIN user_sessions s ON s.tenant_id = t.tenant_id AND s.id = t.session_id
+              WHERE t.tenant_id = $1 AND s.user_id = $2) AS "refreshTokens",
+            (SELECT count(*)::int FROM mfa_factors WHERE tenant_id = $1 AND user_id = $2) AS "mfaFactors",
+            (SELECT count(*)::int FROM mfa_recovery_codes WHERE tenant_id = $1 AND user_id = $2) AS "recoveryCodes",
+            (SELECT count(*)::int FROM mfa_challenges WHERE tenant_id = $1 AND user_id = $2) AS "mfaChallenges",
+            (SELECT count(*)::int FROM sso_identities WHERE tenant_id = $1 AND user_id = $2) AS "ssoIdentities",
+            (SELECT count(*)::int FROM user_roles WHERE tenant_id = $1 AND user_id = $2) AS "roleAssignments",
+            ARRAY['account:' || encode(u.email_hmac, 'hex'), 'mfa:' || u.id] AS subjects
+       FROM users u WHERE u.tenant_id = $1 AND u.id = $2`,
+    [tenantId, id],
+  );
+  const counted = rows[0];
+  if (counted === undefined) return undefined;
+  const { subjects, ...children } = counted;
+  const throttles = await tx.query('DELETE FROM login_throttles WHERE tenant_id = $1 AND subject = ANY($2)', [tenantId, subjects]);
+  const deleted = await deleteUser(tx, tenantId, id);
+  return { users: deleted ? 1 : 0, ...children, loginThrottles: throttles.rowCount };
+}
+
 export async function deleteUser(tx: Queryable, tenantId: string, id: string): Promise<boolean> {
   const { rowCount } = await tx.query('DELETE FROM users WHERE tenant_id = $1 AND id = $2', [tenantId, id]);
   return rowCount > 0;

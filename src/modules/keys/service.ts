@@ -418,14 +418,25 @@ export class KeyringService {
    */
   async destroy(tenantId: string): Promise<{ destroyedVersions: number[]; destroyedAt: string }> {
     const now = this.#clock.now();
-    const destroyedVersions = await this.#db.withTenant(tenantId, async (tx) => {
-      await this.#requireKeyring(tx, tenantId, { forUpdate: true, allowDestroyed: true });
-      const versions = await destroyKeys(tx, tenantId, null, now);
-      await markKeyringDestroyed(tx, tenantId, now);
-      return versions;
-    });
-    this.#cache.delete(tenantId);
+    const destroyedVersions = await this.#db.withTenant(tenantId, (tx) => this.destroyWithin(tx, tenantId, now));
+    this.forget(tenantId);
     return { destroyedVersions, destroyedAt: now.toISOString() };
+  }
+
+  /**
+   * `destroy` inside the caller's transaction (tenant context set), so the shredding commits with the rest
+   * of it (offboarding: with the purge and its audit event). Call `forget` once it committed.
+   */
+  async destroyWithin(tx: Queryable, tenantId: string, now: Date): Promise<number[]> {
+    await this.#requireKeyring(tx, tenantId, { forUpdate: true, allowDestroyed: true });
+    const versions = await destroyKeys(tx, tenantId, null, now);
+    await markKeyringDestroyed(tx, tenantId, now);
+    return versions;
+  }
+
+  /** Drops the tenant's unwrapped keys from this instance's memory (other instances let go within the cache TTL). */
+  forget(tenantId: string): void {
+    this.#cache.delete(tenantId);
   }
 
   /**

@@ -103,6 +103,21 @@ export async function revokePrincipalSessions(tx: Queryable, t: SessionTables, s
   return rows.map((row) => row.id);
 }
 
+/** A principal's sessions, newest first (revoked and expired ones too). */
+export async function listPrincipalSessions(
+  tx: Queryable,
+  t: SessionTables,
+  scope: string,
+  principalId: string,
+): Promise<(SessionRow & { revoked_reason: RevokedReason | null })[]> {
+  const { rows } = await tx.query<SessionRow & { revoked_reason: RevokedReason | null }>(
+    `SELECT id, ${t.principal} AS principal_id, created_at, expires_at, revoked_at, revoked_reason FROM ${t.sessions}
+      WHERE ${t.scope} = $1 AND ${t.principal} = $2 ORDER BY created_at DESC, id`,
+    [scope, principalId],
+  );
+  return rows;
+}
+
 export async function findSession(tx: Queryable, t: SessionTables, scope: string, sessionId: string): Promise<SessionRow | undefined> {
   const { rows } = await tx.query<SessionRow>(
     `SELECT id, ${t.principal} AS principal_id, created_at, expires_at, revoked_at FROM ${t.sessions} WHERE ${t.scope} = $1 AND id = $2`,

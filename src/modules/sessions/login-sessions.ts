@@ -9,6 +9,7 @@ import {
   findSession,
   insertRefreshToken,
   insertSessionWithRefresh,
+  listPrincipalSessions,
   lockRefreshToken,
   markRefreshTokenUsed,
   operatorSessionTables,
@@ -177,6 +178,31 @@ export class LoginSessionService {
   async revokeAllOf(scope: string, principalId: string, reason: RevokedReason): Promise<void> {
     const ids = await this.#realm.transaction(scope, (tx) => revokePrincipalSessions(tx, this.#realm.tables, scope, principalId, reason, this.#clock.now()));
     for (const id of ids) this.#live.delete(`${scope}/${id}`);
+  }
+
+  /**
+   * `revokeAllOf` in the caller's transaction (a change that records its own event): answers the ids it
+   * revoked, to pass to `forgetLive` once the transaction committed.
+   */
+  async revokeAllIn(tx: Queryable, scope: string, principalId: string, reason: RevokedReason): Promise<string[]> {
+    return revokePrincipalSessions(tx, this.#realm.tables, scope, principalId, reason, this.#clock.now());
+  }
+
+  /** Drops sessions' cached liveness on this instance (after their revocation committed). */
+  forgetLive(scope: string, sessionIds: readonly string[]): void {
+    for (const id of sessionIds) this.#live.delete(`${scope}/${id}`);
+  }
+
+  /** A principal's sessions, newest first, revoked and expired ones included: metadata only. */
+  async listOf(scope: string, principalId: string): Promise<{ id: string; createdAt: string; expiresAt: string; revokedAt: string | null; revokedReason: RevokedReason | null }[]> {
+    const rows = await this.#realm.transaction(scope, (tx) => listPrincipalSessions(tx, this.#realm.tables, scope, principalId));
+    return rows.map((row) => ({
+      id: row.id,
+      createdAt: row.created_at.toISOString(),
+      expiresAt: row.expires_at.toISOString(),
+      revokedAt: row.revoked_at?.toISOString() ?? null,
+      revokedReason: row.revoked_reason,
+    }));
   }
 
   /** When the session's login happened (a refresh does not move it); undefined for an unknown session. */

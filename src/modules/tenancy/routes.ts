@@ -2,7 +2,8 @@ import { pageOf, pageQuery } from '../../platform/http/pagination.ts';
 import type { RoutePlugin } from '../../platform/http/route-kit.ts';
 import { Type } from 'typebox';
 import type { CreateUserBody, createUserBody } from '../identity/schemas.ts';
-import { createdTenant, createTenantBody, tenant, tenantParams, updateTenantBody } from './schemas.ts';
+import type { OffboardingService } from './offboarding.ts';
+import { createdTenant, createTenantBody, offboarding, tenant, tenantParams, updateTenantBody } from './schemas.ts';
 import type { TenancyService } from './service.ts';
 
 /** The tenant's first administrator, created with the tenant (the identity and access modules do it). */
@@ -15,8 +16,11 @@ export interface TenantOnboarding {
 
 const tags = ['tenants'];
 
-/** Tenant management: platform-operator routes. Offboarding (DELETE) arrives with the backups module. */
-export const tenancyRoutes: RoutePlugin<{ tenancy: TenancyService; onboarding: TenantOnboarding }> = async (app, { tenancy, onboarding }) => {
+/** Tenant management: platform-operator routes, offboarding (`DELETE`, then confirm) included. */
+export const tenancyRoutes: RoutePlugin<{ tenancy: TenancyService; onboarding: TenantOnboarding; offboarding: OffboardingService }> = async (
+  app,
+  { tenancy, onboarding, offboarding: offboardings },
+) => {
   const body = Type.Object(
     {
       ...createTenantBody.properties,
@@ -82,5 +86,67 @@ export const tenancyRoutes: RoutePlugin<{ tenancy: TenancyService; onboarding: T
       },
     },
     async (request) => tenancy.update(request.params.tenantId, request.body),
+  );
+
+  app.delete(
+    '/v1/tenants/:tenantId',
+    {
+      config: { auth: 'operator', permission: 'platform:tenants:offboard' },
+      schema: {
+        tags,
+        summary: 'Request offboarding',
+        description:
+          "Starts the tenant's offboarding: its status becomes `offboarding`, so its tenant-scoped routes, logins and agents are refused, and nothing is destroyed yet. After the grace period (`confirmableAt`, BULWARK_OFFBOARDING_GRACE_HOURS) `POST .../offboarding/confirm` destroys the tenant; until then `POST .../offboarding/cancel` restores its status. 409 `legal_hold_active` (naming the holds in `holds`) while a legal hold is in force. Asking again answers the standing request.",
+        params: tenantParams,
+        response: { 202: offboarding },
+      },
+    },
+    async (request, reply) => reply.code(202).send(await offboardings.request(request.params.tenantId)),
+  );
+
+  app.get(
+    '/v1/tenants/:tenantId/offboarding',
+    {
+      config: { auth: 'operator', permission: 'platform:tenants:read' },
+      schema: {
+        tags,
+        summary: 'Get the offboarding',
+        description: 'The request (`requested`), a confirmation under way (`confirming`), or the result (`completed`) with the proof of what was destroyed; kept after the tenant is gone. 404 when no offboarding was requested.',
+        params: tenantParams,
+        response: { 200: offboarding },
+      },
+    },
+    async (request) => offboardings.state(request.params.tenantId),
+  );
+
+  app.post(
+    '/v1/tenants/:tenantId/offboarding/cancel',
+    {
+      config: { auth: 'operator', permission: 'platform:tenants:offboard' },
+      schema: {
+        tags,
+        summary: 'Cancel the offboarding',
+        description: 'Restores the status the tenant had before the request. 409 `conflict` once a confirmation has begun.',
+        params: tenantParams,
+        response: { 200: tenant },
+      },
+    },
+    async (request) => offboardings.cancel(request.params.tenantId),
+  );
+
+  app.post(
+    '/v1/tenants/:tenantId/offboarding/confirm',
+    {
+      config: { auth: 'operator', permission: 'platform:tenants:offboard' },
+      schema: {
+        tags,
+        summary: 'Confirm the offboarding',
+        description:
+          "Destroys the tenant for good: exports its audit chain to the operator archive (when BULWARK_OFFBOARDING_AUDIT_ARCHIVE is on), revokes its agents' credentials, shreds it out of every backup (escrow key and segments), then in one transaction destroys its data keys and deletes every one of its rows, and records the proof (`tenant.offboard` in the platform audit trail); last, the tables that held its rows are rewritten. 409 `offboarding_grace_period` before `confirmableAt`, 409 `legal_hold_active` if a hold appeared. A confirmation that failed half way is finished by confirming again; confirming a completed offboarding answers its proof.",
+        params: tenantParams,
+        response: { 200: offboarding },
+      },
+    },
+    async (request) => offboardings.confirm(request.params.tenantId),
   );
 };

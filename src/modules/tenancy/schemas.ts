@@ -36,3 +36,56 @@ export const updateTenantBody = Type.Object(
   { additionalProperties: false, minProperties: 1 },
 );
 export type UpdateTenant = Static<typeof updateTenantBody>;
+
+const dateTime = Type.String({ format: 'date-time' });
+
+export const auditArchive = Type.Object(
+  {
+    location: Type.String({ description: 'The object in the operator archive of the tenant\'s region.' }),
+    sha256: Type.String({ description: "SHA-256 (hex) of the archive's bytes." }),
+    events: Type.Integer({ description: 'Events in it (NDJSON, one per line, as stored: hashes intact, personal data sealed).' }),
+  },
+  { description: "The tenant's audit chain, archived before the purge (BULWARK_OFFBOARDING_AUDIT_ARCHIVE)." },
+);
+export type AuditArchive = Static<typeof auditArchive>;
+
+export const offboardingProof = Type.Object(
+  {
+    tenantId,
+    region: Type.String(),
+    requestedAt: dateTime,
+    requestedBy: Type.String({ description: '`operator:<id>`.' }),
+    confirmedAt: dateTime,
+    confirmedBy: Type.String(),
+    completedAt: dateTime,
+    dataKeys: Type.Object({
+      destroyedVersions: Type.Array(Type.Integer(), { description: "The tenant's data key versions whose key material was destroyed (versions trimmed earlier had none left)." }),
+    }),
+    agentsRevoked: Type.Integer({ description: 'Agents whose token and bus credentials were revoked.' }),
+    rowsDeleted: Type.Record(Type.String(), Type.Integer(), { description: 'Rows deleted per tenant table (every table with a `tenant_id` column).' }),
+    rowsDeletedTotal: Type.Integer(),
+    backups: Type.Object({
+      escrowKeyDestroyed: Type.Boolean({ description: "The tenant's backup escrow key was destroyed: its segments in every backup are unreadable." }),
+      objectsDeleted: Type.Integer({ description: "The tenant's backup segments deleted." }),
+    }),
+    auditArchive: Type.Union([auditArchive, Type.Null()], { description: 'null: not archived.' }),
+  },
+  { description: 'What the offboarding destroyed; the platform audit event `tenant.offboard` carries the same.' },
+);
+export type OffboardingProof = Static<typeof offboardingProof>;
+
+export const offboarding = Type.Object({
+  tenantId,
+  state: Type.Union([Type.Literal('requested'), Type.Literal('confirming'), Type.Literal('completed')], {
+    description: '`requested`: in its grace period or waiting for confirmation, can be cancelled; `confirming`: a confirmation began (confirm again to finish); `completed`: the data is gone, `proof` says what went.',
+  }),
+  previousStatus: Type.Union([Type.Literal('active'), Type.Literal('suspended')], { description: 'The status a cancel restores.' }),
+  requestedAt: dateTime,
+  requestedBy: Type.String({ description: '`operator:<id>`.' }),
+  confirmableAt: Type.String({ format: 'date-time', description: 'The end of the grace period (BULWARK_OFFBOARDING_GRACE_HOURS).' }),
+  confirmedAt: Type.Union([dateTime, Type.Null()]),
+  completedAt: Type.Union([dateTime, Type.Null()]),
+  vacuumedAt: Type.Union([dateTime, Type.Null()], { description: 'When the tables that held the tenant\'s rows were rewritten (VACUUM FULL) and checkpointed.' }),
+  proof: Type.Union([offboardingProof, Type.Null()]),
+});
+export type Offboarding = Static<typeof offboarding>;

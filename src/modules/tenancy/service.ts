@@ -86,6 +86,11 @@ export class TenancyService implements TenantGate {
     return updated;
   }
 
+  /** Drops this instance's cached status after the offboarding flow changed it (other instances: within the TTL). */
+  statusChanged(tenantId: string): void {
+    this.#statuses.delete(tenantId);
+  }
+
   async status(tenantId: string): Promise<TenantStatus | null> {
     return this.#statuses.getOrLoad(tenantId, async () => {
       const { rows } = await this.#db.tenantQuery<{ status: TenantStatus }>(tenantId, tenantStatusSql, [tenantId]);

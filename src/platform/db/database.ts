@@ -35,6 +35,11 @@ export interface Database {
    * RLS still applies; tenant tables accept writes only under a tenant context.
    */
   withPlatform<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * A read-only platform transaction on one consistent snapshot (REPEATABLE READ): what a backup reads.
+   * The work may switch the RLS context inside it (each tenant's rows are read under that tenant's context).
+   */
+  withSnapshot<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

@@ -4,6 +4,7 @@ import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import type { Config } from '../config/config.ts';
 import type { Database } from './database.ts';
+import { type DatabaseMaintenance, pgliteMaintenance, postgresMaintenance } from './maintenance.ts';
 import { type AdminSession, assertServingRoleIsolated, inspectServingRole, migrate, type MigrationReport } from './migrate.ts';
 import { wrapPglite } from './pglite.ts';
 import { lockPgliteFolder } from './pglite-lock.ts';
@@ -14,6 +15,8 @@ export interface OpenedDatabase {
   migrations: MigrationReport;
   /** Weaker-than-production settings the operator should hear about once. */
   warnings: string[];
+  /** The owner's table rewrite, for offboarding only (see maintenance.ts). */
+  maintenance: DatabaseMaintenance;
 }
 
 type DatabaseConfig = Pick<
@@ -60,11 +63,12 @@ export async function openPgliteDatabase(pglite: PGlite, appRole: string): Promi
   const migrations = await migrate(admin, appRole);
   await pglite.exec(`SET ROLE ${pg.escapeIdentifier(appRole)}`);
   assertServingRoleIsolated(await inspectServingRole(async (sql) => (await pglite.query(sql)).rows as never));
-  return { db: wrapPglite(pglite), migrations, warnings: [] };
+  return { db: wrapPglite(pglite), migrations, warnings: [], maintenance: pgliteMaintenance(pglite, appRole) };
 }
 
 async function openPostgresDatabase(config: DatabaseConfig, url: string): Promise<OpenedDatabase> {
-  const migrations = await migratePostgres(config.databaseAdminUrl ?? url, config.databaseAppRole);
+  const ownerUrl = config.databaseAdminUrl ?? url;
+  const migrations = await migratePostgres(ownerUrl, config.databaseAppRole);
   const db = openPostgres({
     url,
     appRole: config.databaseAppRole,
@@ -87,7 +91,7 @@ async function openPostgresDatabase(config: DatabaseConfig, url: string): Promis
     await db.close();
     throw error;
   }
-  return { db, migrations, warnings };
+  return { db, migrations, warnings, maintenance: postgresMaintenance(ownerUrl) };
 }
 
 export async function migratePostgres(adminUrl: string, appRole: string): Promise<MigrationReport> {

@@ -30,6 +30,12 @@ export function wrapPglite(db: PGlite): Database {
     tenantQuery: (tenantId, sql, params = []) => fairly(tenantId, () => pipelinedTenantQuery(db, tenantId, sql, params)),
     withTenant: (tenantId, work) => fairly(tenantId, () => transaction({ tenantId }, work)),
     withPlatform: (work) => transaction({ scope: 'platform' }, work),
+    // One session, so a transaction already sees one snapshot; READ ONLY keeps the backup from writing.
+    withSnapshot: (work) =>
+      transaction({ scope: 'platform' }, async (tx) => {
+        await tx.query('SET TRANSACTION READ ONLY');
+        return work(tx);
+      }),
     async ping() {
       await db.query('SELECT 1');
     },

@@ -42,14 +42,14 @@ export function openPostgres(options: PostgresOptions): Database {
     return 'tenantId' in context ? slots.around(context.tenantId, () => transactionOnPool(context, work)) : transactionOnPool(context, work);
   }
 
-  async function transactionOnPool<T>(context: DbContext, work: (tx: Queryable) => Promise<T>): Promise<T> {
+  async function transactionOnPool<T>(context: DbContext, work: (tx: Queryable) => Promise<T>, begin = 'BEGIN'): Promise<T> {
     const client = await pool.connect();
     let connectionLost = false;
     try {
       // BEGIN and the context go out with the work's first statements, in one write.
       const deferred: Promise<unknown>[] = [];
       const tx = queryable(client, deferred);
-      const opened = Promise.all([tx.query('BEGIN'), tx.query(setContextSql, contextParams(context))]);
+      const opened = Promise.all([tx.query(begin), tx.query(setContextSql, contextParams(context))]);
       opened.catch(() => undefined);
       try {
         const result = await work(tx);
@@ -78,6 +78,7 @@ export function openPostgres(options: PostgresOptions): Database {
     tenantQuery: <Row>(tenantId: string, sql: string, params: readonly unknown[] = []) => slots.around(tenantId, () => tenantQueryOnPool<Row>(tenantId, sql, params)),
     withTenant: (tenantId, work) => transaction({ tenantId }, work),
     withPlatform: (work) => transaction({ scope: 'platform' }, work),
+    withSnapshot: (work) => transactionOnPool({ scope: 'platform' }, work, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY'),
     async ping() {
       await pool.query('SELECT 1');
     },

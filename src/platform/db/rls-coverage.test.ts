@@ -30,6 +30,11 @@ const platformTables: Record<string, string> = {
   services: 'registered secret-reading services (credential hashes)',
   // Failed agent pairings per client address (0013): keyed by the address's HMAC, before any tenant is known.
   agent_pairing_throttles: 'pairing brute-force counters per client address',
+  // Scheduled backup slots (0014): times and backup ids, so each slot runs once across the fleet.
+  backup_runs: 'backup schedule slots, no tenant data',
+  // Offboarding requests and their proofs (0015): ids, times and counts; they must outlive the tenant's purge,
+  // which is why the tenant's id is not in a `tenant_id` column. FORCE RLS, platform scope only.
+  tenant_offboardings: 'offboarding requests and proofs, no tenant data',
 };
 
 /**

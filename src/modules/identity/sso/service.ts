@@ -42,6 +42,7 @@ import {
   linkIdentity,
   listConnections,
   listDomains,
+  listUserIdentities,
   lockStaleConnectionSecrets,
   markDomainVerified,
   rememberAssertion,
@@ -142,6 +143,18 @@ export class SsoService implements Reencryptor {
   /** Browsers reach this deployment over HTTPS (cookies are Secure, SAML flows bound to the browser). */
   get publicUrlIsHttps(): boolean {
     return this.#options.publicUrl.startsWith('https:');
+  }
+
+  /** The identity provider accounts linked to a user: which connection, since when, last used (never the subject). */
+  async identitiesOf(tenantId: string, userId: string): Promise<{ connectionId: string; protocol: string; connectionName: string; linkedAt: string; lastLoginAt: string | null }[]> {
+    const rows = await this.#db.withTenant(tenantId, (tx) => listUserIdentities(tx, tenantId, userId));
+    return rows.map((row) => ({
+      connectionId: row.connection_id,
+      protocol: row.protocol,
+      connectionName: row.name,
+      linkedAt: row.created_at.toISOString(),
+      lastLoginAt: row.last_login_at?.toISOString() ?? null,
+    }));
   }
 
   // --- connections ---

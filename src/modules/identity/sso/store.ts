@@ -145,6 +145,21 @@ export async function linkIdentity(tx: Queryable, tenantId: string, connectionId
   ]);
 }
 
+/** The identities linked to a user, with their connection (metadata only: never the subject or its hash). */
+export async function listUserIdentities(
+  tx: Queryable,
+  tenantId: string,
+  userId: string,
+): Promise<{ connection_id: string; protocol: SsoProtocol; name: string; created_at: Date; last_login_at: Date | null }[]> {
+  const { rows } = await tx.query<{ connection_id: string; protocol: SsoProtocol; name: string; created_at: Date; last_login_at: Date | null }>(
+    `SELECT i.connection_id, c.protocol, c.name, i.created_at, i.last_login_at
+       FROM sso_identities i JOIN sso_connections c ON c.tenant_id = i.tenant_id AND c.id = i.connection_id
+      WHERE i.tenant_id = $1 AND i.user_id = $2 ORDER BY i.created_at, i.connection_id`,
+    [tenantId, userId],
+  );
+  return rows;
+}
+
 export async function stampIdentityLogin(tx: Queryable, tenantId: string, connectionId: string, subjectHmac: Buffer, now: Date): Promise<void> {
   await tx.query('UPDATE sso_identities SET last_login_at = $4 WHERE tenant_id = $1 AND connection_id = $2 AND subject_hmac = $3', [tenantId, connectionId, subjectHmac, now]);
 }

@@ -15,6 +15,8 @@ const domainLabels: Record<WrapPurpose, Buffer> = {
   'lookup-key': Buffer.from('bulwark/root-key-wrap/lookup-key/v1', 'utf8'),
   'signing-key': Buffer.from('bulwark/root-key-wrap/signing-key/v1', 'utf8'),
   'platform-key': Buffer.from('bulwark/root-key-wrap/platform-key/v1', 'utf8'),
+  'backup-key': Buffer.from('bulwark/root-key-wrap/backup-key/v1', 'utf8'),
+  'backup-escrow': Buffer.from('bulwark/root-key-wrap/backup-escrow/v1', 'utf8'),
 };
 
 /**
