@@ -55,7 +55,7 @@ import { ApiKeyService } from '../modules/sessions/service.ts';
 import { type TenantOnboarding, tenancyRoutes } from '../modules/tenancy/routes.ts';
 import { createUserBody } from '../modules/identity/schemas.ts';
 import { TenancyService } from '../modules/tenancy/service.ts';
-import { type LegalHolds, OffboardingService } from '../modules/tenancy/offboarding.ts';
+import { OffboardingService } from '../modules/tenancy/offboarding.ts';
 import type { DatabaseMaintenance } from '../platform/db/maintenance.ts';
 import { LimitsAdmission } from '../modules/limits/admission.ts';
 import { openRateLimiter } from '../modules/limits/open.ts';
@@ -186,9 +186,9 @@ export function buildServices({
     retention: { keepDailyDays: config.backupKeepDailyDays, keepWeeklyWeeks: config.backupKeepWeeklyWeeks },
     schedule: config.backupSchedule,
   });
-  // Until the privacy module is wired here: its PrivacyService (activeHolds) is the LegalHolds to pass.
-  const noLegalHoldsYet: LegalHolds = { activeHolds: () => Promise.resolve([]) };
-  const offboarding = new OffboardingService(db, { tenancy, keyring, audit: auditTrail, agents, storage: backups, holds: noLegalHoldsYet, maintenance }, clock, {
+  const privacy = new PrivacyService(db, auditTrail, { users, access, sessions, mfa, sso }, clock);
+  // Legal holds (the privacy module's) block offboarding; the backups are shredded of the tenant.
+  const offboarding = new OffboardingService(db, { tenancy, keyring, audit: auditTrail, agents, storage: backups, holds: privacy, maintenance }, clock, {
     graceHours: config.offboardingGraceHours,
     archiveAudit: config.offboardingAuditArchive,
   });
@@ -217,7 +217,7 @@ export function buildServices({
     serviceRegistry,
     secrets: new SecretsService(db, keyring, auditTrail, { registry: serviceRegistry, tenants: tenancy }, clock),
     agents,
-    privacy: new PrivacyService(db, auditTrail, { users, access, sessions, mfa, sso }, clock),
+    privacy,
   };
 }
 
@@ -654,9 +654,10 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   await app.register(backupRoutes, {
     backups: services.backups,
     async restoreToFolder(backupId, target, force) {
-      const folder = join(resolve(config.dataDir), 'restores', target);
-      const connect = async () => ({ ...(await openRestoreTarget(folder)), description: `restores/${target}` });
-      return services.backups.restore(backupId, connect, { appRole: config.databaseAppRole, force });
+      // Laid out as a data folder: `BULWARK_DATA_DIR=<dataDir>/restores/<target>` serves it (with the same root key).
+      const folder = join(resolve(config.dataDir), 'restores', target, 'pglite');
+      const connect = async () => ({ ...(await openRestoreTarget(folder)), description: `restores/${target}/pglite` });
+      return { ...(await services.backups.restore(backupId, connect, { appRole: config.databaseAppRole, force })), target };
     },
   });
   startAuditJobs(app, db, config, clock);

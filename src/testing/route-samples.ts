@@ -283,7 +283,8 @@ export class RouteFixture {
     // Domain verification asks this server for the TXT records the targets publish.
     const dns = await startTestDnsServer();
     // Each call of `targets` leaves a live API key and a live pairing code: the suites make more than the default caps.
-    const test = await createTestApp(engine, { config: { customerKmsAllowedOrigins: customerVault.address, quotaApiKeys: 'unlimited', dnsServers: dns.address, agentPairingMaxLiveCodes: '100000' } });
+    // No stale sweep: an agent going stale mid-suite would change state between a refused probe's before and after.
+    const test = await createTestApp(engine, { config: { customerKmsAllowedOrigins: customerVault.address, quotaApiKeys: 'unlimited', dnsServers: dns.address, agentPairingMaxLiveCodes: '100000', agentStaleSweepSeconds: '0' } });
     return new RouteFixture(test, await documentedOperations(test.app), customerVault, dns);
   }
 
@@ -329,7 +330,7 @@ export class RouteFixture {
     return rawCall(this.test, { method: operation.method as 'POST', url, ...(token === undefined ? {} : { token }), payload, headers: { 'content-type': 'application/x-www-form-urlencoded' } });
   }
 
-  /** A record, an API key, a ciphertext, a customer key, a user (logged in), a custom role, a grant and an operator of `tenant`. */
+  /** A record, an API key, a ciphertext, a customer key, a user (logged in), a custom role, a grant, an operator and a legal hold (on a second user) of `tenant`. */
   async targets(tenant: SuiteTenant): Promise<Targets> {
     const { test, secrets } = this;
     const customerVaultAddress = this.customerVault.address;

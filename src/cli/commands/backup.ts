@@ -70,7 +70,7 @@ async function run(invocation: Invocation): Promise<number> {
         const { to } = invocation;
         const report = await backups.restore(invocation.id, () => openRestoreTarget(to), { appRole: config.databaseAppRole, force: invocation.force });
         const shredded = report.tenantsShredded.length > 0 ? `; ${report.tenantsShredded.length} offboarded tenant(s) left out: ${report.tenantsShredded.join(', ')}` : '';
-        print(report, `restored ${invocation.id} into ${report.target}: ${report.rows} row(s) in ${report.tables} table(s), ${report.tenantsRestored} tenant(s)${shredded}`);
+        print(report, `restored ${invocation.id} into ${report.location}: ${report.rows} row(s) in ${report.tables} table(s), ${report.tenantsRestored} tenant(s)${shredded}`);
         return 0;
       }
     }

@@ -105,7 +105,7 @@ export const platformRoles = {
     standingTenantPermissions: ['keys:read', 'keys:rotate', 'limits:read'] satisfies TenantPermission[],
   },
   'platform-auditor': {
-    description: "Reads tenants, operators, services, the key status, tenants' limits and the platform audit trail; changes nothing.",
+    description: "Reads tenants, operators, services, the key status, tenants' limits, the platform audit trail, the backups (and verifies them) and the personal-data inventory; changes nothing.",
     permissions: ['platform:tenants:read', 'platform:root-key:read', 'platform:operators:read', 'platform:audit:read', 'platform:services:read', 'platform:backups:read', 'platform:privacy:read'] satisfies PlatformPermission[],
     standingTenantPermissions: ['keys:read', 'limits:read'] satisfies TenantPermission[],
   },

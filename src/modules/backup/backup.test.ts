@@ -69,8 +69,8 @@ for (const engine of engines) {
     }
 
     after(async () => {
-      await test?.close();
-      await s3?.close();
+      await test.close();
+      await s3.close();
       delete process.env['AWS_ACCESS_KEY_ID'];
       delete process.env['AWS_SECRET_ACCESS_KEY'];
       rmSync(folder, { recursive: true, force: true });
@@ -191,7 +191,7 @@ for (const engine of engines) {
       const target = `api-${newId()}`;
       const restored = await operator('POST', `/v1/backups/${first.id}/restore`, { target });
       assert.equal(restored.statusCode, 200, restored.body);
-      assert.equal(restored.json<{ target: string }>().target, `restores/${target}`);
+      assert.deepEqual(restored.json<{ target: string; location: string }>(), { ...restored.json(), target, location: `restores/${target}/pglite` });
       assert.equal((await operator('POST', `/v1/backups/${first.id}/restore`, { target })).json<{ code: string }>().code, 'restore_target_not_empty');
       assert.equal((await operator('POST', `/v1/backups/${first.id}/restore`, { target, force: true })).statusCode, 200);
     });
@@ -281,6 +281,37 @@ for (const engine of engines) {
       assert.deepEqual([...remaining].sort(), [...left].sort());
     });
 
+    it('a tenant whose offboarding is confirmed goes into no backup: no segment, no escrow key, a bare deleted row', async () => {
+      await test.relogOperator();
+      const leaving = await withRegion('eu');
+      const marker = `leaving-${newId()}`;
+      const put = await test.call({ method: 'PUT', url: `/v1/tenants/${leaving.tenantId}/collections/notes/records/${newId()}`, token: leaving.apiKey, body: { data: { marker } } });
+      assert.equal(put.statusCode, 201, put.body);
+      assert.equal((await test.call({ method: 'DELETE', url: `/v1/tenants/${leaving.tenantId}`, token: test.operatorToken })).statusCode, 202);
+      // The confirm's first step, as a backup running alongside it would see it.
+      await test.storage.asOwner('UPDATE tenant_offboardings SET confirmed_at = now(), confirmed_by = $2 WHERE tenant = $1', [leaving.tenantId, 'system']);
+      const backup = await test.app.services.backups.create('on-demand');
+      const objects = listFiles(join(folder, 'eu'));
+      assert.ok(!objects.some((object) => object.includes(leaving.tenantId)), 'nothing of the tenant in the storage');
+      const verified = await test.app.services.backups.verify(backup.id);
+      assert.equal(verified.ok, true);
+      assert.ok(!verified.segments.some((segment) => segment.name.includes(leaving.tenantId)));
+      const target = await freshTarget();
+      try {
+        await test.app.services.backups.restore(backup.id, () => openRestoreTarget(target.to), { appRole: test.storage.config.databaseAppRole, force: false });
+        const opened = await openRestoreTarget(target.to);
+        try {
+          const rows = await targetRows(opened);
+          assert.ok(!JSON.stringify(rows).includes(marker));
+          assert.deepEqual((rows['tenants'] as { id: string; status: string }[]).filter((tenant) => tenant.id === leaving.tenantId).map((tenant) => tenant.status), ['deleted']);
+        } finally {
+          await opened.close();
+        }
+      } finally {
+        await target.drop();
+      }
+    });
+
     it('shredding a tenant makes every earlier backup of it unreadable while the rest restores', async () => {
       const { backups } = test.app.services;
       const latest = (await backups.list())[0];
@@ -321,7 +352,7 @@ for (const engine of engines) {
 }
 
 function listFiles(root: string, prefix = ''): string[] {
-  let entries: string[] = [];
+  let entries: string[];
   try {
     entries = readdirSync(join(root, prefix));
   } catch {

@@ -6,7 +6,7 @@ import type { BackupService } from './service.ts';
 const tags = ['backups'];
 
 /** Restores into an embedded database folder under the data folder (the route's only kind of target). */
-export type FolderRestore = (backupId: string, target: string, force: boolean) => Promise<RestoreReport & { target: string }>;
+export type FolderRestore = (backupId: string, target: string, force: boolean) => Promise<RestoreReport & { target: string; location: string }>;
 
 /** Backups: platform-operator routes. Scheduling and retention run in the background (BULWARK_BACKUP_*). */
 export const backupRoutes: RoutePlugin<{ backups: BackupService; restoreToFolder: FolderRestore }> = async (app, { backups, restoreToFolder }) => {
@@ -67,7 +67,7 @@ export const backupRoutes: RoutePlugin<{ backups: BackupService; restoreToFolder
         tags,
         summary: 'Restore a backup into a fresh embedded database',
         description:
-          'Verifies the backup, then restores it into a new embedded database folder (`<BULWARK_DATA_DIR>/restores/<target>`), migrated to this release. A folder that already holds a Bulwark database is refused (409 restore_target_not_empty) unless `force`. The running database is never touched. Audited as `backup.restore`.',
+          'Verifies the backup, then restores it into a new embedded database (`<BULWARK_DATA_DIR>/restores/<target>/pglite`, a data folder a second server can be started on), migrated to this release. A folder that already holds a Bulwark database is refused (409 restore_target_not_empty) unless `force`. The running database is never touched. Audited as `backup.restore`.',
         params: backupParams,
         body: restoreBody,
         response: { 200: restoreReport },

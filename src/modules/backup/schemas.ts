@@ -36,7 +36,7 @@ export const restoreBody = Type.Object(
   {
     target: Type.String({
       pattern: '^[a-z0-9][a-z0-9-]{0,62}$',
-      description: 'Name of the embedded database folder to restore into, under `<BULWARK_DATA_DIR>/restores/`. For a PostgreSQL target use the CLI (`bulwark backup restore <id> --to <url>`).',
+      description: 'Name of the data folder to restore into: `<BULWARK_DATA_DIR>/restores/<target>/pglite`, which `BULWARK_DATA_DIR=<BULWARK_DATA_DIR>/restores/<target>` then serves. For a PostgreSQL target use the CLI (`bulwark backup restore <id> --to <url>`).',
     }),
     force: Type.Optional(Type.Boolean({ default: false, description: 'Replace a Bulwark database already in the target.' })),
   },
@@ -45,7 +45,8 @@ export const restoreBody = Type.Object(
 
 export const restoreReport = Type.Object({
   backupId: Type.String(),
-  target: Type.String({ description: 'The folder restored into, relative to the data folder.' }),
+  target: Type.String({ description: 'The target as named in the request.' }),
+  location: Type.String({ description: 'Where it went: the database folder, relative to the data folder.' }),
   tables: Type.Integer(),
   rows: Type.Integer(),
   tenantsRestored: Type.Integer(),

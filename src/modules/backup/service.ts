@@ -24,7 +24,7 @@ import {
 import { backupsToPrune, type RetentionPolicy } from './retention.ts';
 import { assertValidSchedule, dueSlot } from './schedule.ts';
 import { currentSchemaVersion, type RestoreReport, type RestoreTarget, restoreInto } from './restore.ts';
-import { readSnapshot, type TableRows } from './snapshot.ts';
+import { confirmedOffboardings, readSnapshot, type TableRows } from './snapshot.ts';
 import type { ObjectStore } from './storage.ts';
 
 export interface BackupSummary {
@@ -127,6 +127,11 @@ export class BackupService implements OffboardingStorage {
         await put(region, object, body);
         segments.push({ name, tenantId, region, object, sha256: sha256Hex(body), bytes: body.length, rows: countRows(tables) });
       }
+      // An offboarding confirmed while this backup ran shreds its tenant after the snapshot: that tenant's escrow
+      // key, made or found just now, must not outlive the confirm's own shredding (which may have run already).
+      for (const tenantId of await confirmedOffboardings(this.#db, [...snapshot.tenants.keys()])) {
+        await this.shredTenant(tenantId, snapshot.tenants.get(tenantId)?.region ?? this.#homeRegion);
+      }
       const manifest = signManifest(backupKey, {
         format: archiveFormat,
         id,
@@ -191,7 +196,7 @@ export class BackupService implements OffboardingStorage {
    * Verifies, then restores into the target `connect` reaches as its owner (opened only once the backup
    * verified, closed after); audited with where it went.
    */
-  async restore(id: string, connect: () => Promise<RestoreTarget>, options: { appRole: string; force: boolean }): Promise<RestoreReport & { target: string }> {
+  async restore(id: string, connect: () => Promise<RestoreTarget>, options: { appRole: string; force: boolean }): Promise<RestoreReport & { location: string }> {
     const opened = await this.openForRestore(id);
     const target = await connect();
     let report: RestoreReport;
@@ -205,7 +210,7 @@ export class BackupService implements OffboardingStorage {
       target: { type: 'backup', id },
       detail: { target: target.description, forced: options.force, rows: report.rows, tenantsRestored: report.tenantsRestored, tenantsShredded: report.tenantsShredded.length },
     });
-    return { ...report, target: target.description };
+    return { ...report, location: target.description };
   }
 
   /** Prunes what the retention policy does not keep, from every region; audited with the ids. */

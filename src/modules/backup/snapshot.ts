@@ -71,21 +71,22 @@ export function selectRowsSql(table: string): string {
 export async function readSnapshot(db: Database): Promise<Snapshot> {
   return db.withSnapshot(async (tx) => {
     const layout = await tableLayout(async <Row>(sql: string) => (await tx.query<Row>(sql)).rows);
-    const tenants = await tx.query<{ id: string; region: string; status: string }>('SELECT id, region, status FROM tenants ORDER BY id');
+    const tenants = await tx.query<{ id: string; region: string; status: string; shredding: boolean }>(confirmedOffboardingSql(`SELECT t.id, t.region, t.status, %s AS shredding FROM tenants t ORDER BY t.id`));
     const platform: TableRows = {};
     for (const table of layout.ordered) {
       if (!layout.tenantTables.has(table)) platform[table] = await rowsOf(tx, table);
     }
     // An offboarded tenant has nothing left but its scrubbed row, kept so its id is never reused: that row is
-    // the platform's, and no escrow key is made for it again.
-    const deleted = tenants.rows.filter((tenant) => tenant.status === 'deleted').map((tenant) => tenant.id);
-    if (deleted.length > 0) {
-      const rows = await tx.query<{ row: Record<string, unknown> }>('SELECT to_jsonb(t) AS row FROM tenants t WHERE id = ANY($1::text[]) ORDER BY id', [deleted]);
-      platform['tenants'] = rows.rows.map((row) => row.row);
+    // the platform's, and no escrow key is made for it again. A tenant whose offboarding is confirmed is being
+    // destroyed: only a bare row of it goes in (its offboarding record names it), none of its data.
+    const gone = tenants.rows.filter((tenant) => tenant.status === 'deleted' || tenant.shredding);
+    if (gone.length > 0) {
+      const rows = await tx.query<{ row: Record<string, unknown> }>('SELECT to_jsonb(t) AS row FROM tenants t WHERE id = ANY($1::text[]) ORDER BY id', [gone.map((tenant) => tenant.id)]);
+      platform['tenants'] = rows.rows.map(({ row }) => (row['status'] === 'deleted' ? row : { ...row, name: '[deleted]', status: 'deleted' }));
     }
     const byTenant = new Map<string, { region: string; tables: TableRows }>();
     for (const tenant of tenants.rows) {
-      if (tenant.status === 'deleted') continue;
+      if (tenant.status === 'deleted' || tenant.shredding) continue;
       await tx.query(setTenantSql, [tenant.id]);
       const tables: TableRows = {};
       for (const table of layout.ordered) {
@@ -107,3 +108,17 @@ async function rowsOf(tx: Queryable, table: string): Promise<Record<string, unkn
 }
 
 export const contextSql = { tenant: setTenantSql, platform: setPlatformSql };
+
+/** `%s` becomes whether the tenant `t`'s offboarding is confirmed (the tenancy module's bookkeeping). */
+function confirmedOffboardingSql(template: string): string {
+  return template.replace('%s', 'EXISTS (SELECT 1 FROM tenant_offboardings o WHERE o.tenant = t.id AND o.confirmed_at IS NOT NULL)');
+}
+
+/** Of these tenants, those whose offboarding was confirmed (read now, outside any snapshot). */
+export async function confirmedOffboardings(db: Database, tenantIds: readonly string[]): Promise<string[]> {
+  if (tenantIds.length === 0) return [];
+  const { rows } = await db.withPlatform((tx) =>
+    tx.query<{ id: string }>(confirmedOffboardingSql('SELECT t.id FROM tenants t WHERE t.id = ANY($1::text[]) AND (t.status = \'deleted\' OR %s)'), [tenantIds]),
+  );
+  return rows.map((row) => row.id);
+}

@@ -292,6 +292,15 @@ for (const engine of engines) {
         assertProblem(await call('GET', `/users/${subject.id}`), 404, 'not_found');
       });
 
+      it('two erasures of one user at once: one erases, the other finds nobody; one request, one event', async () => {
+        const subject = await person();
+        const answers = await Promise.all([call('POST', `/users/${subject.id}/erase`, {}), call('POST', `/users/${subject.id}/erase`, {})]);
+        assert.deepEqual(answers.map((answer) => answer.statusCode).sort(), [200, 404]);
+        const requests = (await call('GET', '/erasure-requests?limit=200')).json<{ items: ErasureRequest[] }>().items.filter((entry) => entry.userId === subject.id);
+        assert.equal(requests.length, 1);
+        assert.equal((await eventsOf('privacy.erase')).filter((event) => event.target?.id === subject.id).length, 1);
+      });
+
       it("refuses the tenant's last active tenant-admin (409), another tenant's user (404), bad input (400), and a caller lacking the user's permissions (403)", async () => {
         const fresh = await test.tenantWithKey('Alone');
         const [admin] = (await test.call({ method: 'GET', url: `/v1/tenants/${fresh.tenantId}/users`, token: fresh.apiKey })).json<{ items: { id: string }[] }>().items;

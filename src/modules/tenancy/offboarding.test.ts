@@ -193,6 +193,20 @@ for (const engine of engines) {
       assert.equal(total(await tenantRows(test, tenantId)), 0);
     });
 
+    it("the tenant's legal holds (privacy module) refuse the request with 409 naming them, until released", async () => {
+      const { tenantId, apiKey } = await test.tenantWithKey('Held over HTTP');
+      const placed = await test.call({ method: 'POST', url: `/v1/tenants/${tenantId}/legal-holds`, token: apiKey, body: { name: 'Audit 2030', reason: 'Regulator request' } });
+      assert.equal(placed.statusCode, 201, placed.body);
+      const hold = placed.json<{ id: string; name: string }>();
+      const refused = assertProblem(await operator('DELETE', `/v1/tenants/${tenantId}`), 409, 'legal_hold_active');
+      assert.deepEqual(refused['holds'], [{ id: hold.id, name: 'Audit 2030' }]);
+      assert.match(refused.detail, /Audit 2030/);
+      assert.equal((await operator('GET', `/v1/tenants/${tenantId}`)).json<{ status: string }>().status, 'active');
+      assertProblem(await operator('GET', `/v1/tenants/${tenantId}/offboarding`), 404, 'not_found');
+      assert.equal((await test.call({ method: 'DELETE', url: `/v1/tenants/${tenantId}/legal-holds/${hold.id}`, token: apiKey })).statusCode, 200);
+      assert.equal((await operator('DELETE', `/v1/tenants/${tenantId}`)).statusCode, 202);
+    });
+
     it('a legal hold refuses the request and the confirmation, naming the hold; the platform trail keeps its id only', async () => {
       // The privacy module's holds stand behind this interface; a list the test controls stands in for them.
       const holds: LegalHold[] = [];
@@ -397,6 +411,9 @@ for (const engine of engines) {
       });
       await as('POST', '/domains', { domain: `${mark}.example` });
       await as('POST', '/agents/pairing-codes', { name: `${mark} spare agent` });
+      // A legal hold, released (a hold in force would refuse the offboarding): its row stays until the purge.
+      const hold = (await as('POST', '/legal-holds', { name: `${mark} case`, reason: `${mark} hold reason` })).json<{ id: string }>();
+      assert.equal((await test.call({ method: 'DELETE', url: `/v1/tenants/${tenantId}/legal-holds/${hold.id}`, token: apiKey })).statusCode, 200);
       await as('POST', '/crypto/encrypt', { items: [{ plaintext: Buffer.from(`${mark} transit`).toString('base64') }] });
       // The user's own: a login (a session), a failed one (throttle), a second factor with a name.
       const userToken = (await test.call({ method: 'POST', url: '/v1/auth/login', body: { tenantId, email: user.email, password: user.password } })).json<{ accessToken: string }>().accessToken;
@@ -421,7 +438,7 @@ for (const engine of engines) {
       const kept = await fill(keeper);
       const keptState = await storedState(test, kept.tenantId);
       const before = await tenantRows(test, gone.tenantId);
-      for (const table of ['records', 'users', 'roles', 'api_keys', 'support_grants', 'secrets', 'secret_copies', 'sso_connections', 'tenant_domains', 'mfa_factors', 'agents', 'agent_pairing_codes', 'audit_events', 'tenant_keys']) {
+      for (const table of ['records', 'users', 'roles', 'api_keys', 'support_grants', 'secrets', 'secret_copies', 'sso_connections', 'tenant_domains', 'mfa_factors', 'agents', 'agent_pairing_codes', 'legal_holds', 'audit_events', 'tenant_keys']) {
         assert.ok((before[table] ?? 0) > 0, `the tenant has rows in ${table}`);
       }
       // The markers really are stored in clear somewhere (so the checks below can fail).

@@ -77,8 +77,8 @@ function requester(): string {
  * cancelled. A confirmation then, in this order: exports the tenant's audit chain to the operator archive
  * (if configured), revokes its agents' credentials, shreds it out of every backup (its escrow key and its
  * segments), and in one transaction destroys its data keys, deletes every row of it from every tenant table,
- * scrubs the tenant row and records the proof (`tenant.offboard`, platform chain); last, the tables that held
- * its rows are rewritten (VACUUM FULL) so no dead row version keeps its plaintext columns.
+ * scrubs the tenant row and records the proof (`tenant.offboard`, platform chain); last, every tenant table is
+ * rewritten (VACUUM FULL) so no dead row version keeps its plaintext columns.
  *
  * Each step can run again: a confirmation that stopped half way is confirmed again and finishes, the steps
  * outside the database keep their results in the request's row so the proof counts them all. Legal holds
@@ -165,7 +165,9 @@ export class OffboardingService {
       throw new BulwarkError('service_unavailable', { message: 'This process cannot confirm offboardings: it has no database maintenance access.', detail: 'no DatabaseMaintenance' });
     }
     // 1. Load and check the preconditions: a request past its grace period, no legal hold.
-    let row = await this.#load(tenantId);
+    const loaded = await this.#load(tenantId);
+    const { region } = loaded;
+    let { row } = loaded;
     if (row.completed_at === null) {
       const now = this.#clock.now();
       if (row.confirmed_at === null && now.getTime() < row.confirmable_at.getTime()) {
@@ -175,8 +177,7 @@ export class OffboardingService {
       await this.#refuseIfHeld(tenantId, 'tenant.offboard');
       // 2. From here the request cannot be cancelled.
       await this.#db.withPlatform((tx) => markOffboardingConfirmed(tx, tenantId, requester(), now));
-      row = await this.#load(tenantId);
-      const region = (await this.#db.withPlatform((tx) => findTenant(tx, tenantId)))?.region ?? '';
+      ({ row } = await this.#load(tenantId));
       // 3. Outside the database, each result kept as soon as it is known.
       if (this.#options.archiveAudit && row.audit_archive === null) {
         const { content, events } = await this.#auditChain(tenantId);
@@ -193,17 +194,17 @@ export class OffboardingService {
       // Every tenant table, not only those it had rows in at the end: rows it deleted earlier left dead versions too.
       await maintenance.vacuumFull(['tenants', ...Object.keys(row.proof.rowsDeleted)]);
       await this.#db.withPlatform((tx) => markOffboardingVacuumed(tx, tenantId, this.#clock.now()));
-      row = await this.#load(tenantId);
+      ({ row } = await this.#load(tenantId));
     }
     return toOffboarding(row);
   }
 
-  async #load(tenantId: string): Promise<OffboardingRow> {
-    const row = await this.#db.withPlatform((tx) => findOffboarding(tx, tenantId));
-    if (row !== undefined) return row;
-    const tenant = await this.#db.withPlatform((tx) => findTenant(tx, tenantId));
-    if (tenant === undefined || tenant.status === 'deleted') throw notFound();
-    throw new BulwarkError('conflict', { message: 'The tenant has no offboarding request: ask for one first (DELETE /v1/tenants/{tenantId}).' });
+  /** The request and the tenant's region; an offboarded tenant keeps both. */
+  async #load(tenantId: string): Promise<{ row: OffboardingRow; region: string }> {
+    const { tenant, row } = await this.#db.withPlatform(async (tx) => ({ tenant: await findTenant(tx, tenantId), row: await findOffboarding(tx, tenantId) }));
+    if (tenant === undefined || (row === undefined && tenant.status === 'deleted')) throw notFound();
+    if (row === undefined) throw new BulwarkError('conflict', { message: 'The tenant has no offboarding request: ask for one first (DELETE /v1/tenants/{tenantId}).' });
+    return { row, region: tenant.region };
   }
 
   /** Refuses (409 naming the holds) while a legal hold of the tenant is in force; the refusal is audited with the holds' ids. */

@@ -142,7 +142,7 @@ export const tenancyRoutes: RoutePlugin<{ tenancy: TenancyService; onboarding: T
         tags,
         summary: 'Confirm the offboarding',
         description:
-          "Destroys the tenant for good: exports its audit chain to the operator archive (when BULWARK_OFFBOARDING_AUDIT_ARCHIVE is on), revokes its agents' credentials, shreds it out of every backup (escrow key and segments), then in one transaction destroys its data keys and deletes every one of its rows, and records the proof (`tenant.offboard` in the platform audit trail); last, the tables that held its rows are rewritten. 409 `offboarding_grace_period` before `confirmableAt`, 409 `legal_hold_active` if a hold appeared. A confirmation that failed half way is finished by confirming again; confirming a completed offboarding answers its proof.",
+          "Destroys the tenant for good: exports its audit chain to the operator archive (when BULWARK_OFFBOARDING_AUDIT_ARCHIVE is on), revokes its agents' credentials, shreds it out of every backup (escrow key and segments), then in one transaction destroys its data keys and deletes every one of its rows, and records the proof (`tenant.offboard` in the platform audit trail); last, every tenant table is rewritten (VACUUM FULL), so no dead row version keeps its data. 409 `offboarding_grace_period` before `confirmableAt`, 409 `legal_hold_active` if a hold appeared. A confirmation that failed half way is finished by confirming again; confirming a completed offboarding answers its proof.",
         params: tenantParams,
         response: { 200: offboarding },
       },

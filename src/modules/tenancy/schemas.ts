@@ -85,7 +85,7 @@ export const offboarding = Type.Object({
   confirmableAt: Type.String({ format: 'date-time', description: 'The end of the grace period (BULWARK_OFFBOARDING_GRACE_HOURS).' }),
   confirmedAt: Type.Union([dateTime, Type.Null()]),
   completedAt: Type.Union([dateTime, Type.Null()]),
-  vacuumedAt: Type.Union([dateTime, Type.Null()], { description: 'When the tables that held the tenant\'s rows were rewritten (VACUUM FULL) and checkpointed.' }),
+  vacuumedAt: Type.Union([dateTime, Type.Null()], { description: 'When every tenant table was rewritten (VACUUM FULL) and checkpointed after the purge.' }),
   proof: Type.Union([offboardingProof, Type.Null()]),
 });
 export type Offboarding = Static<typeof offboarding>;
