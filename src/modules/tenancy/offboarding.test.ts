@@ -20,6 +20,8 @@ import { assertProblem, storedState } from '../../testing/security-suite.ts';
 import { bodyDigest, genesisHash, linkHash } from '../audit/chain.ts';
 import type { StoredAuditEvent } from '../audit/service.ts';
 import { generateServiceKeyPair } from '../secrets/sealing.ts';
+import { openSegment } from '../backup/archive.ts';
+import { backupStoresOf } from '../backup/storage.ts';
 import { type LegalHold, type OffboardingDependencies, OffboardingService } from './offboarding.ts';
 import type { Offboarding } from './schemas.ts';
 import { offboardedTenantName } from './store.ts';
@@ -444,6 +446,17 @@ for (const engine of engines) {
       // The markers really are stored in clear somewhere (so the checks below can fail).
       const [plain] = await test.storage.asOwner('SELECT description FROM roles WHERE tenant_id = $1', [gone.tenantId]);
       assert.equal(plain?.['description'], `${marker} role description`);
+      // A backup of both tenants taken before, and an off-site copy of the leaving tenant's segment made from it.
+      const { backups } = test.app.services;
+      const old = await backups.create();
+      const opened = await backups.openForRestore(old.id);
+      assert.ok(JSON.stringify(opened.tenants.get(gone.tenantId)).includes(marker), 'the backup holds the tenant (the search below works)');
+      const store = backupStoresOf(test.storage.config).get(test.storage.config.regions[0] ?? '');
+      assert.ok(store !== undefined);
+      const segment = opened.manifest.segments.find((entry) => entry.tenantId === gone.tenantId);
+      assert.ok(segment !== undefined);
+      const offsiteCopy = await store.get(segment.object);
+      assert.ok(offsiteCopy !== undefined);
 
       assert.equal((await operator('DELETE', `/v1/tenants/${gone.tenantId}`)).statusCode, 202);
       const confirmed = await operator('POST', `/v1/tenants/${gone.tenantId}/offboarding/confirm`);
@@ -456,7 +469,7 @@ for (const engine of engines) {
       assert.equal(proof.agentsRevoked, 1);
       assert.deepEqual(proof.rowsDeleted, { ...before, audit_events: (before['audit_events'] ?? 0) + 1 });
       assert.deepEqual(proof.dataKeys.destroyedVersions, [1]);
-      assert.equal(proof.backups.objectsDeleted, 0);
+      assert.deepEqual(proof.backups, { escrowKeyDestroyed: true, objectsDeleted: 1 });
       const [event] = (await platformEvents(test, gone.tenantId)).filter((candidate) => candidate.action === 'tenant.offboard');
       assert.deepEqual(event?.detail, proof);
       const verified = await operator('POST', '/v1/audit/verify');
@@ -468,6 +481,32 @@ for (const engine of engines) {
       const read = await test.call({ method: 'GET', url: kept.recordUrl, token: kept.apiKey });
       assert.equal(read.json<{ data: { text: string } }>().data.text, `${keeper} record body`);
       assert.equal((await test.call({ method: 'POST', url: `/v1/tenants/${kept.tenantId}/audit/verify`, token: kept.apiKey })).json<{ ok: boolean }>().ok, true);
+
+      // The old backup: its segment of the tenant is gone and reported shredded; what still opens holds no trace.
+      const report = await backups.verify(old.id);
+      assert.equal(report.ok, true);
+      assert.equal(report.segments.find((entry) => entry.name === segment.name)?.status, 'shredded');
+      const reopened = await backups.openForRestore(old.id);
+      assert.equal(reopened.tenants.has(gone.tenantId), false);
+      const remaining = JSON.stringify({ platform: reopened.platform, tenants: [...reopened.tenants.values()] });
+      assert.ok(remaining.includes(keeper), 'the other tenant is still in the backup');
+      assert.ok(!remaining.includes(marker), 'nothing of the offboarded tenant opens from the old backup');
+      // Objects: no backup segment or escrow key of the tenant, and no marker in any backup. Its audit chain,
+      // archived under archive/ because this test configures it, is kept on purpose (ids and names included).
+      for (const object of (await store.list('')).filter((name) => !name.startsWith('archive/'))) {
+        assert.ok(!object.includes(gone.tenantId), `no object of the tenant is left: ${object}`);
+        assert.ok(!(await store.get(object))?.includes(Buffer.from(marker, 'utf8')), object);
+      }
+      // The off-site copy opens with none of the keys that remain: every other escrow key, and the backup's own.
+      const remainingKeys: Buffer[] = [await test.rootKeys.unwrap(reopened.manifest.wrappedKey, { tenantId: `backup/${old.id}`, keyVersion: 1, purpose: 'backup-key' })];
+      // (The store is this test process's: other apps, under other root keys, left escrow keys of their tenants in it.)
+      const backedUp = new Set(reopened.manifest.segments.map((entry) => entry.tenantId));
+      for (const object of (await store.list('escrow/')).filter((name) => name.endsWith('.key') && backedUp.has(name.split('/')[1] ?? null))) {
+        const { tenantId: owner, wrapped } = JSON.parse((await store.get(object))?.toString('utf8') ?? '{}') as { tenantId: string; wrapped: string };
+        remainingKeys.push(await test.rootKeys.unwrap(wrapped, { tenantId: owner, keyVersion: 1, purpose: 'backup-escrow' }));
+      }
+      assert.ok(remainingKeys.length >= 2);
+      for (const key of remainingKeys) assert.throws(() => openSegment(key, old.id, segment.name, gone.tenantId, offsiteCopy));
 
       if (engine === 'postgres') {
         const dump = execFileSync('/usr/bin/pg_dump', ['--no-owner', '--dbname', test.storage.ownerUrl ?? ''], { maxBuffer: 256 * 1024 * 1024 }).toString('utf8');
