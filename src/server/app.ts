@@ -650,7 +650,11 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
   await app.register(auditRoutes, { audit: services.audit });
   await app.register(agentRoutes, { agents: services.agents });
   await app.register(agentGatewayRoutes, { agents: services.agents, bus: services.bus });
-  await app.register(privacyRoutes, { privacy: services.privacy, access: services.access });
+  await app.register(privacyRoutes, {
+    privacy: services.privacy,
+    access: services.access,
+    tenantExport: { tenancy, users: services.users, access: services.access, records: services.records, audit: services.audit, clock },
+  });
   await app.register(backupRoutes, {
     backups: services.backups,
     async restoreToFolder(backupId, target, force) {

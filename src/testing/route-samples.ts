@@ -236,6 +236,7 @@ export const routeSamples: Record<string, RouteSample> = {
   'POST /v1/tenants/{tenantId}/users/{userId}/erase': { auth: 'tenant', body: { reason: 'Suite request 1' } },
   'GET /v1/tenants/{tenantId}/erasure-requests': { auth: 'tenant' },
   'GET /v1/privacy/inventory': { auth: 'operator' },
+  'GET /v1/tenants/{tenantId}/export': { auth: 'tenant' },
   // Backups: one backup (made once by the fixture) is read, verified and restored; each restore goes to a folder of its own.
   'POST /v1/backups': { auth: 'operator' },
   'GET /v1/backups': { auth: 'operator' },

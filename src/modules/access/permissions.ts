@@ -37,6 +37,7 @@ export const tenantPermissions = {
   'privacy:read': 'List erasure requests (ids, status, counts; no personal data).',
   'privacy:export': "Export everything Bulwark holds about a user (the data subject's copy, decrypted).",
   'privacy:erase': "Erase a user's personal data (deferred while a legal hold covers it).",
+  'data:export': "Export all of the tenant's data as one archive: records decrypted, users, roles, the audit trail.",
 } as const;
 
 export const platformPermissions = {

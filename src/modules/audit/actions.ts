@@ -25,6 +25,7 @@ export const auditActions = [
   'backup.verify',
   'backup.restore',
   'backup.prune',
+  'tenant.export',
   // Authentication (in the realm's chain: the tenant's, or the platform's for operators)
   'auth.login',
   'auth.lockout',

@@ -1,15 +1,18 @@
 import { Readable } from 'node:stream';
+import { Type } from 'typebox';
 import type { FastifyRequest } from 'fastify';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { heldPermissions } from '../../platform/http/auth.ts';
 import { pageOf, pageQuery } from '../../platform/http/pagination.ts';
 import type { RoutePlugin } from '../../platform/http/route-kit.ts';
 import type { AccessService } from '../access/service.ts';
-import type { SubjectAuditRecord } from '../audit/service.ts';
+import type { AuditRecorder, SubjectAuditRecord } from '../audit/service.ts';
+import type { Clock } from '../../platform/clock.ts';
 import { userParams } from '../identity/schemas.ts';
 import { tenantParams } from '../tenancy/schemas.ts';
 import { createHoldBody, deferred, erased, eraseBody, erasureRequest, holdParams, inventory, legalHold, releasedHold, subjectExport, type SubjectExportDocument, type SubjectExportHead } from './schemas.ts';
 import type { PrivacyService, Requester } from './service.ts';
+import { type TenantExportSources, tenantExportLines } from './tenant-export.ts';
 
 const tags = ['privacy'];
 
@@ -40,7 +43,34 @@ async function* exportDocument(head: SubjectExportHead, events: AsyncIterable<Su
  * Personal data: legal holds, a user's copy (GDPR Art. 15 and 20), erasure (Art. 17) and its register, and
  * the operator's inventory of where personal data lives (Art. 30).
  */
-export const privacyRoutes: RoutePlugin<{ privacy: PrivacyService; access: AccessService }> = async (app, { privacy, access }) => {
+export const privacyRoutes: RoutePlugin<{ privacy: PrivacyService; access: AccessService; tenantExport: TenantExportSources & { audit: AuditRecorder; clock: Clock } }> = async (
+  app,
+  { privacy, access, tenantExport },
+) => {
+  app.get(
+    '/v1/tenants/:tenantId/export',
+    {
+      config: { auth: 'tenant', permission: 'data:export', rateLimit: { bucket: 'export' } },
+      schema: {
+        tags,
+        summary: "Export all of the tenant's data",
+        description:
+          'One NDJSON archive, streamed: a `header` line, then every `user` (with its roles), `role`, `record` (decrypted) and `audit-event`. Secrets stay write-only and are not in it. Nothing is written to storage: the archive goes only to the caller. Audited (`tenant.export`) before the first byte.',
+        params: tenantParams,
+        response: { 200: { description: 'The archive.', content: { 'application/x-ndjson': { schema: Type.String() } } } },
+      },
+    },
+    async (request, reply) => {
+      const { tenantId } = request.params;
+      await tenantExport.audit.recordAlone({ tenantId }, { action: 'tenant.export', target: { type: 'tenant', id: tenantId } });
+      return reply
+        .type('application/x-ndjson')
+        .header('content-disposition', `attachment; filename="tenant-${tenantId}.ndjson"`)
+        .send(Readable.from(tenantExportLines(tenantExport, tenantId, tenantExport.clock.now())) as unknown as string);
+    },
+  );
+
+
   const holds = '/v1/tenants/:tenantId/legal-holds';
 
   app.post(

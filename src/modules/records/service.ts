@@ -13,6 +13,7 @@ import {
   deleteRecord,
   firstRecord,
   insertRecord,
+  exportRecordsSql,
   listRecordsSql,
   lockRecord,
   lockStaleRecords,
@@ -84,6 +85,20 @@ export class RecordsService implements Reencryptor {
     const page = toPage(normalizeRows(rows), limit, (row) => row);
     const items = await this.#keyring.withKeys(tenantId, (keys) => page.items.map((row) => toRecord(row, plaintextOf(keys, tenantId, row))));
     return { items, nextCursor: page.nextCursor };
+  }
+
+  /** Every record of the tenant, decrypted, in pages (each read in its own short transaction): the tenant export. */
+  async *exportAll(tenantId: string, pageSize = 200): AsyncGenerator<StoredRecord[]> {
+    let after = { collection: '', id: '' };
+    for (;;) {
+      const { rows } = await this.#db.tenantQuery<RecordRow>(tenantId, exportRecordsSql, [tenantId, after.collection, after.id, pageSize]);
+      const page = normalizeRows(rows);
+      if (page.length === 0) return;
+      yield await this.#keyring.withKeys(tenantId, (keys) => page.map((row) => toRecord(row, plaintextOf(keys, tenantId, row))));
+      const last = page[page.length - 1];
+      if (last === undefined || page.length < pageSize) return;
+      after = { collection: last.collection, id: last.id };
+    }
   }
 
   async create(tenantId: string, collection: string, data: RecordData): Promise<StoredRecord> {

@@ -73,6 +73,10 @@ export async function deleteRecord(tx: Queryable, tenantId: string, collection: 
 export const listRecordsSql = `SELECT ${columns} FROM records
   WHERE tenant_id = $1 AND collection = $2 AND id > $3 ORDER BY id LIMIT $4`;
 
+/** Every collection of the tenant, keyset-paged by (collection, id): the tenant export. */
+export const exportRecordsSql = `SELECT ${columns} FROM records
+  WHERE tenant_id = $1 AND (collection, id) > ($2, $3) ORDER BY collection, id LIMIT $4`;
+
 export function normalizeRows(rows: RecordRow[]): RecordRow[] {
   return rows.map(normalize);
 }
