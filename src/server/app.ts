@@ -660,7 +660,7 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
     async restoreToFolder(backupId, target, force) {
       // Laid out as a data folder: `BULWARK_DATA_DIR=<dataDir>/restores/<target>` serves it (with the same root key).
       const folder = join(resolve(config.dataDir), 'restores', target, 'pglite');
-      const connect = async () => ({ ...(await openRestoreTarget(folder)), description: `restores/${target}/pglite` });
+      const connect = async () => ({ ...(await openRestoreTarget(folder, { appRole: config.databaseAppRole })), description: `restores/${target}/pglite` });
       return { ...(await services.backups.restore(backupId, connect, { appRole: config.databaseAppRole, force })), target };
     },
   });

@@ -68,7 +68,7 @@ async function run(invocation: Invocation): Promise<number> {
       }
       case 'restore': {
         const { to } = invocation;
-        const report = await backups.restore(invocation.id, () => openRestoreTarget(to), { appRole: config.databaseAppRole, force: invocation.force });
+        const report = await backups.restore(invocation.id, () => openRestoreTarget(to, { appRole: config.databaseAppRole }), { appRole: config.databaseAppRole, force: invocation.force });
         const shredded = report.tenantsShredded.length > 0 ? `; ${report.tenantsShredded.length} offboarded tenant(s) left out: ${report.tenantsShredded.join(', ')}` : '';
         print(report, `restored ${invocation.id} into ${report.location}: ${report.rows} row(s) in ${report.tables} table(s), ${report.tenantsRestored} tenant(s)${shredded}`);
         return 0;

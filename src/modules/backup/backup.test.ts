@@ -9,6 +9,7 @@ import { movableClock } from '../../testing/clock.ts';
 import { engineSkip, engines, postgresAdminUrl } from '../../testing/engines.ts';
 import { startTestS3Server, type TestS3Server } from '../../testing/s3-server.ts';
 import { newId } from '../../platform/ids.ts';
+import { offboardedTenantName } from '../tenancy/store.ts';
 import { openRestoreTarget, type RestoreTarget } from './restore.ts';
 import type { BackupSummary, VerifyReport } from './service.ts';
 import { selectRowsSql, tableLayout } from './snapshot.ts';
@@ -334,7 +335,7 @@ for (const engine of engines) {
           assert.ok(!text.includes(usMarker));
           assert.deepEqual(
             (rows['tenants'] as { id: string; status: string; name: string }[]).filter((tenant) => tenant.id === usTenant.tenantId).map(({ status, name }) => ({ status, name })),
-            [{ status: 'deleted', name: '[deleted]' }],
+            [{ status: 'deleted', name: offboardedTenantName }],
           );
           for (const [table, tableRows] of Object.entries(rows)) {
             if (table === 'tenants') continue;

@@ -1,8 +1,10 @@
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import pg, { escapeIdentifier } from 'pg';
+import { pgliteAdminSession } from '../../platform/db/pglite.ts';
 import { lockPgliteFolder } from '../../platform/db/pglite-lock.ts';
+import { offboardedTenantName } from '../tenancy/store.ts';
 import { type AdminSession, loadMigrations, migrate } from '../../platform/db/migrate.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import type { OpenedBackup } from './service.ts';
@@ -29,8 +31,7 @@ export async function restoreInto(target: AdminSession, appRole: string, backup:
       message: `The backup has schema version ${manifest.schemaVersion}; this Bulwark restores version ${currentSchemaVersion()}. Restore with the release that took it.`,
     });
   }
-  const [existing] = await target.query<{ migrated: boolean }>("SELECT to_regclass('public.schema_migrations') IS NOT NULL AS migrated");
-  if (existing?.migrated === true) {
+  if (await holdsData(target)) {
     if (!options.force) {
       throw new BulwarkError('restore_target_not_empty', { message: 'The target already holds a Bulwark database; restore into a fresh one, or force to replace it.' });
     }
@@ -49,7 +50,7 @@ export async function restoreInto(target: AdminSession, appRole: string, backup:
       if (table === 'tenants') {
         for (const { tenantId, region } of backup.shredded) {
           const at = manifest.createdAt;
-          platformRows.push({ id: tenantId, name: '[deleted]', region, status: 'deleted', created_at: at, updated_at: at });
+          platformRows.push({ id: tenantId, name: offboardedTenantName, region, status: 'deleted', created_at: at, updated_at: at });
         }
       }
       report.rows += await insertRows(target, table, platformRows);
@@ -74,6 +75,25 @@ async function insertRows(target: AdminSession, table: string, rows: readonly Re
   // function (bytea from `\x..`, arrays, timestamps): the exact inverse of the backup's to_jsonb.
   await target.query(`INSERT INTO ${name} SELECT * FROM jsonb_populate_recordset(NULL::${name}, $1::jsonb)`, [JSON.stringify(rows)]);
   return rows.length;
+}
+
+/**
+ * Whether the target holds a Bulwark database in use: migrated, with an operator, a tenant or a platform
+ * event (read in the platform scope, which their policies admit). A migrated empty database is a fresh one.
+ */
+async function holdsData(target: AdminSession): Promise<boolean> {
+  const [migrated] = await target.query<{ migrated: boolean }>("SELECT to_regclass('public.schema_migrations') IS NOT NULL AND to_regclass('public.tenants') IS NOT NULL AS migrated");
+  if (migrated?.migrated !== true) return false;
+  await target.exec('BEGIN');
+  try {
+    await target.query(contextSql.platform);
+    const [row] = await target.query<{ used: boolean }>(
+      'SELECT EXISTS (SELECT 1 FROM tenants) OR EXISTS (SELECT 1 FROM operators) OR EXISTS (SELECT 1 FROM platform_audit_events) AS used',
+    );
+    return row?.used === true;
+  } finally {
+    await target.exec('ROLLBACK');
+  }
 }
 
 /** `force`: the target's Bulwark tables and functions go; nothing outside the public schema is touched. */
@@ -103,7 +123,7 @@ export interface RestoreTarget {
  * A restore target reached as its owner: a PostgreSQL URL (its login must own the schema, like the one that
  * migrates) or an embedded database folder, created when absent.
  */
-export async function openRestoreTarget(to: string): Promise<RestoreTarget> {
+export async function openRestoreTarget(to: string, options: { appRole?: string } = {}): Promise<RestoreTarget> {
   if (/^postgres(ql)?:\/\//.test(to)) {
     const client = new pg.Client({ connectionString: to, connectionTimeoutMillis: 5_000 });
     await client.connect();
@@ -120,17 +140,16 @@ export async function openRestoreTarget(to: string): Promise<RestoreTarget> {
     };
   }
   const folder = resolve(to);
+  const fresh = !existsSync(folder) || readdirSync(folder).length === 0;
   mkdirSync(folder, { recursive: true, mode: 0o700 });
   const unlock = lockPgliteFolder(folder);
   try {
-    const pglite = await PGlite.create(folder);
+    // A new folder starts from a migrated empty database made once per process: initdb and the migrations
+    // are most of a small restore's time.
+    const template = fresh && options.appRole !== undefined ? await migratedTemplate(options.appRole) : undefined;
+    const pglite = await PGlite.create(folder, template === undefined ? {} : { loadDataDir: template });
     return {
-      session: {
-        exec: async (sql) => {
-          await pglite.exec(sql);
-        },
-        query: async <Row>(sql: string, params: readonly unknown[] = []) => (await pglite.query<Row>(sql, params as unknown[])).rows,
-      },
+      session: pgliteAdminSession(pglite),
       description: folder,
       async close() {
         try {
@@ -144,4 +163,25 @@ export async function openRestoreTarget(to: string): Promise<RestoreTarget> {
     unlock();
     throw error;
   }
+}
+
+const templates = new Map<string, Promise<Blob>>();
+
+/** An embedded database migrated to this release for `appRole`, with no rows, as a data folder tarball. */
+function migratedTemplate(appRole: string): Promise<Blob> {
+  let template = templates.get(appRole);
+  if (template === undefined) {
+    template = (async () => {
+      const pglite = await PGlite.create();
+      try {
+        await migrate(pgliteAdminSession(pglite), appRole);
+        return await pglite.dumpDataDir('gzip');
+      } finally {
+        await pglite.close();
+      }
+    })();
+    templates.set(appRole, template);
+    template.catch(() => templates.delete(appRole));
+  }
+  return template;
 }

@@ -1,5 +1,6 @@
 import type { Database, Queryable } from '../../platform/db/database.ts';
 import { escapeIdentifier } from 'pg';
+import { offboardedTenantName } from '../tenancy/store.ts';
 
 /** One table's rows as PostgreSQL renders them with to_jsonb (bytea as `\x..` hex, timestamps ISO). */
 export type TableRows = Record<string, Record<string, unknown>[]>;
@@ -82,7 +83,7 @@ export async function readSnapshot(db: Database): Promise<Snapshot> {
     const gone = tenants.rows.filter((tenant) => tenant.status === 'deleted' || tenant.shredding);
     if (gone.length > 0) {
       const rows = await tx.query<{ row: Record<string, unknown> }>('SELECT to_jsonb(t) AS row FROM tenants t WHERE id = ANY($1::text[]) ORDER BY id', [gone.map((tenant) => tenant.id)]);
-      platform['tenants'] = rows.rows.map(({ row }) => (row['status'] === 'deleted' ? row : { ...row, name: '[deleted]', status: 'deleted' }));
+      platform['tenants'] = rows.rows.map(({ row }) => (row['status'] === 'deleted' ? row : { ...row, name: offboardedTenantName, status: 'deleted' }));
     }
     const byTenant = new Map<string, { region: string; tables: TableRows }>();
     for (const tenant of tenants.rows) {

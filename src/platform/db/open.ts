@@ -5,8 +5,8 @@ import pg from 'pg';
 import type { Config } from '../config/config.ts';
 import type { Database } from './database.ts';
 import { type DatabaseMaintenance, pgliteMaintenance, postgresMaintenance } from './maintenance.ts';
-import { type AdminSession, assertServingRoleIsolated, inspectServingRole, migrate, type MigrationReport } from './migrate.ts';
-import { wrapPglite } from './pglite.ts';
+import { assertServingRoleIsolated, inspectServingRole, migrate, type MigrationReport } from './migrate.ts';
+import { pgliteAdminSession, wrapPglite } from './pglite.ts';
 import { lockPgliteFolder } from './pglite-lock.ts';
 import { openPostgres } from './postgres.ts';
 
@@ -54,16 +54,17 @@ export async function openDatabase(config: DatabaseConfig, options: { pgliteData
  * statement in Bulwark is a constant string with bound parameters.
  */
 export async function openPgliteDatabase(pglite: PGlite, appRole: string): Promise<OpenedDatabase> {
-  const admin: AdminSession = {
-    exec: async (sql) => {
-      await pglite.exec(sql);
-    },
-    query: async <Row>(sql: string, params: readonly unknown[] = []) => (await pglite.query<Row>(sql, params as unknown[])).rows,
-  };
-  const migrations = await migrate(admin, appRole);
-  await pglite.exec(`SET ROLE ${pg.escapeIdentifier(appRole)}`);
-  assertServingRoleIsolated(await inspectServingRole(async (sql) => (await pglite.query(sql)).rows as never));
-  return { db: wrapPglite(pglite), migrations, warnings: [], maintenance: pgliteMaintenance(pglite, appRole) };
+  const admin = pgliteAdminSession(pglite);
+  try {
+    const migrations = await migrate(admin, appRole);
+    await pglite.exec(`SET ROLE ${pg.escapeIdentifier(appRole)}`);
+    assertServingRoleIsolated(await inspectServingRole(async (sql) => (await pglite.query(sql)).rows as never));
+    return { db: wrapPglite(pglite), migrations, warnings: [], maintenance: pgliteMaintenance(pglite, appRole) };
+  } catch (error) {
+    // A failed migration must not leave the engine running: the CLI would never exit.
+    await pglite.close().catch(() => undefined);
+    throw error;
+  }
 }
 
 async function openPostgresDatabase(config: DatabaseConfig, url: string): Promise<OpenedDatabase> {

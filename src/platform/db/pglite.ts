@@ -2,6 +2,7 @@ import { parse, type PGlite, protocol, type Results, type Transaction } from '@e
 import { contextParams, type Database, type DbContext, type Queryable, type QueryResult, setContextSql } from './database.ts';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { TenantSlots } from './tenant-slots.ts';
+import type { AdminSession } from './migrate.ts';
 
 /**
  * Embedded engine: PostgreSQL compiled to WASM, in-process, one connection. `openPgliteDatabase` drops
@@ -110,5 +111,15 @@ export function queryable(target: PGlite | Transaction): Queryable {
     async defer(sql: string, params: readonly unknown[] = []): Promise<void> {
       await target.query(sql, params as unknown[]);
     },
+  };
+}
+
+/** The engine's bootstrap (owner) session as migrations and restores use it: never for requests. */
+export function pgliteAdminSession(pglite: PGlite): AdminSession {
+  return {
+    exec: async (sql) => {
+      await pglite.exec(sql);
+    },
+    query: async <Row>(sql: string, params: readonly unknown[] = []) => (await pglite.query<Row>(sql, params as unknown[])).rows,
   };
 }
