@@ -8,7 +8,7 @@ import { EnvelopeError, envelopeKeyVersion, open, seal } from '../keys/envelope.
 import type { PlatformKeys } from '../keys/platform-keys.ts';
 import type { Reencryptor, TenantKeys } from '../keys/service.ts';
 import type { AuditAction } from './actions.ts';
-import { type BreakReason, bodyDigest, canonicalJson, type ChainBreak, chainLabel, checkpointPayload, genesisHash, linkHash } from './chain.ts';
+import { type BreakReason, bodyDigest, canonicalJson, type ChainBreak, chainLabel, checkpointPayload, type EventBody, genesisHash, linkHash } from './chain.ts';
 import {
   type AuditTables,
   appendEvent,
@@ -99,26 +99,15 @@ export interface SubjectAuditRecord extends Omit<AuditRecord, 'personalData'> {
 }
 
 /** An event exactly as the chain holds it (`exportStored`): what its hash covers, personal data sealed. */
-export interface StoredAuditEvent {
-  scope: string;
+export type StoredAuditEvent = Omit<EventBody, 'occurredAt' | 'pii'> & {
   seq: number;
   id: string;
   occurredAt: string;
-  actorKind: string;
-  actorId: string | null;
-  action: string;
-  targetType: string | null;
-  targetId: string | null;
-  outcome: string;
-  requestId: string | null;
-  sessionId: string | null;
-  detail: unknown;
-  subject: string | null;
   /** The sealed personal data, base64; null: none. */
   pii: string | null;
   prevHash: string;
   hash: string;
-}
+};
 
 export interface VerifyReport {
   ok: boolean;
@@ -345,20 +334,10 @@ export class AuditService implements Reencryptor, AuditRecorder {
       const rows = await this.#transaction(scope, (tx) => eventsAfter(tx, tablesOf(scope), scopeId, after, batchSize));
       if (rows.length === 0) return;
       yield rows.map((row) => ({
-        scope: scopeId,
+        ...bodyOf(scopeId, row),
         seq: row.seq,
         id: row.id,
         occurredAt: row.occurred_at.toISOString(),
-        actorKind: row.actor_kind,
-        actorId: row.actor_id,
-        action: row.action,
-        targetType: row.target_type,
-        targetId: row.target_id,
-        outcome: row.outcome,
-        requestId: row.request_id,
-        sessionId: row.session_id,
-        detail: row.detail,
-        subject: row.subject,
         pii: row.pii?.toString('base64') ?? null,
         prevHash: row.prev_hash.toString('hex'),
         hash: row.hash.toString('hex'),
