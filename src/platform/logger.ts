@@ -1,4 +1,5 @@
 import { pino, type Logger } from 'pino';
+import { isId } from './ids.ts';
 
 /**
  * Structured JSON logs. Request lines carry requestId (and tenantId / principal once authenticated).
@@ -52,8 +53,6 @@ interface LoggedRequest {
   params?: unknown;
 }
 
-const idShape = /^[0-9a-f]{12}$/;
-
 /**
  * The path as the route's pattern with its id parameters filled in. Any other parameter (a collection, secret,
  * role or domain name) is the tenant's own text and stays `:name`: an offboarded tenant's data must not
@@ -66,7 +65,7 @@ function loggedPath(request: LoggedRequest): string | undefined {
   const params = (typeof request.params === 'object' && request.params !== null ? request.params : {}) as Record<string, unknown>;
   return pattern.replace(/:(\w+)/g, (whole, name: string) => {
     const value = params[name];
-    return typeof value === 'string' && idShape.test(value) ? value : whole;
+    return typeof value === 'string' && isId(value) ? value : whole;
   });
 }
 

@@ -231,6 +231,11 @@ for (const engine of engines) {
       // A login of the target user (it has a factor: an MFA challenge row) and a login policy row.
       assert.equal((await test.call({ method: 'POST', url: '/v1/auth/login', body: { tenantId: tenantB.tenantId, email: valuesB['email'], password: valuesB['password'] } })).statusCode, 200);
       assert.equal((await test.call({ method: 'PUT', url: `/v1/tenants/${tenantB.tenantId}/mfa-policy`, token: tenantB.apiKey, body: { mode: 'optional' } })).statusCode, 200);
+      // An erasure of a user of its own: an erasure request row (the targets already hold a legal hold).
+      const erased = await test.call({ method: 'POST', url: `/v1/tenants/${tenantB.tenantId}/users`, token: tenantB.apiKey, body: { email: `erased-${newId()}@example.org` } });
+      assert.equal(erased.statusCode, 201, erased.body);
+      const erasure = await test.call({ method: 'POST', url: `/v1/tenants/${tenantB.tenantId}/users/${erased.json<{ id: string }>().id}/erase`, token: tenantB.apiKey, body: {} });
+      assert.equal(erasure.statusCode, 200, erasure.body);
       const tables = (
         await test.storage.asOwner(
           "SELECT table_name FROM information_schema.columns WHERE table_schema = 'public' AND column_name = 'tenant_id' AND table_name <> 'tenants' ORDER BY table_name",
@@ -269,7 +274,7 @@ for (const engine of engines) {
         );
       }
       // The tables this issue's routes fill (the targets make rows in each) are among those proven.
-      for (const table of ['login_policies', 'mfa_factors', 'mfa_recovery_codes', 'mfa_challenges', 'sso_connections', 'tenant_domains', 'secrets', 'secret_versions', 'secret_copies', 'agents', 'agent_pairing_codes']) {
+      for (const table of ['login_policies', 'mfa_factors', 'mfa_recovery_codes', 'mfa_challenges', 'sso_connections', 'tenant_domains', 'secrets', 'secret_versions', 'secret_copies', 'agents', 'agent_pairing_codes', 'legal_holds', 'erasure_requests']) {
         assert.ok(covered.includes(table), `${table} has rows of B to hide (covered: ${covered.join(', ')})`);
       }
     });

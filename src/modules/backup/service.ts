@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Clock } from '../../platform/clock.ts';
 import type { Database } from '../../platform/db/database.ts';
 import { BulwarkError, notFound } from '../../platform/errors/bulwark-error.ts';
-import { newId } from '../../platform/ids.ts';
+import { isId, newId } from '../../platform/ids.ts';
 import type { AuditRecorder } from '../audit/service.ts';
 import type { RootKeyProvider } from '../keys/root/provider.ts';
 import type { OffboardingStorage } from '../tenancy/offboarding.ts';
@@ -119,8 +119,7 @@ export class BackupService implements OffboardingStorage {
       await put(this.#homeRegion, platformObject(id), platformBody);
       segments.push({ name: 'platform', tenantId: null, region: this.#homeRegion, object: platformObject(id), sha256: sha256Hex(platformBody), bytes: platformBody.length, rows: countRows(snapshot.platform) });
       for (const [tenantId, { region, tables }] of snapshot.tenants) {
-        const escrow = await this.#escrowKey(tenantId, region, { create: true });
-        if (escrow === undefined) throw new Error('unreachable: the escrow key was just created');
+        const escrow = await this.#escrowKey(tenantId, region);
         const name = `tenant/${tenantId}/${escrow.keyId}`;
         const body = sealSegment(escrow.key, id, name, tenantId, tables);
         const object = tenantObject(id, tenantId);
@@ -338,18 +337,20 @@ export class BackupService implements OffboardingStorage {
   }
 
   async #openSegment(manifest: Manifest, segment: SegmentEntry, backupKey: Buffer, opened: OpenedBackup): Promise<SegmentStatus> {
+    // A region no longer configured: its part of the backup cannot be reached from here.
     const store = this.#options.stores.get(segment.region);
+    if (store === undefined) return 'missing';
     let key = backupKey;
     if (segment.tenantId !== null) {
       const keyId = segment.name.split('/')[2] ?? '';
-      const escrow = store === undefined ? undefined : await this.#escrowKeyById(segment.tenantId, segment.region, keyId);
+      const escrow = await this.#escrowKeyById(segment.tenantId, segment.region, keyId);
       if (escrow === undefined) {
         opened.shredded.push({ tenantId: segment.tenantId, region: segment.region });
         return 'shredded';
       }
       key = escrow;
     }
-    const body = await store?.get(segment.object);
+    const body = await store.get(segment.object);
     if (body === undefined) return 'missing';
     if (sha256Hex(body) !== segment.sha256 || body.length !== segment.bytes) return 'corrupt';
     let tables: TableRows;
@@ -364,8 +365,8 @@ export class BackupService implements OffboardingStorage {
     return 'ok';
   }
 
-  /** The tenant's current escrow key; with `create`, one is made when none exists. */
-  async #escrowKey(tenantId: string, region: string, options: { create: boolean }): Promise<{ keyId: string; key: Buffer } | undefined> {
+  /** The tenant's current escrow key, made when none exists. */
+  async #escrowKey(tenantId: string, region: string): Promise<{ keyId: string; key: Buffer }> {
     const store = this.#store(region);
     const existing = (await store.list(escrowPrefix(tenantId)))[0];
     if (existing !== undefined) {
@@ -373,7 +374,6 @@ export class BackupService implements OffboardingStorage {
       const key = await this.#escrowKeyById(tenantId, region, keyId);
       if (key !== undefined) return { keyId, key };
     }
-    if (!options.create) return undefined;
     let creation = this.#escrowCreations.get(tenantId);
     if (creation === undefined) {
       creation = this.#createEscrowKey(tenantId, store);
@@ -396,7 +396,7 @@ export class BackupService implements OffboardingStorage {
   }
 
   async #escrowKeyById(tenantId: string, region: string, keyId: string): Promise<Buffer | undefined> {
-    if (!/^[0-9a-f]{12}$/.test(keyId)) return undefined;
+    if (!isId(keyId)) return undefined;
     const body = await this.#store(region).get(`${escrowPrefix(tenantId)}${keyId}.key`);
     if (body === undefined) return undefined;
     const { format, wrapped } = JSON.parse(body.toString('utf8')) as { format?: string; wrapped?: string };

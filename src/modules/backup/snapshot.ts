@@ -72,7 +72,7 @@ export function selectRowsSql(table: string): string {
 export async function readSnapshot(db: Database): Promise<Snapshot> {
   return db.withSnapshot(async (tx) => {
     const layout = await tableLayout(async <Row>(sql: string) => (await tx.query<Row>(sql)).rows);
-    const tenants = await tx.query<{ id: string; region: string; status: string; shredding: boolean }>(confirmedOffboardingSql(`SELECT t.id, t.region, t.status, %s AS shredding FROM tenants t ORDER BY t.id`));
+    const tenants = await tx.query<{ id: string; region: string; status: string; shredding: boolean }>(`SELECT t.id, t.region, t.status, ${offboardingConfirmed} AS shredding FROM tenants t ORDER BY t.id`);
     const platform: TableRows = {};
     for (const table of layout.ordered) {
       if (!layout.tenantTables.has(table)) platform[table] = await rowsOf(tx, table);
@@ -110,16 +110,14 @@ async function rowsOf(tx: Queryable, table: string): Promise<Record<string, unkn
 
 export const contextSql = { tenant: setTenantSql, platform: setPlatformSql };
 
-/** `%s` becomes whether the tenant `t`'s offboarding is confirmed (the tenancy module's bookkeeping). */
-function confirmedOffboardingSql(template: string): string {
-  return template.replace('%s', 'EXISTS (SELECT 1 FROM tenant_offboardings o WHERE o.tenant = t.id AND o.confirmed_at IS NOT NULL)');
-}
+/** Whether the offboarding of tenant `t` is confirmed (the tenancy module's bookkeeping): it is being destroyed. */
+const offboardingConfirmed = 'EXISTS (SELECT 1 FROM tenant_offboardings o WHERE o.tenant = t.id AND o.confirmed_at IS NOT NULL)';
 
 /** Of these tenants, those whose offboarding was confirmed (read now, outside any snapshot). */
 export async function confirmedOffboardings(db: Database, tenantIds: readonly string[]): Promise<string[]> {
   if (tenantIds.length === 0) return [];
   const { rows } = await db.withPlatform((tx) =>
-    tx.query<{ id: string }>(confirmedOffboardingSql('SELECT t.id FROM tenants t WHERE t.id = ANY($1::text[]) AND (t.status = \'deleted\' OR %s)'), [tenantIds]),
+    tx.query<{ id: string }>(`SELECT t.id FROM tenants t WHERE t.id = ANY($1::text[]) AND (t.status = 'deleted' OR ${offboardingConfirmed})`, [tenantIds]),
   );
   return rows.map((row) => row.id);
 }
