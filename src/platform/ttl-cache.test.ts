@@ -39,4 +39,31 @@ describe('TtlCache', () => {
     assert.equal(none.get('x'), undefined);
     assert.deepEqual(evicted, [1], 'a value never held is not evicted');
   });
+
+  it('does not cache a load that raced an invalidation: the value may predate the change', async () => {
+    const clock = manualClock();
+    const cache = new TtlCache<string>(1000, 10, clock);
+    let release: (value: string) => void = () => undefined;
+    const loading = cache.getOrLoad('session', () => new Promise<string>((resolve) => (release = resolve)));
+    // The change commits and its invalidation arrives while the read of the old state is in flight.
+    cache.delete('session');
+    release('live (read before the revocation)');
+    assert.equal(await loading, 'live (read before the revocation)', 'the caller still gets what it read');
+    assert.equal(cache.get('session'), undefined, 'but it is not kept');
+    // Control: the same load without a removal in between is cached.
+    assert.equal(await cache.getOrLoad('session', async () => 'revoked'), 'revoked');
+    assert.equal(cache.get('session'), 'revoked');
+
+    for (const remove of [() => cache.deleteWhere(() => false), () => cache.clear()]) {
+      const since = cache.mark();
+      remove();
+      assert.equal(cache.set('other', 'x', since), false, 'any removal counts, also one that matched nothing');
+    }
+    const since = cache.mark();
+    cache.get('expired-or-missing');
+    clock.advance(2000);
+    cache.get('session');
+    cache.set('a', '1');
+    assert.equal(cache.set('b', '2', since), true, 'expiry and plain sets are no invalidation');
+  });
 });

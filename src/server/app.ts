@@ -10,6 +10,8 @@ import { Type } from 'typebox';
 import { type Clock, systemClock } from '../platform/clock.ts';
 import type { Config } from '../platform/config/config.ts';
 import type { Database } from '../platform/db/database.ts';
+import { type LeaderJob, Leadership } from '../platform/db/leader.ts';
+import { CacheInvalidations } from '../platform/invalidation.ts';
 import { BulwarkError } from '../platform/errors/bulwark-error.ts';
 import { registerAuth } from '../platform/http/auth.ts';
 import { problemContentType, sendClientErrorProblem, sendProblem, toBulwarkError } from '../platform/http/problem.ts';
@@ -71,14 +73,18 @@ import { privacyRoutes } from '../modules/privacy/routes.ts';
 import { PrivacyService } from '../modules/privacy/service.ts';
 import { backupRoutes } from '../modules/backup/routes.ts';
 import { openRestoreTarget } from '../modules/backup/restore.ts';
+import type { Argon2Params } from '../modules/identity/passwords.ts';
 import { BackupService } from '../modules/backup/service.ts';
+import { nextTickMs } from '../modules/backup/schedule.ts';
 import { backupStoresOf } from '../modules/backup/storage.ts';
 import { Metrics } from '../platform/metrics.ts';
 import cors from '@fastify/cors';
 import secureJson from 'secure-json-parse';
-import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ServerOptions } from 'node:http';
+import type { Server as TlsServer } from 'node:tls';
+import { openServerTls, type ServerTls } from '../platform/tls/server-tls.ts';
+import { tlsRoutes } from '../platform/tls/routes.ts';
 
 /** The base URL browsers and identity providers reach this deployment at. */
 export function publicUrlOf(config: Config): string {
@@ -93,6 +99,10 @@ export interface AppDependencies {
   logger?: Logger;
   /** From openDatabase: the owner's table rewrite that confirming an offboarding needs (without it, confirm answers 503). */
   maintenance?: DatabaseMaintenance;
+  /** Prepared TLS (tests pass short lifetimes); without it, BULWARK_TLS=on opens the configured one. */
+  tls?: ServerTls;
+  /** Argon2id cost of new password hashes: the OWASP defaults; suites that hash hundreds of passwords and test none pass less. */
+  argon2?: Argon2Params;
 }
 
 /**
@@ -107,12 +117,16 @@ export function buildServices({
   onBackgroundError,
   bus,
   maintenance,
+  argon2,
 }: Omit<AppDependencies, 'logger'> & {
   onBackgroundError?: (error: unknown, message: string) => void;
   /** The app passes the NATS bus when configured; the offline tools run on the in-process one. */
   bus?: Bus;
 }): BulwarkServices {
   const platformKeys = new PlatformKeys(db, rootKeys, clock);
+  // Every cache of a credential's standing or of keys drops its entries here when a change commits; the app
+  // connects it to the bus, so the other instances drop them too.
+  const invalidations = new CacheInvalidations(onBackgroundError === undefined ? {} : { onError: onBackgroundError });
   // The audit trail seals its subject keys with the tenant keyring, and the keyring audits its changes: the
   // keyring reaches the audit service through this forwarder, which exists before either.
   const audit: AuditRecorder = {
@@ -125,19 +139,22 @@ export function buildServices({
     customerKmsAllowedOrigins: config.customerKmsAllowedOrigins,
     platformKeys,
     audit,
+    invalidations,
     ...(onBackgroundError === undefined ? {} : { onBackgroundError }),
   });
   const auditTrail = new AuditService(db, clock, keyring, platformKeys, {
     subjectKeyCacheTtlMs: 600_000,
+    invalidations,
     ...(onBackgroundError === undefined ? {} : { onBackgroundError }),
   });
-  const tenancy = new TenancyService(db, keyring, audit, clock, { regions: config.regions, statusCacheTtlMs: config.authCacheTtlMs });
-  const limits = new LimitsService(db, audit, clock, tenancy, { defaults: platformLimitsOf(config), cacheTtlMs: config.authCacheTtlMs });
-  const users = new UsersService(db, keyring, audit, limits, clock);
-  const sessionOptions = { refreshTtlMs: 14 * 86_400_000, sessionMaxMs: 30 * 86_400_000, revocationCacheTtlMs: config.authCacheTtlMs };
+  const tenancy = new TenancyService(db, keyring, audit, clock, { regions: config.regions, statusCacheTtlMs: config.authCacheTtlMs, invalidations });
+  const limits = new LimitsService(db, audit, clock, tenancy, { defaults: platformLimitsOf(config), cacheTtlMs: config.authCacheTtlMs, invalidations });
+  const users = new UsersService(db, keyring, audit, limits, clock, { argon2 });
+  const sessionOptions = { refreshTtlMs: 14 * 86_400_000, sessionMaxMs: 30 * 86_400_000, revocationCacheTtlMs: config.authCacheTtlMs, invalidations };
   const sessions = new LoginSessionService(tenantSessionRealm(db), audit, clock, sessionOptions);
   const operatorSessions = new LoginSessionService(platformSessionRealm(db), audit, clock, sessionOptions);
   const passwordLogin = new PasswordLogin(clock, auditTrail, {
+    argon2,
     throttle: {
       ...defaultThrottlePolicy,
       accountMaxFailures: config.loginAccountMaxFailures,
@@ -145,15 +162,15 @@ export function buildServices({
       lockoutMs: config.loginLockoutSeconds * 1000,
     },
   });
-  const operators = new OperatorsService(db, platformKeys, audit, clock, passwordLogin, operatorSessions, { cacheTtlMs: config.authCacheTtlMs });
-  const access = new AccessService(db, audit, clock, { cacheTtlMs: config.authCacheTtlMs, grantMaxHours: config.supportGrantMaxHours });
+  const operators = new OperatorsService(db, platformKeys, audit, clock, passwordLogin, operatorSessions, { cacheTtlMs: config.authCacheTtlMs, invalidations, argon2 });
+  const access = new AccessService(db, audit, clock, { cacheTtlMs: config.authCacheTtlMs, grantMaxHours: config.supportGrantMaxHours, invalidations });
   const tokens = new TokenService(db, rootKeys, clock, {
     issuer: config.tokenIssuer,
     audience: config.tokenIssuer,
     accessTtlSeconds: config.accessTokenTtlSeconds,
     rotateAfterDays: 30,
   });
-  const login = new LoginService(db, keyring, users, passwordLogin, { tenantStatus: (tenantId) => tenancy.status(tenantId) });
+  const login = new LoginService(db, keyring, users, passwordLogin, { tenantStatus: (tenantId) => tenancy.status(tenantId), argon2 });
   const publicUrl = new URL(publicUrlOf(config));
   const mfa = new MfaService(db, keyring, audit, { access, users, login }, clock, {
     issuer: config.mfaIssuer,
@@ -172,12 +189,13 @@ export function buildServices({
   );
   const serviceRegistry = new ServiceRegistry(db, audit, clock);
   const natsAgentAccess = natsAgentAccessOf(config);
-  const agents = new AgentsService(db, platformKeys, auditTrail, { busAccess: natsAgentAccess ?? new InProcessAgentAccess(), tenantStatus: (tenantId) => tenancy.status(tenantId) }, clock, {
+  const agents = new AgentsService(db, platformKeys, auditTrail, { busAccess: natsAgentAccess ?? new InProcessAgentAccess(), keyring, tenantStatus: (tenantId) => tenancy.status(tenantId) }, clock, {
     pairingTtlSeconds: config.agentPairingTtlSeconds,
     pairingMaxLiveCodes: config.agentPairingMaxLiveCodes,
     pairingMaxFailures: config.agentPairingMaxFailures,
     pairingWindowSeconds: config.agentPairingWindowSeconds,
     staleSeconds: config.agentStaleSeconds,
+    certificateDays: config.agentCertificateDays,
     ...(onBackgroundError === undefined ? {} : { onBackgroundError }),
   });
   const backups = new BackupService(db, rootKeys, audit, clock, {
@@ -193,6 +211,7 @@ export function buildServices({
     archiveAudit: config.offboardingAuditArchive,
   });
   return {
+    invalidations,
     keyring,
     backups,
     offboarding,
@@ -212,7 +231,7 @@ export function buildServices({
     operatorSessions,
     tokens,
     accessTokens: new AccessTokenAuthenticator(tokens, { userSessions: sessions, operatorSessions, operators }),
-    apiKeys: new ApiKeyService(db, audit, limits, clock, { cacheTtlMs: config.authCacheTtlMs, ...(onBackgroundError === undefined ? {} : { onBackgroundError }) }),
+    apiKeys: new ApiKeyService(db, audit, limits, clock, { cacheTtlMs: config.authCacheTtlMs, invalidations, ...(onBackgroundError === undefined ? {} : { onBackgroundError }) }),
     access,
     serviceRegistry,
     secrets: new SecretsService(db, keyring, auditTrail, { registry: serviceRegistry, tenants: tenancy }, clock),
@@ -222,6 +241,8 @@ export function buildServices({
 }
 
 export interface BulwarkServices {
+  /** Connected to the bus by the app: the other instances' caches hear of each change. */
+  invalidations: CacheInvalidations;
   keyring: KeyringService;
   backups: BackupService;
   offboarding: OffboardingService;
@@ -309,23 +330,38 @@ function trustProxyOption(trust: Config['trustProxy']): boolean | string[] | ((a
 const smallBodyLimit = 64 * 1024;
 
 /**
- * The audit trail's background work, while the app runs: signed checkpoints of every chain that moved,
- * pruning past retention, and delivery to the configured sinks. Each failure is logged and retried on the
- * next round; none of it is on a request's path.
+ * Leader election for the fleet's background jobs (platform/db/leader.ts): each instance tries every round,
+ * one holds each job's lock and runs it. Leads are logged when taken and lost, and given up on close, so
+ * another instance takes over on its next round.
  */
-function startAuditJobs(app: FastifyInstance, db: Database, config: Config, clock: Clock): void {
+function startLeadership(app: FastifyInstance, db: Database): Leadership {
+  const leadership = new Leadership(db, {
+    onChange: (job, leading) => app.log.info({ job, leading }, leading ? 'leading background job' : 'no longer leading background job'),
+  });
+  app.addHook('onClose', async () => leadership.close());
+  return leadership;
+}
+
+/** A leader job's round every `seconds` (0: never); its failure is logged and the next round tries again. */
+function everyAsLeader(app: FastifyInstance, leadership: Leadership, job: LeaderJob, seconds: number, work: () => Promise<unknown>, what: string): NodeJS.Timeout | undefined {
+  if (seconds === 0) return undefined;
+  const timer = setInterval(() => {
+    leadership.run(job, work).catch((error: unknown) => app.log.error({ err: error }, what));
+  }, seconds * 1000);
+  timer.unref();
+  return timer;
+}
+
+/**
+ * The audit trail's background work, while the app runs: signed checkpoints of every chain that moved and
+ * pruning past retention (on the leader of each), and delivery to the configured sinks. Each failure is
+ * logged and retried on the next round; none of it is on a request's path.
+ */
+function startAuditJobs(app: FastifyInstance, db: Database, config: Config, clock: Clock, leadership: Leadership): void {
   const { audit, bus } = app.services;
-  const every = (seconds: number, work: () => Promise<unknown>, what: string) => {
-    if (seconds === 0) return undefined;
-    const timer = setInterval(() => {
-      work().catch((error: unknown) => app.log.error({ err: error }, what));
-    }, seconds * 1000);
-    timer.unref();
-    return timer;
-  };
   const timers = [
-    every(config.auditCheckpointIntervalSeconds, () => audit.checkpointAll(), 'audit checkpoints failed'),
-    every(config.auditPruneIntervalSeconds, () => audit.pruneAll(), 'audit pruning failed'),
+    everyAsLeader(app, leadership, 'audit-checkpoints', config.auditCheckpointIntervalSeconds, () => audit.checkpointAll(), 'audit checkpoints failed'),
+    everyAsLeader(app, leadership, 'audit-prune', config.auditPruneIntervalSeconds, () => audit.pruneAll(), 'audit pruning failed'),
   ];
   const sinks: AuditSink[] = [];
   if (config.auditWebhookUrl !== undefined && config.auditWebhookSecret !== undefined) sinks.push(new WebhookSink(config.auditWebhookUrl, config.auditWebhookSecret, clock));
@@ -346,19 +382,13 @@ function startAuditJobs(app: FastifyInstance, db: Database, config: Config, cloc
 
 /**
  * Agents' background work while the app runs: their reports from the bus (every instance subscribes in one
- * queue group, so each report is handled once) and the stale sweep. Reports still in hand finish before
- * the app closes.
+ * queue group, so each report is handled once) and the stale sweep (on its leader). Reports still in hand
+ * finish before the app closes.
  */
-function startAgentJobs(app: FastifyInstance, config: Config): void {
+function startAgentJobs(app: FastifyInstance, config: Config, leadership: Leadership): void {
   const { agents, bus } = app.services;
   const stopListening = agents.listen(bus);
-  const sweep =
-    config.agentStaleSweepSeconds === 0
-      ? undefined
-      : setInterval(() => {
-          agents.sweepStale().catch((error: unknown) => app.log.error({ err: error }, 'agent stale sweep failed'));
-        }, config.agentStaleSweepSeconds * 1000);
-  sweep?.unref();
+  const sweep = everyAsLeader(app, leadership, 'agent-stale-sweep', config.agentStaleSweepSeconds, () => agents.sweepStale(), 'agent stale sweep failed');
   app.addHook('onClose', async () => {
     clearInterval(sweep);
     stopListening();
@@ -367,47 +397,56 @@ function startAgentJobs(app: FastifyInstance, config: Config): void {
 }
 
 /**
- * Scheduled backups while the app runs: each minute the most recent due slot is claimed (once across every
- * instance), backed up and followed by retention. At start a slot missed in the last day is caught up.
+ * Scheduled backups while the app runs, on the leader of the `backups` job: at each slot (or after a minute,
+ * whichever comes first) the most recent due slot is claimed (once across every instance, whoever leads),
+ * backed up and followed by retention. At start, and when an instance takes the lead, a slot missed in the
+ * last day is caught up: `since` moves only on the rounds this instance led.
  */
-function startBackupJobs(app: FastifyInstance, config: Config, clock: Clock): void {
-  if (config.backupSchedule === 'off') return;
+function startBackupJobs(app: FastifyInstance, config: Config, clock: Clock, leadership: Leadership): void {
+  const schedule = config.backupSchedule;
+  if (schedule === 'off') return;
   const { backups } = app.services;
   let since = new Date(clock.now().getTime() - 86_400_000);
   let running: Promise<unknown> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let closed = false;
   const tick = () => {
-    if (running !== undefined) return;
     const now = clock.now();
-    running = backups
-      .runDue(since)
-      .then(() => {
+    running = leadership
+      .run('backups', async () => {
+        await backups.runDue(since);
         since = now;
       })
       .catch((error: unknown) => app.log.error({ err: error }, 'scheduled backup failed'))
       .finally(() => {
         running = undefined;
+        if (closed) return;
+        // The next look is timed from the end of this one: a backup longer than the slots collapses the missed ones.
+        timer = setTimeout(tick, nextTickMs(schedule, clock.now()));
+        timer.unref();
       });
   };
-  const timer = setInterval(tick, 60_000);
+  timer = setTimeout(tick, 0);
   timer.unref();
-  setImmediate(tick);
   app.addHook('onClose', async () => {
-    clearInterval(timer);
+    closed = true;
+    clearTimeout(timer);
     await running;
   });
 }
 
 /** Builds the Bulwark HTTP app without listening; tests call inject(), `server.ts` listens. */
-export async function buildApp({ config, db, rootKeys, clock = systemClock, logger, maintenance }: AppDependencies): Promise<FastifyInstance> {
+export async function buildApp({ config, db, rootKeys, clock = systemClock, logger, maintenance, tls: preparedTls, argon2 }: AppDependencies): Promise<FastifyInstance> {
   // Typed as Fastify's logger interface so the instance type stays the plain FastifyInstance.
   const loggerInstance: FastifyBaseLogger = logger ?? createLogger(config.logLevel);
-  const tls = config.tlsCertFile !== undefined && config.tlsKeyFile !== undefined ? { cert: readFileSync(config.tlsCertFile), key: readFileSync(config.tlsKeyFile) } : undefined;
+  // Fastify takes the https options at construction: the certificate is ready before it (see docs/tls.md).
+  const tls = preparedTls ?? (config.tls === 'on' ? await openServerTls({ config, db, rootKeys, log: loggerInstance }, { clock }) : undefined);
   // Node checks the header and request deadlines on this interval (default 30 s, which would let a slow client far past them).
   const socketDeadlines = { headersTimeout: config.headersTimeoutSeconds * 1000, connectionsCheckingInterval: Math.min(5_000, config.headersTimeoutSeconds * 500) };
   const app = Fastify({
     loggerInstance,
     // Typed as the plain HTTP server either way: the app uses only what https.Server shares with it.
-    ...((tls === undefined ? { http: socketDeadlines } : { https: { ...tls, ...socketDeadlines } }) as { http: ServerOptions }),
+    ...((tls === undefined ? { http: socketDeadlines } : { https: { ...tls.httpsOptions, ...socketDeadlines } }) as { http: ServerOptions }),
     trustProxy: trustProxyOption(config.trustProxy),
     genReqId: (request) => {
       const inbound = request.headers['x-request-id'];
@@ -478,6 +517,7 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
     onBackgroundError: (error, message) => app.log.error({ err: error }, message),
     ...(bus === undefined ? {} : { bus }),
     ...(maintenance === undefined ? {} : { maintenance }),
+    argon2,
   });
   const { keyring, tenancy } = services;
   app.decorate('services', services);
@@ -664,9 +704,19 @@ export async function buildApp({ config, db, rootKeys, clock = systemClock, logg
       return { ...(await services.backups.restore(backupId, connect, { appRole: config.databaseAppRole, force })), target };
     },
   });
-  startAuditJobs(app, db, config, clock);
-  startBackupJobs(app, config, clock);
-  startAgentJobs(app, config);
+  await app.register(tlsRoutes, { caPem: tls?.caPem });
+  if (tls !== undefined) {
+    // Renewals and file reloads swap the listener's context: they run while it listens and stop with it.
+    app.addHook('onListen', async () => tls.start(app.server as unknown as TlsServer));
+    app.addHook('onClose', async () => tls.stop());
+  }
+  const leadership = startLeadership(app, db);
+  startAuditJobs(app, db, config, clock, leadership);
+  startBackupJobs(app, config, clock, leadership);
+  startAgentJobs(app, config, leadership);
+  // Invalidations from the other instances (and this one's own, through the in-process bus) reach the caches.
+  const stopInvalidations = services.invalidations.connect(services.bus);
+  app.addHook('onClose', async () => stopInvalidations());
   // Unwrapped data keys leave memory with the app.
   app.addHook('onClose', async () => keyring.close());
   app.addHook('onClose', async () => services.bus.close());

@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { newId } from '../platform/ids.ts';
-import { createTestApp, type TestApp } from '../testing/app.ts';
+import { createLogger } from '../platform/logger.ts';
+import { type BareTestApp, createBareTestApp, createTestApp, type TestApp } from '../testing/app.ts';
 import { testConfig } from '../testing/engines.ts';
 import { assertProblem } from '../testing/security-suite.ts';
 import { type RunningServer, startServer } from './server.ts';
@@ -83,6 +84,48 @@ describe('gateway', () => {
     });
     assert.equal(preflight.headers['access-control-allow-origin'], undefined);
     assert.ok(preflight.statusCode >= 400);
+  });
+});
+
+describe('the client address behind proxies (BULWARK_TRUST_PROXY)', () => {
+  const lines: string[] = [];
+  let byList: BareTestApp;
+  let byHops: BareTestApp;
+
+  before(async () => {
+    const logger = createLogger('info', { write: (line: string) => void lines.push(line) });
+    byList = await createBareTestApp('pglite', { config: { trustProxy: '10.0.0.1,10.1.0.0/16' }, logger });
+    byHops = await createBareTestApp('pglite', { config: { trustProxy: '1' }, logger });
+  });
+  after(async () => {
+    await byList.close();
+    await byHops.close();
+  });
+
+  /** The address the app took for the client (what rate limits, lockouts and the audit trail key on), from its request log line. */
+  const clientAddress = async (test: BareTestApp, remoteAddress: string, forwardedFor?: string) => {
+    const requestId = newId();
+    const headers = { 'x-request-id': requestId, ...(forwardedFor === undefined ? {} : { 'x-forwarded-for': forwardedFor }) };
+    assert.equal((await test.app.inject({ method: 'GET', url: '/healthz', remoteAddress, headers })).statusCode, 200);
+    const line = lines.map((text) => JSON.parse(text) as { requestId?: string; req?: { remoteAddress?: string } }).find((entry) => entry.requestId === requestId && entry.req !== undefined);
+    return line?.req?.remoteAddress;
+  };
+
+  it('believes X-Forwarded-For only as far as the hops are trusted proxies', async () => {
+    // No proxy in between, or one we do not trust: its claim is ignored.
+    assert.equal(await clientAddress(byList, '198.51.100.7', '203.0.113.1'), '198.51.100.7');
+    assert.equal(await clientAddress(byList, '10.0.0.2', '203.0.113.1'), '10.0.0.2');
+    // A trusted proxy (by address, or in a trusted range) names the client.
+    assert.equal(await clientAddress(byList, '10.0.0.1', '203.0.113.1'), '203.0.113.1');
+    assert.equal(await clientAddress(byList, '10.1.2.3', '203.0.113.1'), '203.0.113.1');
+    // Through two trusted proxies, the client is the hop before the outer one.
+    assert.equal(await clientAddress(byList, '10.0.0.1', '203.0.113.1, 10.1.0.9'), '203.0.113.1');
+    // An untrusted hop nearer than a trusted one: the chain is believed up to it and no further, so neither
+    // what the client wrote first (a spoofed address) nor the trusted proxy beyond it counts.
+    assert.equal(await clientAddress(byList, '10.0.0.1', '192.0.2.66, 10.1.0.9, 198.51.100.20'), '198.51.100.20');
+    // A hop count trusts exactly that many hops from this server, whatever the client prepends.
+    assert.equal(await clientAddress(byHops, '10.9.9.9', '192.0.2.66, 203.0.113.1'), '203.0.113.1');
+    assert.equal(await clientAddress(byHops, '10.9.9.9'), '10.9.9.9');
   });
 });
 
@@ -242,7 +285,7 @@ describe('a server with TLS', () => {
     execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], {
       stdio: 'ignore',
     });
-    server = await startServer(testConfig({ dataDir: dir, port: '0', tlsCertFile: cert, tlsKeyFile: key, setupToken: `bws_${'t'.repeat(43)}` }), { banner: () => undefined });
+    server = await startServer(testConfig({ dataDir: dir, port: '0', tls: 'on', tlsCertFile: cert, tlsKeyFile: key, setupToken: `bws_${'t'.repeat(43)}` }), { banner: () => undefined });
   });
   after(() => server.stop());
 

@@ -43,7 +43,7 @@ describe('OpenAPI document', () => {
     }
   });
 
-  it('marks every operation except health, setup, login, the JWKS and the checkpoint key as requiring a bearer credential', () => {
+  it('marks every operation except health, setup, login, the JWKS, the checkpoint key and the TLS CA as requiring a bearer credential', () => {
     const publicOperations = [
       'GET /healthz',
       'GET /readyz',
@@ -56,6 +56,8 @@ describe('OpenAPI document', () => {
       'POST /v1/auth/operator/login',
       'POST /v1/auth/operator/password',
       'GET /v1/audit/checkpoint-key',
+      // The TLS CA's certificate: public, for clients to trust.
+      'GET /v1/tls/ca.pem',
       // The second step of a login: the challenge token is the credential.
       'POST /v1/auth/mfa',
       'POST /v1/auth/mfa/totp',
@@ -69,9 +71,10 @@ describe('OpenAPI document', () => {
       'GET /v1/sso/{tenantId}/{connectionId}/metadata',
       // A service's sealed copy: the route checks the service's own credential itself.
       'GET /v1/services/{serviceId}/secrets/{tenantId}/{secretName}',
-      // Agents: the pairing code is the credential of the pairing; the agent token, checked by the route, of the gateway.
+      // Agents: the pairing code is the credential of the pairing; the agent token or certificate, checked by the route, of the gateway and the renewal.
       'POST /v1/agents/pair',
       'POST /v1/agents/{agentId}/messages',
+      'POST /v1/agents/{agentId}/certificate',
     ];
     for (const { path, method, operation } of operations()) {
       const isPublic = publicOperations.includes(`${method.toUpperCase()} ${path}`);

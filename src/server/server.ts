@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Config } from '../platform/config/config.ts';
 import type { Database } from '../platform/db/database.ts';
 import { openDatabase } from '../platform/db/open.ts';
+import { isLocalHost } from '../platform/db/postgres-tls.ts';
 import { createLogger } from '../platform/logger.ts';
 import { systemClock } from '../platform/clock.ts';
 import { openRootKeyProvider } from '../modules/keys/root-providers.ts';
@@ -125,8 +126,17 @@ function warnAboutInsecureDefaults(config: Config, logger: ReturnType<typeof cre
   if (config.redisUrl === undefined && config.env !== 'production') {
     logger.info('rate-limit buckets in process memory: fine for one instance, set BULWARK_REDIS_URL when running several');
   }
-  if (config.tlsCertFile === undefined && config.trustProxy === false && config.env === 'production') {
-    logger.warn('serving plain HTTP with no trusted proxy: terminate TLS in front (and set BULWARK_TRUST_PROXY) or set BULWARK_TLS_CERT_FILE');
+  // (PostgreSQL's transport is checked where it is opened, before the first connection: see db/open.ts.)
+  for (const [store, url, secure] of [['Redis', config.redisUrl, 'rediss'], ['NATS', config.natsUrl, 'tls']] as const) {
+    if (config.env !== 'production' || url === undefined) continue;
+    const parsed = new URL(url);
+    const host = parsed.hostname.replace(/^\[(.+)\]$/, '$1');
+    if (parsed.protocol !== `${secure}:` && !isLocalHost(host)) {
+      logger.warn({ host }, `${store} is reached in plain text off this machine: use a ${secure}:// URL (see docs/data-store-tls.md)`);
+    }
+  }
+  if (config.tls === 'off' && config.trustProxy === false && config.env === 'production') {
+    logger.warn('serving plain HTTP with no trusted proxy: terminate TLS in front (and set BULWARK_TRUST_PROXY) or set BULWARK_TLS=on');
   }
   if (config.env === 'production' && !(config.publicUrl ?? '').startsWith('https:')) {
     logger.warn(

@@ -3,6 +3,7 @@ import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fas
 import type { Logger } from 'pino';
 import type { Config } from '../platform/config/config.ts';
 import type { Clock } from '../platform/clock.ts';
+import type { Argon2Params } from '../modules/identity/passwords.ts';
 import { buildApp } from '../server/app.ts';
 import { EnvRootKey } from '../modules/keys/root/env.ts';
 import type { RootKeyProvider } from '../modules/keys/root/provider.ts';
@@ -25,6 +26,21 @@ export interface TestOptions {
   pgliteDir?: string;
   /** The app's logger (default: the configured level, to stdout); a test that reads the log lines passes its own. */
   logger?: Logger;
+  /** Argon2id cost (default: the production one); `cheapArgon2` for suites that hash hundreds of passwords and test none. */
+  argon2?: Argon2Params;
+}
+
+/** The least Argon2id allows (well under a millisecond a hash, against ~20 ms at the OWASP cost). */
+export const cheapArgon2: Argon2Params = Object.freeze({ memoryCost: 8, timeCost: 1, parallelism: 1 });
+
+/**
+ * A unique passphrase for a test account. The random part is letters only: the password policy's strength
+ * check (zxcvbn) spends about 40 ms on a passphrase with a hex id in it (digits set off its date and sequence
+ * matching) and about 10 ms on one without, and the suites make hundreds.
+ */
+export function testPassphrase(first: string, last: string): string {
+  const letters = 'bcdfghjkmnpqrstvwxz';
+  return `${first} ${Array.from(randomBytes(12), (byte) => letters.charAt(byte % letters.length)).join('')} ${last}`;
 }
 
 export async function createBareTestApp(engine: EngineName, options: TestOptions = {}): Promise<BareTestApp> {
@@ -37,6 +53,7 @@ export async function createBareTestApp(engine: EngineName, options: TestOptions
     maintenance: storage.maintenance,
     ...(options.clock ? { clock: options.clock } : {}),
     ...(options.logger ? { logger: options.logger } : {}),
+    ...(options.argon2 ? { argon2: options.argon2 } : {}),
   });
   return {
     app,
@@ -89,7 +106,7 @@ export async function createTestApp(
   if (operator === undefined) {
     const setupToken = `bws_${randomBytes(32).toString('base64url')}`;
     await app.services.operators.ensureSetupToken(setupToken);
-    const credentials = { email: 'platform-admin@operator.example', password: `steady beacon ${randomBytes(6).toString('hex')} harbour` };
+    const credentials = { email: 'platform-admin@operator.example', password: testPassphrase('steady beacon', 'harbour') };
     const setup = await call({ method: 'POST', url: '/v1/setup', body: { setupToken, ...credentials } });
     if (setup.statusCode !== 201) throw new Error(`setup failed: ${setup.body}`);
     operator = { id: setup.json<{ id: string }>().id, ...credentials };
@@ -111,7 +128,7 @@ export async function createTestApp(
     },
     call,
     async tenantWithKey(name = 'Tenant') {
-      const admin = { email: `owner-${randomBytes(6).toString('hex')}@example.org`, password: `quiet meadow ${randomBytes(6).toString('hex')} compass` };
+      const admin = { email: `owner-${randomBytes(6).toString('hex')}@example.org`, password: testPassphrase('quiet meadow', 'compass') };
       const tenant = await call({ method: 'POST', url: '/v1/tenants', token: test.operatorToken, body: { name, admin } });
       if (tenant.statusCode !== 201) throw new Error(`tenant creation failed: ${tenant.body}`);
       const tenantId = tenant.json<{ id: string }>().id;

@@ -6,7 +6,7 @@ import { FakeVaultTransit } from '../modules/keys/root/vault-transit-fake.ts';
 import { Secret } from 'otpauth';
 import { totpCode } from '../modules/identity/mfa/totp.ts';
 import { generateServiceKeyPair } from '../modules/secrets/sealing.ts';
-import { createTestApp, type TestApp } from './app.ts';
+import { cheapArgon2, createTestApp, type TestApp, testPassphrase } from './app.ts';
 import { startTestDnsServer, type TestDnsServer } from './dns-server.ts';
 import type { EngineName } from './engines.ts';
 import { documentedOperations, fillPath, type Operation, rawCall, type RouteAuth } from './security-suite.ts';
@@ -23,13 +23,13 @@ const customerKey = (values: Targets) => ({ provider: 'vault-transit', address: 
 /** Each change moves the target user to a fresh password, so the route can be sent again with the same targets. */
 const changePassword = (values: Targets) => {
   const currentPassword = values['password'];
-  values['password'] = `calm harbor ${newId()} beacon`;
+  values['password'] = testPassphrase('calm harbor', 'beacon');
   return { tenantId: values['tenantId'], email: values['email'], currentPassword, newPassword: values['password'] };
 };
 /** Each change moves the target operator to a fresh password, likewise. */
 const changeOperatorPassword = (values: Targets) => {
   const currentPassword = values['operatorPassword'];
-  values['operatorPassword'] = `still water ${newId()} compass`;
+  values['operatorPassword'] = testPassphrase('still water', 'compass');
   return { email: values['operatorEmail'], currentPassword, newPassword: values['operatorPassword'] };
 };
 /** A disabled LDAP connection (nothing listens on its address): configurable, never reached. */
@@ -134,7 +134,7 @@ export const routeSamples: Record<string, RouteSample> = {
   'GET /v1/operators/{operatorId}': { auth: 'operator' },
   'PATCH /v1/operators/{operatorId}': { auth: 'operator', body: { name: 'Renamed by the suite' } },
   'DELETE /v1/operators/{operatorId}': { auth: 'operator' },
-  'PUT /v1/operators/{operatorId}/password': { auth: 'operator', bodyFor: () => ({ password: `suite operator ${newId()} passphrase` }) },
+  'PUT /v1/operators/{operatorId}/password': { auth: 'operator', bodyFor: () => ({ password: testPassphrase('suite operator', 'passphrase') }) },
   'DELETE /v1/operators/{operatorId}/lockout': { auth: 'operator' },
   'GET /v1/tenants/{tenantId}/audit': { auth: 'tenant' },
   'GET /v1/tenants/{tenantId}/audit/export': { auth: 'tenant' },
@@ -151,6 +151,8 @@ export const routeSamples: Record<string, RouteSample> = {
   'GET /v1/audit/checkpoints': { auth: 'operator' },
   'PUT /v1/audit/settings': { auth: 'operator', body: { retentionDays: 3650 } },
   'GET /v1/audit/checkpoint-key': { auth: 'public' },
+  // The suites' app serves plain HTTP: no self-managed CA to hand out (src/platform/tls/tls.test.ts downloads one).
+  'GET /v1/tls/ca.pem': { auth: 'public', publicStatus: 404 },
   'GET /v1/tenants/{tenantId}/roles': { auth: 'tenant' },
   'POST /v1/tenants/{tenantId}/roles': { auth: 'tenant', bodyFor: () => ({ name: `suite-${newId()}`, permissions: ['records:read'] }) },
   'GET /v1/tenants/{tenantId}/roles/{roleName}': { auth: 'tenant' },
@@ -249,6 +251,8 @@ export const routeSamples: Record<string, RouteSample> = {
     bodyFor: (values) => ({ subject: `bulwark.t.${values['tenantId'] ?? ''}.agents.${values['agentId'] ?? ''}.events`, payload: { suite: true } }),
     publicStatus: 401,
   },
+  // A fresh client certificate for the agent: its token (or its certificate) is the credential, checked by the route.
+  'POST /v1/agents/{agentId}/certificate': { auth: 'public', credential: (values) => values['agentToken'], publicStatus: 401 },
 };
 
 
@@ -270,6 +274,7 @@ export class RouteFixture {
   private readonly dns: TestDnsServer;
   private readonly connections = new Map<string, string>();
   private backupId: string | undefined;
+  private offboardingTargets: { spare?: string; requested?: string } = {};
 
   private constructor(test: TestApp, operations: Operation[], customerVault: FakeVaultTransit, dns: TestDnsServer) {
     this.test = test;
@@ -285,7 +290,8 @@ export class RouteFixture {
     const dns = await startTestDnsServer();
     // Each call of `targets` leaves a live API key and a live pairing code: the suites make more than the default caps.
     // No stale sweep: an agent going stale mid-suite would change state between a refused probe's before and after.
-    const test = await createTestApp(engine, { config: { customerKmsAllowedOrigins: customerVault.address, quotaApiKeys: 'unlimited', dnsServers: dns.address, agentPairingMaxLiveCodes: '100000', agentStaleSweepSeconds: '0' } });
+    // The suites hash a password for every target user and operator, and test no hash: the cheapest Argon2id.
+    const test = await createTestApp(engine, { argon2: cheapArgon2, config: { customerKmsAllowedOrigins: customerVault.address, quotaApiKeys: 'unlimited', dnsServers: dns.address, agentPairingMaxLiveCodes: '100000', agentStaleSweepSeconds: '0' } });
     return new RouteFixture(test, await documentedOperations(test.app), customerVault, dns);
   }
 
@@ -348,7 +354,7 @@ export class RouteFixture {
     const ciphertext = sealed.json<{ items: { ciphertext: string }[] }>().items[0]?.ciphertext ?? '';
     await as('PUT', '/keys/customer-key', customerKey({ customerVaultAddress }), 200);
     const email = `target-${newId()}@example.org`;
-    const password = `wide river ${newId()} lantern`;
+    const password = testPassphrase('wide river', 'lantern');
     const user = await as('POST', '/users', { email, password }, 201);
     const session = await test.call({ method: 'POST', url: '/v1/auth/login', body: { tenantId: tenant.tenantId, email, password } });
     assert.equal(session.statusCode, 200, session.body);
@@ -358,7 +364,7 @@ export class RouteFixture {
     await as('POST', '/roles', { name: roleName, permissions: ['records:read'] }, 201);
     const grant = await as('POST', '/support-grants', { permissions: ['records:read'], reason: 'Suite target', durationHours: 1 }, 201);
     const operatorEmail = `target-${newId()}@operator.example`;
-    const operatorPassword = `quiet forest ${newId()} anchor`;
+    const operatorPassword = testPassphrase('quiet forest', 'anchor');
     const targetOperator = await test.call({
       method: 'POST',
       url: '/v1/operators',
@@ -405,16 +411,27 @@ export class RouteFixture {
     const { agentId, credentials } = paired.json<{ agentId: string; credentials: { token: string } }>();
     const pairingCode = await newPairingCode();
     secrets.push(credentials.token, pairingCode);
-    // Two tenants of its own for offboarding: one to request it of, one with a standing request (to read, cancel, confirm).
+    // Two tenants for offboarding: one to request it of, one with a standing request (to read, cancel, confirm).
+    // Those of the last call serve again while nothing took them further (their status says so): every tenant
+    // made here would stay, and each makes every later backup and restore longer.
     const newTenant = async () => {
       const created = await test.call({ method: 'POST', url: '/v1/tenants', token: test.operatorToken, body: { name: 'Suite offboarding target' } });
       assert.equal(created.statusCode, 201, created.body);
       return created.json<{ id: string }>().id;
     };
-    const spareTenantId = await newTenant();
-    const offboardingTenantId = await newTenant();
-    const requested = await test.call({ method: 'DELETE', url: `/v1/tenants/${offboardingTenantId}`, token: test.operatorToken });
-    assert.equal(requested.statusCode, 202, requested.body);
+    const still = async (tenantId: string | undefined, status: string) => {
+      if (tenantId === undefined) return undefined;
+      const shown = await test.call({ method: 'GET', url: `/v1/tenants/${tenantId}`, token: test.operatorToken });
+      return shown.statusCode === 200 && shown.json<{ status: string }>().status === status ? tenantId : undefined;
+    };
+    const spareTenantId = (await still(this.offboardingTargets.spare, 'active')) ?? (await newTenant());
+    let offboardingTenantId = await still(this.offboardingTargets.requested, 'offboarding');
+    if (offboardingTenantId === undefined) {
+      offboardingTenantId = await newTenant();
+      const requested = await test.call({ method: 'DELETE', url: `/v1/tenants/${offboardingTenantId}`, token: test.operatorToken });
+      assert.equal(requested.statusCode, 202, requested.body);
+    }
+    this.offboardingTargets = { spare: spareTenantId, requested: offboardingTenantId };
     // A legal hold of its own (DELETE releases it), on a user of its own: the target user stays erasable.
     const heldUserId = (await as('POST', '/users', { email: `held-${newId()}@example.org` }, 201)).json<{ id: string }>().id;
     const holdId = (await as('POST', '/legal-holds', { name: 'Target hold', reason: 'Suite target', userId: heldUserId }, 201)).json<{ id: string }>().id;

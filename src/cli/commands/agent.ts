@@ -1,5 +1,6 @@
-import { generateKeyPairSync } from 'node:crypto';
-import { closeSync, constants, existsSync, fsyncSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { closeSync, constants, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import https from 'node:https';
 import { cpus, freemem, hostname, loadavg, totalmem } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -9,11 +10,11 @@ import { natsTls } from '../../modules/bus/nats.ts';
 import { UsageError, withUsage } from '../usage.ts';
 
 const agentUsage = `Usage: bulwark agent pair --server <url> --code <code> [--name <name>] [--state <file>]
-       bulwark agent run [--state <file>] [--interval <seconds>]
+       bulwark agent run [--state <file>] [--interval <seconds>] [--mtls]
 
 pair  Generates the agent's Ed25519 key pair, pairs with the tenant's one-time code and writes the state
-      file (agent id, tenant id, agent token, bus credentials, private key) with mode 0600. An existing
-      state file is never overwritten.
+      file (agent id, tenant id, agent token, bus credentials, client certificate, private key) with mode
+      0600. An existing state file is never overwritten.
 run   Reports to the server from the state file: a heartbeat every interval, health and stats every fifth
       one. Over NATS with the agent's own credentials when pairing gave them, else through the server's
       HTTP gateway. It only connects out; when the server or the bus goes away it retries with capped
@@ -25,10 +26,22 @@ Options:
   --name <name>             The agent's name (default: the host name)
   --state <file>            The state file (default: ./bulwark-agent.json)
   --interval <seconds>      Seconds between heartbeats, 1-3600 (default: 30)
+  --mtls                    Report through the gateway over HTTPS with the agent's client certificate
+                            instead of its token (also when pairing gave NATS credentials); the
+                            certificate is renewed once two thirds of its lifetime have passed
   -h, --help                Show this help
 
 Exit codes: 0 paired, or stopped by a signal; 1 failed; 2 usage error; 3 refused (a wrong, spent or expired
 code; a revoked agent); 4 the state file is readable by others.`;
+
+/** The client certificate pairing or a renewal issued (public data; its key is the agent's private key). */
+interface AgentCertificate {
+  certificate: string;
+  caCertificate: string;
+  serialNumber: string;
+  notBefore: string;
+  notAfter: string;
+}
 
 interface AgentState {
   version: 1;
@@ -38,6 +51,8 @@ interface AgentState {
   name: string;
   token: string;
   bus: AgentBusCredentials;
+  /** Absent in state files from before agent certificates; `run --mtls` then gets one with the token. */
+  certificate?: AgentCertificate | null;
   publicKey: { type: 'ed25519'; key: string };
   privateKey: string;
   pairedAt: string;
@@ -45,7 +60,7 @@ interface AgentState {
 
 type Invocation =
   | { verb: 'pair'; server: URL; code: string; name: string; state: string }
-  | { verb: 'run'; state: string; intervalMs: number };
+  | { verb: 'run'; state: string; intervalMs: number; mtls: boolean };
 
 const defaultState = 'bulwark-agent.json';
 const loopbackHosts = new Set(['localhost', '127.0.0.1', '[::1]']);
@@ -62,11 +77,19 @@ function parseInvocation(args: string[]): Invocation | 'help' {
   const [verb, ...rest] = args;
   if (verb === '--help' || verb === '-h' || verb === 'help') return 'help';
   if (verb !== 'pair' && verb !== 'run') throw new UsageError(verb === undefined ? 'Missing agent subcommand.' : `Unknown agent subcommand: ${verb}`);
-  let values: { server?: string; code?: string; name?: string; state?: string; interval?: string; help?: boolean };
+  let values: { server?: string; code?: string; name?: string; state?: string; interval?: string; mtls?: boolean; help?: boolean };
   try {
     ({ values } = parseArgs({
       args: rest,
-      options: { server: { type: 'string' }, code: { type: 'string' }, name: { type: 'string' }, state: { type: 'string' }, interval: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        server: { type: 'string' },
+        code: { type: 'string' },
+        name: { type: 'string' },
+        state: { type: 'string' },
+        interval: { type: 'string' },
+        mtls: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
       strict: true,
       allowPositionals: false,
     }));
@@ -77,12 +100,12 @@ function parseInvocation(args: string[]): Invocation | 'help' {
   if (values.help === true) return 'help';
   const state = values.state ?? defaultState;
   if (verb === 'run') {
-    if (values.server !== undefined || values.code !== undefined || values.name !== undefined) throw new UsageError('bulwark agent run takes --state and --interval only.');
+    if (values.server !== undefined || values.code !== undefined || values.name !== undefined) throw new UsageError('bulwark agent run takes --state, --interval and --mtls only.');
     const interval = values.interval ?? '30';
     if (!/^\d{1,4}$/.test(interval) || Number(interval) < 1 || Number(interval) > 3600) throw new UsageError('bulwark agent run: --interval must be 1 to 3600 seconds.');
-    return { verb, state, intervalMs: Number(interval) * 1000 };
+    return { verb, state, intervalMs: Number(interval) * 1000, mtls: values.mtls === true };
   }
-  if (values.interval !== undefined) throw new UsageError('bulwark agent pair takes no --interval.');
+  if (values.interval !== undefined || values.mtls !== undefined) throw new UsageError('bulwark agent pair takes no --interval or --mtls.');
   if (values.server === undefined || values.code === undefined) throw new UsageError('bulwark agent pair needs --server and --code.');
   let server: URL;
   try {
@@ -114,11 +137,20 @@ async function pair({ server, code, name, state }: Extract<Invocation, { verb: '
     body: JSON.stringify({ code, name, publicKey }),
     signal: AbortSignal.timeout(30_000),
   });
-  const body = (await response.json().catch(() => null)) as { agentId?: string; tenantId?: string; name?: string; credentials?: { token: string; bus: AgentBusCredentials }; code?: string; detail?: string } | null;
+  const body = (await response.json().catch(() => null)) as {
+    agentId?: string;
+    tenantId?: string;
+    name?: string;
+    credentials?: { token: string; bus: AgentBusCredentials };
+    certificate?: AgentCertificate | null;
+    code?: string;
+    detail?: string;
+  } | null;
   if (response.status !== 201 || body?.credentials === undefined || body.agentId === undefined || body.tenantId === undefined) {
     process.stderr.write(`bulwark agent pair: the server refused: ${response.status} ${body?.code ?? ''} ${body?.detail ?? ''}\n`);
     return response.status === 401 || response.status === 429 ? 3 : 1;
   }
+  const issued = body.certificate ?? null;
   const agentState: AgentState = {
     version: 1,
     server: server.origin,
@@ -127,13 +159,31 @@ async function pair({ server, code, name, state }: Extract<Invocation, { verb: '
     name: body.name ?? name,
     token: body.credentials.token,
     bus: body.credentials.bus,
+    certificate: issued,
     publicKey,
     privateKey: keys.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
     pairedAt: new Date().toISOString(),
   };
-  writePrivateFile(state, `${JSON.stringify(agentState, null, 2)}\n`);
-  process.stdout.write(`Paired agent ${agentState.agentId} into tenant ${agentState.tenantId} (bus: ${agentState.bus.kind}); state in ${state} (mode 0600).\n`);
+  writePrivateFile(state, stateText(agentState));
+  const certificate = issued === null ? '' : `; client certificate until ${issued.notAfter}`;
+  process.stdout.write(`Paired agent ${agentState.agentId} into tenant ${agentState.tenantId} (bus: ${agentState.bus.kind}${certificate}); state in ${state} (mode 0600).\n`);
   return 0;
+}
+
+const stateText = (state: AgentState) => `${JSON.stringify(state, null, 2)}\n`;
+
+/**
+ * Replaces the state file as a whole: a private file next to it, synced, renamed over it. A crash leaves
+ * the old state or the new one, never half of either.
+ */
+function replacePrivateFile(path: string, text: string): void {
+  const next = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+  try {
+    writePrivateFile(next, text);
+    renameSync(next, path);
+  } finally {
+    rmSync(next, { force: true });
+  }
 }
 
 /** Created with mode 0600 and never over an existing file (O_EXCL), so no other user ever reads it. */
@@ -160,7 +210,7 @@ interface Transport {
   close(): Promise<void>;
 }
 
-async function run({ state: path, intervalMs }: Extract<Invocation, { verb: 'run' }>): Promise<number> {
+async function run({ state: path, intervalMs, mtls }: Extract<Invocation, { verb: 'run' }>): Promise<number> {
   if (!existsSync(path)) {
     process.stderr.write(`bulwark agent run: no state file at ${path}; pair first (bulwark agent pair).\n`);
     return 1;
@@ -170,7 +220,11 @@ async function run({ state: path, intervalMs }: Extract<Invocation, { verb: 'run
     process.stderr.write(`bulwark agent run: ${path} is readable by other users (mode ${(mode & 0o777).toString(8)}); run chmod 600 ${path} first.\n`);
     return 4;
   }
-  const state = JSON.parse(readFileSync(path, 'utf8')) as AgentState;
+  let state = JSON.parse(readFileSync(path, 'utf8')) as AgentState;
+  if (mtls && !state.server.startsWith('https:')) {
+    process.stderr.write(`bulwark agent run: --mtls needs an https:// server; this agent paired with ${state.server}.\n`);
+    return 1;
+  }
   const subjects = agentSubjects(state.tenantId, state.agentId);
   const stop = new AbortController();
   // A function, not the property: the signal flips while the loop awaits.
@@ -179,15 +233,34 @@ async function run({ state: path, intervalMs }: Extract<Invocation, { verb: 'run
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
   const log = (message: string) => process.stderr.write(`bulwark agent ${state.agentId}: ${message}\n`);
-  log(`reporting every ${intervalMs / 1000} s over ${state.bus.kind === 'nats' ? 'NATS' : `the HTTP gateway of ${state.server}`}`);
+  const way = mtls ? `the HTTPS gateway of ${state.server} with its client certificate` : state.bus.kind === 'nats' ? 'NATS' : `the HTTP gateway of ${state.server}`;
+  log(`reporting every ${intervalMs / 1000} s over ${way}`);
 
   let transport: Transport | undefined;
   let failures = 0;
   let round = 0;
+  let nextRenewalAt = 0;
   try {
     while (!stopped()) {
       try {
-        transport ??= await openTransport(state, stop.signal, log);
+        if (mtls && Date.now() >= nextRenewalAt && renewalDue(state.certificate, Date.now())) {
+          try {
+            const certificate = await renewCertificate(state, stop.signal);
+            // Kept on disk before it is used: a restart never falls back to a certificate the agent replaced.
+            replacePrivateFile(path, stateText({ ...state, certificate }));
+            state = { ...state, certificate };
+            log(`client certificate renewed, valid until ${certificate.notAfter}`);
+            // The next connection presents the new certificate.
+            await transport?.close();
+            transport = undefined;
+          } catch (error) {
+            // While the current certificate still works, reporting goes on and renewal is tried again later.
+            if (error instanceof Refused || !usable(state.certificate, Date.now())) throw error;
+            nextRenewalAt = Date.now() + renewalRetryMs;
+            log(`cannot renew the client certificate (${error instanceof Error ? error.message : String(error)}); trying again in ${renewalRetryMs / 60_000} minutes`);
+          }
+        }
+        transport ??= await openTransport(state, mtls, stop.signal, log);
         await transport.send(subjects.heartbeat, { sentAt: new Date().toISOString(), uptimeSeconds: Math.floor(process.uptime()), version: 'bulwark-agent/1' });
         if (round % healthEvery === 0) {
           await transport.send(subjects.health, healthNow());
@@ -228,28 +301,107 @@ export function backoff(failures: number): number {
   return step / 2 + Math.random() * (step / 2);
 }
 
-async function openTransport(state: AgentState, signal: AbortSignal, log: (message: string) => void): Promise<Transport> {
-  return state.bus.kind === 'nats' ? openNats(state.bus, state, log) : httpTransport(state, signal);
+async function openTransport(state: AgentState, mtls: boolean, signal: AbortSignal, log: (message: string) => void): Promise<Transport> {
+  if (mtls) return gatewayTransport(state, { tls: clientCertificateAgent(state) }, signal);
+  return state.bus.kind === 'nats' ? openNats(state.bus, state, log) : gatewayTransport(state, { token: state.token }, signal);
 }
 
-function httpTransport(state: AgentState, signal: AbortSignal): Transport {
+/** How a request to the server proves the agent: its token, or its client certificate in the TLS handshake. */
+type Credential = { token: string } | { tls: https.Agent };
+
+interface Answer {
+  status: number;
+  body: ({ code?: string } & Record<string, unknown>) | null;
+}
+
+/** Connections presenting the agent's client certificate (the server's own is checked as usual: system CAs and NODE_EXTRA_CA_CERTS). */
+function clientCertificateAgent(state: AgentState): https.Agent {
+  if (state.certificate == null) throw new Error('the state file holds no client certificate');
+  return new https.Agent({ cert: state.certificate.certificate, key: state.privateKey, keepAlive: true });
+}
+
+/** POSTs JSON (or nothing) to the server with the agent's credential; 10 s for the answer. */
+async function post(url: URL, credential: Credential, payload: unknown, signal: AbortSignal): Promise<Answer> {
+  const body = payload === undefined ? undefined : JSON.stringify(payload);
+  const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
+  const deadline = AbortSignal.any([signal, AbortSignal.timeout(10_000)]);
+  if ('token' in credential) {
+    const response = await fetch(url, { method: 'POST', headers: { ...headers, authorization: `Bearer ${credential.token}` }, ...(body === undefined ? {} : { body }), signal: deadline });
+    return { status: response.status, body: response.status === 204 ? null : ((await response.json().catch(() => null)) as Answer['body']) };
+  }
+  return new Promise((resolve, reject) => {
+    const request = https.request(url, { method: 'POST', agent: credential.tls, headers, signal: deadline }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('error', reject);
+      response.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let parsed: Answer['body'] = null;
+        try {
+          parsed = text === '' ? null : (JSON.parse(text) as Answer['body']);
+        } catch {
+          // Not JSON (a proxy's error page): the status says enough.
+        }
+        resolve({ status: response.statusCode ?? 0, body: parsed });
+      });
+    });
+    request.on('error', reject);
+    request.end(body);
+  });
+}
+
+/** The credential is unknown, expired or revoked, or the tenant is suspended: retrying will not help. */
+function refusal(answer: Answer): Refused | undefined {
+  if (answer.status === 401 || (answer.status === 403 && answer.body?.code === 'tenant_suspended')) return new Refused(`the server refused the agent (${answer.status} ${answer.body?.code ?? ''})`);
+  return undefined;
+}
+
+function gatewayTransport(state: AgentState, credential: Credential, signal: AbortSignal): Transport {
   const url = new URL(`/v1/agents/${state.agentId}/messages`, state.server);
   return {
     async send(subject, payload) {
-      const response = await fetch(url, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${state.token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ subject, payload }),
-        signal: AbortSignal.any([signal, AbortSignal.timeout(10_000)]),
-      });
-      const body = response.status === 204 ? null : ((await response.json().catch(() => null)) as { code?: string } | null);
-      if (response.status === 204) return;
-      // The token is unknown or revoked, or the tenant is suspended: retrying will not help.
-      if (response.status === 401 || (response.status === 403 && body?.code === 'tenant_suspended')) throw new Refused(`the server refused the agent (${response.status} ${body?.code ?? ''})`);
-      throw new Error(`the server answered ${response.status} ${body?.code ?? ''}`);
+      const answer = await post(url, credential, { subject, payload }, signal);
+      if (answer.status === 204) return;
+      throw refusal(answer) ?? new Error(`the server answered ${answer.status} ${answer.body?.code ?? ''}`);
     },
-    close: () => Promise.resolve(),
+    close: () => {
+      if ('tls' in credential) credential.tls.destroy();
+      return Promise.resolve();
+    },
   };
+}
+
+// --- the client certificate ---
+
+/** After a failed renewal, while the certificate still works. */
+const renewalRetryMs = 5 * 60_000;
+
+function usable(certificate: AgentCertificate | null | undefined, now: number): certificate is AgentCertificate {
+  return certificate != null && Date.parse(certificate.notBefore) <= now && now < Date.parse(certificate.notAfter);
+}
+
+/** Renewal is due once two thirds of the certificate's lifetime have passed (or there is none yet). */
+export function renewalDue(certificate: AgentCertificate | null | undefined, now: number): boolean {
+  if (certificate == null) return true;
+  const from = Date.parse(certificate.notBefore);
+  return now >= from + ((Date.parse(certificate.notAfter) - from) * 2) / 3;
+}
+
+/**
+ * A fresh client certificate from `POST /v1/agents/{agentId}/certificate`, asked with the current one while
+ * it works, else with the token (a state file from before certificates, or one whose certificate expired).
+ */
+async function renewCertificate(state: AgentState, signal: AbortSignal): Promise<AgentCertificate> {
+  const url = new URL(`/v1/agents/${state.agentId}/certificate`, state.server);
+  const viaCertificate = usable(state.certificate, Date.now());
+  const tls = viaCertificate ? clientCertificateAgent(state) : undefined;
+  try {
+    const answer = await post(url, tls === undefined ? { token: state.token } : { tls }, undefined, signal);
+    if (answer.status === 201 && answer.body !== null) return answer.body as unknown as AgentCertificate;
+    throw refusal(answer) ?? new Error(`the server answered ${answer.status} ${answer.body?.code ?? ''}`);
+  } finally {
+    tls?.destroy();
+  }
 }
 
 /**

@@ -1,12 +1,12 @@
 import { loadConfig } from '../../platform/config/config.ts';
-import { migratePostgres, openDatabase } from '../../platform/db/open.ts';
+import { migratePostgres, openDatabase, postgresTlsOf } from '../../platform/db/open.ts';
 
 /** `bulwark migrate`: apply pending migrations to the configured engine and report them. */
 export async function runMigrate(): Promise<number> {
   const config = loadConfig();
   let report;
   if (config.databaseUrl !== undefined) {
-    report = await migratePostgres(config.databaseAdminUrl ?? config.databaseUrl, config.databaseAppRole);
+    report = await migratePostgres(config.databaseAdminUrl ?? config.databaseUrl, config.databaseAppRole, postgresTlsOf(config));
   } else {
     const opened = await openDatabase(config);
     await opened.db.close();

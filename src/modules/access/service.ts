@@ -4,6 +4,7 @@ import { BulwarkError, notFound } from '../../platform/errors/bulwark-error.ts';
 import type { AccessDecision, Authorizer, Principal } from '../../platform/http/auth.ts';
 import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
 import { withFreshId } from '../../platform/ids.ts';
+import { CacheInvalidations } from '../../platform/invalidation.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
 import {
   builtInRoles,
@@ -39,6 +40,8 @@ export interface AccessOptions {
   cacheTtlMs: number;
   /** The longest support grant a tenant admin may give. */
   grantMaxHours: number;
+  /** Tells the other instances about role changes, at once (without it: this instance only). */
+  invalidations?: CacheInvalidations;
 }
 
 interface ResolvedUser {
@@ -80,6 +83,7 @@ export class AccessService implements Authorizer {
   readonly #users: TtlCache<ResolvedUser>;
   readonly #grantMaxHours: number;
   readonly #audit: AuditRecorder;
+  readonly #invalidations: CacheInvalidations;
 
   constructor(db: Database, audit: AuditRecorder, clock: Clock, options: AccessOptions) {
     if (!Number.isInteger(options.grantMaxHours) || options.grantMaxHours < 1 || options.grantMaxHours > 720) {
@@ -90,6 +94,11 @@ export class AccessService implements Authorizer {
     this.#clock = clock;
     this.#users = new TtlCache(options.cacheTtlMs, 50_000, clock);
     this.#grantMaxHours = options.grantMaxHours;
+    this.#invalidations = options.invalidations ?? new CacheInvalidations();
+    this.#invalidations.on('access', ({ tenantId, userId }) => {
+      if (userId === undefined) this.#forgetTenant(tenantId);
+      else this.#users.delete(`${tenantId}:${userId}`);
+    });
   }
 
   async authorize(principal: Principal, tenantId: string, permission: string): Promise<AccessDecision> {
@@ -196,7 +205,7 @@ export class AccessService implements Authorizer {
       return updated;
     });
     if (row === undefined) throw notFound();
-    this.#forgetTenant(tenantId);
+    this.#invalidations.invalidate({ kind: 'access', tenantId });
     return customRole(row);
   }
 
@@ -209,7 +218,7 @@ export class AccessService implements Authorizer {
       await deleteRole(tx, tenantId, name);
       await this.#audit.record(tx, { tenantId }, { action: 'role.delete', target: { type: 'role', id: name } });
     });
-    this.#forgetTenant(tenantId);
+    this.#invalidations.invalidate({ kind: 'access', tenantId });
   }
 
   // --- assignments ---
@@ -253,7 +262,7 @@ export class AccessService implements Authorizer {
         detail: { roles: [...roles].sort(), previousRoles: current.map((row) => row.role_name).sort() },
       });
     });
-    this.#users.delete(`${tenantId}:${userId}`);
+    this.#invalidations.invalidate({ kind: 'access', tenantId, userId });
     return { roles: [...roles].sort() };
   }
 

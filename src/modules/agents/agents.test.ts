@@ -430,9 +430,10 @@ for (const engine of engines) {
         test.storage.db,
         new PlatformKeys(test.storage.db, test.rootKeys, clock),
         test.app.services.audit,
-        { busAccess, tenantStatus: (tenantId) => test.app.services.tenancy.status(tenantId) },
+        // The app's service already re-encrypts the CAs: this second one only borrows the keys.
+        { busAccess, keyring: { withKeys: (tenantId, use) => test.app.services.keyring.withKeys(tenantId, use), registerReencryptor: () => undefined }, tenantStatus: (tenantId) => test.app.services.tenancy.status(tenantId) },
         clock,
-        { pairingTtlSeconds: 600, pairingMaxLiveCodes: 1000, pairingMaxFailures: 3, pairingWindowSeconds: 600, staleSeconds: 90 },
+        { pairingTtlSeconds: 600, pairingMaxLiveCodes: 1000, pairingMaxFailures: 3, pairingWindowSeconds: 600, staleSeconds: 90, certificateDays: 30 },
       );
       const { code } = await agents.createPairingCode(tenantA.tenantId, {});
       const paired = await agents.pair({ code, publicKey: { type: 'ed25519', key: agentKey() } }, freshAddress());

@@ -76,6 +76,20 @@ export const busCredentials = Type.Union([
   ),
 ]);
 
+/** A client certificate for mutual TLS with the gateway: public data (the private key never leaves the agent). */
+export const agentCertificate = Type.Object(
+  {
+    certificate: Type.String({ description: "PEM: the agent's client certificate, over the Ed25519 key it paired with, signed by its tenant's agent CA." }),
+    caCertificate: Type.String({ description: "PEM: the tenant's agent CA (ECDSA P-384), which signed it." }),
+    serialNumber: Type.String({ description: 'The certificate serial number, 32 lowercase hex characters.' }),
+    uri: Type.String({ description: 'Its only subject alternative name: `urn:bulwark:tenant:<tenantId>:agent:<agentId>`.' }),
+    notBefore: Type.String({ format: 'date-time' }),
+    notAfter: Type.String({ format: 'date-time', description: 'BULWARK_AGENT_CERTIFICATE_DAYS after issue; renew before (`POST /v1/agents/{agentId}/certificate`).' }),
+  },
+  { description: 'Extended key usage clientAuth only; not a CA. Present it in the TLS handshake to the gateway instead of the token.' },
+);
+export type AgentCertificate = Static<typeof agentCertificate>;
+
 export const pairing = Type.Object({
   agentId: Type.String(),
   tenantId: Type.String(),
@@ -84,6 +98,7 @@ export const pairing = Type.Object({
     token: Type.String({ description: 'The agent token (`bwag_...`), shown once; only its hash is stored.' }),
     bus: busCredentials,
   }),
+  certificate: Type.Union([agentCertificate, Type.Null({ description: 'An agent paired with an X25519 key: that key cannot sign a TLS handshake.' })]),
 });
 export type Pairing = Static<typeof pairing>;
 
@@ -107,6 +122,9 @@ export const agent = Type.Object({
   bus: Type.Union([Type.Literal('nats'), Type.Literal('http')]),
   pairedAt: Type.String({ format: 'date-time' }),
   revokedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  certificate: Type.Union([Type.Object({ serialNumber: Type.String(), notAfter: Type.String({ format: 'date-time' }) }), Type.Null()], {
+    description: 'The client certificate issued last (at pairing or renewal); null when none was.',
+  }),
 });
 export type Agent = Static<typeof agent>;
 

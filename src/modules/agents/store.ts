@@ -84,10 +84,12 @@ export interface AgentRow {
   stats: Record<string, number> | null;
   stats_at: Date | null;
   revoked_at: Date | null;
+  certificate_serial: string | null;
+  certificate_not_after: Date | null;
 }
 
 const agentColumns =
-  'id, name, status, public_key_type, public_key, bus_kind, paired_at, last_seen_at, stale, health, health_message, health_changed_at, stats, stats_at, revoked_at';
+  'id, name, status, public_key_type, public_key, bus_kind, paired_at, last_seen_at, stale, health, health_message, health_changed_at, stats, stats_at, revoked_at, certificate_serial, certificate_not_after';
 
 function normalizeAgent(row: AgentRow): AgentRow {
   return { ...row, public_key: toBuffer(row.public_key) };
@@ -138,6 +140,77 @@ export const agentCredentialSql = 'SELECT token_hash, status FROM agents WHERE t
 export interface AgentCredentialRow {
   token_hash: Uint8Array;
   status: 'active' | 'revoked';
+}
+
+/**
+ * Credential read of the certificate path: the agent's status and paired key, and its tenant's CA
+ * certificate (null: the tenant has none), in one statement.
+ */
+export const agentCertificateCredentialSql = `SELECT a.status, a.public_key_type, a.public_key, ca.certificate AS authority
+  FROM agents a LEFT JOIN agent_certificate_authorities ca ON ca.tenant_id = a.tenant_id
+ WHERE a.tenant_id = $1 AND a.id = $2`;
+
+export interface AgentCertificateCredentialRow {
+  status: 'active' | 'revoked';
+  public_key_type: 'ed25519' | 'x25519';
+  public_key: Uint8Array;
+  authority: Uint8Array | null;
+}
+
+/** The last certificate issued to the agent (shown in its listing). */
+export async function setAgentCertificate(tx: Queryable, tenantId: string, id: string, certificate: { serialNumber: string; notAfter: Date }): Promise<void> {
+  await tx.query('UPDATE agents SET certificate_serial = $3, certificate_not_after = $4 WHERE tenant_id = $1 AND id = $2', [tenantId, id, certificate.serialNumber, certificate.notAfter]);
+}
+
+// --- agent certificate authorities (one per tenant) ---
+
+export interface AuthorityRow {
+  certificate: Buffer;
+  private_key: Buffer;
+  key_version: number;
+}
+
+export async function findAuthority(tx: Queryable, tenantId: string): Promise<AuthorityRow | undefined> {
+  const { rows } = await tx.query<AuthorityRow>('SELECT certificate, private_key, key_version FROM agent_certificate_authorities WHERE tenant_id = $1', [tenantId]);
+  const row = rows[0];
+  return row === undefined ? undefined : { certificate: toBuffer(row.certificate), private_key: toBuffer(row.private_key), key_version: row.key_version };
+}
+
+/**
+ * Stores a tenant's new CA unless it has one: a racing creation waits on the primary key and inserts
+ * nothing; answers whether this one was stored (else the caller reads the winner's).
+ */
+export async function insertAuthority(
+  tx: Queryable,
+  authority: { tenantId: string; certificate: Buffer; sealed: { ciphertext: Buffer; keyVersion: number }; notAfter: Date; now: Date },
+): Promise<boolean> {
+  const { rowCount } = await tx.query(
+    `INSERT INTO agent_certificate_authorities (tenant_id, certificate, private_key, key_version, not_after, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+     ON CONFLICT (tenant_id) DO NOTHING`,
+    [authority.tenantId, authority.certificate, authority.sealed.ciphertext, authority.sealed.keyVersion, authority.notAfter, authority.now],
+  );
+  return rowCount === 1;
+}
+
+export async function countAuthoritiesByKeyVersion(tx: Queryable, tenantId: string): Promise<{ key_version: number | null; count: number }[]> {
+  const { rows } = await tx.query<{ key_version: number | null; count: number }>(
+    'SELECT key_version, count(*)::int AS count FROM agent_certificate_authorities WHERE tenant_id = $1 GROUP BY key_version',
+    [tenantId],
+  );
+  return rows;
+}
+
+/** The CA key, locked, if it is sealed below the current version (and still opens). */
+export async function lockStaleAuthority(tx: Queryable, tenantId: string, current: number, minDecryption: number): Promise<Buffer | undefined> {
+  const { rows } = await tx.query<{ private_key: Buffer }>(
+    'SELECT private_key FROM agent_certificate_authorities WHERE tenant_id = $1 AND key_version < $2 AND key_version >= $3 FOR UPDATE SKIP LOCKED',
+    [tenantId, current, minDecryption],
+  );
+  return rows[0] === undefined ? undefined : toBuffer(rows[0].private_key);
+}
+
+export async function resealAuthority(tx: Queryable, tenantId: string, sealed: { ciphertext: Buffer; keyVersion: number }): Promise<void> {
+  await tx.query('UPDATE agent_certificate_authorities SET private_key = $2, key_version = $3 WHERE tenant_id = $1', [tenantId, sealed.ciphertext, sealed.keyVersion]);
 }
 
 /** A report's row, locked: the agent must be active; its health and stale flag as they were before the report. */

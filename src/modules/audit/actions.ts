@@ -83,11 +83,12 @@ export const auditActions = [
   'secret.delete',
   // A service's read of its sealed copy (actor: the service)
   'secret.read',
-  // Agents: pairing, revocation, and what their reports change (actor: the agent, or the system's stale sweep)
+  // Agents: pairing, revocation, certificate renewal, and what their reports change (actor: the agent, or the system's stale sweep)
   'pairing-code.create',
   'pairing-code.delete',
   'agent.pair',
   'agent.revoke',
+  'agent.certificate.issue',
   'agent.health.change',
   'agent.stale',
   // Privacy: legal holds, a data subject's copy, erasure (done, or deferred by a hold)

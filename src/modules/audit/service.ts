@@ -3,6 +3,7 @@ import type { Clock } from '../../platform/clock.ts';
 import type { Database, Queryable } from '../../platform/db/database.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { type Actor, currentRequest } from '../../platform/http/request-context.ts';
+import { CacheInvalidations } from '../../platform/invalidation.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
 import { EnvelopeError, envelopeKeyVersion, open, seal } from '../keys/envelope.ts';
 import type { PlatformKeys } from '../keys/platform-keys.ts';
@@ -124,6 +125,8 @@ export interface AuditOptions {
   /** Unwrapped subject keys stay in memory this long. */
   subjectKeyCacheTtlMs: number;
   onBackgroundError?: (error: unknown, message: string) => void;
+  /** Tells the other instances about erased subject keys, at once (without it: this instance only). */
+  invalidations?: CacheInvalidations;
 }
 
 /** What sealing subject keys needs of a tenant's keyring; the keys module provides it. */
@@ -184,6 +187,7 @@ export class AuditService implements Reencryptor, AuditRecorder {
   /** Unwrapped subject keys with their generation (the envelope key version of the events they seal). */
   readonly #subjectKeys: TtlCache<{ key: KeyObject; generation: number }>;
   readonly #listeners = new Set<(scope: AuditScope) => void>();
+  readonly #invalidations: CacheInvalidations;
 
   constructor(db: Database, clock: Clock, tenants: TenantSealing, platformKeys: PlatformKeys, options: AuditOptions) {
     this.#db = db;
@@ -191,6 +195,8 @@ export class AuditService implements Reencryptor, AuditRecorder {
     this.#tenants = tenants;
     this.#platformKeys = platformKeys;
     this.#subjectKeys = new TtlCache(options.subjectKeyCacheTtlMs, 100_000, clock);
+    this.#invalidations = options.invalidations ?? new CacheInvalidations();
+    this.#invalidations.on('audit-subject', ({ scope, subject }) => this.#subjectKeys.delete(`${scope}/${subject}`));
     tenants.registerReencryptor(this);
   }
 
@@ -255,6 +261,7 @@ export class AuditService implements Reencryptor, AuditRecorder {
     const scopeId = scopeKey(scope);
     const cacheKey = `${scopeId}/${subject}`;
     if (this.#subjectKeys.get(cacheKey) !== undefined) return;
+    const since = this.#subjectKeys.mark();
     const tables = tablesOf(scope);
     let stored = await this.#transaction(scope, (tx) => findSubjectKey(tx, tables, scopeId, subject));
     if (stored?.sealed_key == null) {
@@ -274,7 +281,7 @@ export class AuditService implements Reencryptor, AuditRecorder {
     if (stored?.sealed_key == null) throw new BulwarkError('internal_error', { detail: 'audit subject key was not stored' });
     const key = await this.#openSubjectKey(scope, subject, stored.sealed_key);
     try {
-      this.#subjectKeys.set(cacheKey, { key: createSecretKey(key), generation: stored.generation });
+      this.#subjectKeys.set(cacheKey, { key: createSecretKey(key), generation: stored.generation }, since);
     } finally {
       key.fill(0);
     }
@@ -293,16 +300,16 @@ export class AuditService implements Reencryptor, AuditRecorder {
 
   /**
    * `forgetSubject` inside the caller's transaction, whose own event records the erasure (a data subject's
-   * erasure). Call `dropSubjectKey` once that transaction committed: a read racing the commit may have cached
-   * the key again.
+   * erasure). Call `dropSubjectKey` once that transaction committed: until then every instance may still
+   * hold the key.
    */
   async forgetSubjectIn(tx: Queryable, scope: AuditScope, subject: string): Promise<boolean> {
     return eraseSubjectKey(tx, tablesOf(scope), scopeKey(scope), subject, this.#clock.now());
   }
 
-  /** Drops a subject's unsealed key from this instance's memory (after its erasure committed). */
+  /** Drops a subject's unsealed key from this and every other instance's memory (after its erasure committed). */
   dropSubjectKey(scope: AuditScope, subject: string): void {
-    this.#subjectKeys.delete(`${scopeKey(scope)}/${subject}`);
+    this.#invalidations.invalidate({ kind: 'audit-subject', scope: scopeKey(scope), subject });
   }
 
   // --- reading ---
@@ -632,6 +639,7 @@ export class AuditService implements Reencryptor, AuditRecorder {
         keys.set(subject, cached);
         continue;
       }
+      const since = this.#subjectKeys.mark();
       const stored = await this.#transaction(scope, (tx) => findSubjectKey(tx, tablesOf(scope), scopeId, subject));
       if (stored?.sealed_key == null) {
         keys.set(subject, null);
@@ -640,7 +648,7 @@ export class AuditService implements Reencryptor, AuditRecorder {
       const raw = await this.#openSubjectKey(scope, subject, stored.sealed_key);
       try {
         const entry = { key: createSecretKey(raw), generation: stored.generation };
-        this.#subjectKeys.set(`${scopeId}/${subject}`, entry);
+        this.#subjectKeys.set(`${scopeId}/${subject}`, entry, since);
         keys.set(subject, entry);
       } finally {
         raw.fill(0);

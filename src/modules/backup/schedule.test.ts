@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { assertValidSchedule, dueSlot, nextSlot } from './schedule.ts';
+import { assertValidSchedule, dueSlot, nextSlot, nextTickMs } from './schedule.ts';
 
 const at = (iso: string) => new Date(iso);
 const hourMs = 3_600_000;
@@ -65,6 +65,28 @@ describe('backup schedule: hourly and every 15 minutes', () => {
   });
 });
 
+describe('backup schedule: seconds (6 fields) and the scheduler\'s tick', () => {
+  it('six fields put seconds first: every 2 s is one slot per even second, each due once', () => {
+    const every2s = '*/2 * * * * *';
+    assert.deepEqual(nextSlot(every2s, at('2021-05-05T10:00:00.000Z')), at('2021-05-05T10:00:02Z'));
+    assert.deepEqual(nextSlot(every2s, at('2021-05-05T10:00:01.999Z')), at('2021-05-05T10:00:02Z'));
+    assert.deepEqual(dueSlot(every2s, at('2021-05-05T10:00:03.500Z'), at('2021-05-05T10:00:00Z')), at('2021-05-05T10:00:02Z'));
+    assert.equal(dueSlot(every2s, at('2021-05-05T10:00:03.500Z'), at('2021-05-05T10:00:02Z')), undefined);
+    // Read as 5 fields, `0 3 * * *` is 03:00 daily; with a leading seconds field it is minute 3 of every hour.
+    assert.deepEqual(nextSlot('0 3 * * * *', at('2021-05-05T10:00:00Z')), at('2021-05-05T10:03:00Z'));
+  });
+
+  it('waits until just past the next slot, and never more than a minute', () => {
+    assert.equal(nextTickMs('*/2 * * * * *', at('2021-05-05T10:00:00.500Z')), 1_505);
+    assert.equal(nextTickMs('*/15 * * * *', at('2021-05-05T10:14:59.000Z')), 1_005);
+    assert.equal(nextTickMs('0 3 * * *', at('2021-05-05T10:00:00Z')), 60_000);
+    // A tick that fires at its time finds that slot due (it is `now` plus the lag).
+    const now = at('2021-05-05T10:00:00.500Z');
+    const fired = new Date(now.getTime() + nextTickMs('*/2 * * * * *', now));
+    assert.deepEqual(dueSlot('*/2 * * * * *', fired, now), at('2021-05-05T10:00:02Z'));
+  });
+});
+
 describe('backup schedule: UTC whatever the local time zone', () => {
   it('slots stay 24 hours apart at 03:00 UTC through daylight saving changes in Berlin and New York', () => {
     const original = process.env['TZ'];
@@ -101,7 +123,8 @@ describe('backup schedule: invalid expressions', () => {
     '',
     'off',
     '* * *',
-    '0 3 * * * *',
+    '0 0 3 * * * 2030',
+    '61 * * * * *',
     '61 * * * *',
     '0 24 * * *',
     '0 0 0 * *',
@@ -124,7 +147,7 @@ describe('backup schedule: invalid expressions', () => {
     });
   }
 
-  it('accepts the default, day names and surrounding or repeated whitespace', () => {
-    for (const expression of ['0 3 * * *', '0 3 * * THU', '0 3 * * mon-fri', '  0  3 * *\t* ', '0 0 29 2 *', '0 3 1,15 * *']) assert.doesNotThrow(() => assertValidSchedule(expression), expression);
+  it('accepts the default, day names, seconds and surrounding or repeated whitespace', () => {
+    for (const expression of ['0 3 * * *', '0 3 * * THU', '0 3 * * mon-fri', '  0  3 * *\t* ', '0 0 29 2 *', '0 3 1,15 * *', '*/10 * * * * *', '30 0 3 * * *']) assert.doesNotThrow(() => assertValidSchedule(expression), expression);
   });
 });

@@ -1,16 +1,19 @@
 import { type CronExpression, CronExpressionParser } from 'cron-parser';
 
 /**
- * Backup schedule math on 5-field cron expressions, always in UTC, so every instance computes the same
- * slots whatever its local time zone and daylight saving time. A slot is identified by its scheduled
- * time, which is what lets instances agree that a slot has been backed up once.
+ * Backup schedule math on cron expressions, always in UTC, so every instance computes the same slots
+ * whatever its local time zone and daylight saving time. A slot is identified by its scheduled time, which
+ * is what lets instances agree that a slot has been backed up once. Five fields (minute hour day-of-month
+ * month day-of-week), or six with seconds first (`*\/10 * * * * *`: every ten seconds).
  */
 
 function parse(expression: string, currentDate: Date): CronExpression {
   const fields = expression.trim().split(/\s+/);
-  // cron-parser also takes 6 fields (seconds) and fewer than 5; both would be a different schedule than the operator read.
-  if (fields.length !== 5) {
-    throw new Error(`backup schedule ${JSON.stringify(expression)} must be a 5-field cron expression (minute hour day-of-month month day-of-week, UTC)`);
+  // cron-parser also takes fewer than 5 fields, which would be a different schedule than the operator read.
+  if (fields.length !== 5 && fields.length !== 6) {
+    throw new Error(
+      `backup schedule ${JSON.stringify(expression)} must be a cron expression of 5 fields (minute hour day-of-month month day-of-week, UTC) or 6 (seconds first)`,
+    );
   }
   // `H` picks a random minute per process: instances would disagree on the slots.
   if (fields.some((field) => /(?<![A-Z])H/i.test(field))) throw new Error(`backup schedule ${JSON.stringify(expression)} uses H, which is not the same slot on every instance`);
@@ -42,4 +45,14 @@ export function dueSlot(expression: string, now: Date, since: Date): Date | unde
 /** When the next slot after `now` is due. */
 export function nextSlot(expression: string, now: Date): Date {
   return parse(expression, now).next().toDate();
+}
+
+/** The scheduler looks at least this often, so a changed clock or a missed timer costs at most a minute. */
+const maxTickMs = 60_000;
+/** A little past the slot: a timer and the wall clock may disagree by a millisecond, and early would find nothing due. */
+const tickLagMs = 5;
+
+/** How long the scheduler waits from `now` before it looks for a due slot again: until the next slot, at most a minute. */
+export function nextTickMs(expression: string, now: Date): number {
+  return Math.min(maxTickMs, nextSlot(expression, now).getTime() - now.getTime() + tickLagMs);
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { invalidationSubject } from '../../platform/invalidation.ts';
 import { agentPermissions, agentSubjects } from './access.ts';
 import { BusPermissionError, BusRequestError, BusUnavailableError, InProcessBus, patternCovers, subjectMatches } from './bus.ts';
 
@@ -138,6 +139,7 @@ describe('scoped view of the in-process bus (an agent with agentPermissions)', (
       own.root,
       `${own.inbox}.x`,
       'bulwark.platform.audit',
+      invalidationSubject,
     ]) {
       await assert.rejects(agent.publish(subject, {}), refused('publish'), subject);
     }
@@ -162,6 +164,7 @@ describe('scoped view of the in-process bus (an agent with agentPermissions)', (
       `bulwark.t.${tenantA}.>`,
       '>',
       '_INBOX.>',
+      invalidationSubject,
     ]) {
       assert.throws(() => agent.subscribe(pattern, () => undefined), refused('subscribe'), pattern);
     }

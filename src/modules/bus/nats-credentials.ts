@@ -4,7 +4,7 @@ import type { Config } from '../../platform/config/config.ts';
 import { isId } from '../../platform/ids.ts';
 import { type AgentBusAccess, type AgentBusCredentials, agentPermissions } from './access.ts';
 import { BusUnavailableError } from './bus.ts';
-import { natsTls, readKeyFile } from './nats.ts';
+import { natsTls, type NatsTlsFiles, natsTlsOf, readKeyFile } from './nats.ts';
 
 /** What Bulwark needs to mint agents' NATS users and revoke them. */
 export interface NatsSigning {
@@ -21,6 +21,8 @@ export interface NatsSigning {
 export interface NatsAgentAccessOptions {
   /** Where Bulwark reaches the NATS server (for account updates). */
   servers: readonly string[];
+  /** For `tls://` servers: the bus's CA and client certificate. */
+  tls?: NatsTlsFiles;
   /** The URLs handed to agents (no credentials in them). */
   agentServers: readonly string[];
   signing: NatsSigning;
@@ -45,6 +47,7 @@ const responseWindowNs = 60 * 1_000_000_000;
  */
 export class NatsAgentAccess implements AgentBusAccess {
   readonly #servers: string[];
+  readonly #tls: NatsTlsFiles;
   readonly #agentServers: string[];
   readonly #account: string;
   readonly #accountSigner: KeyPair;
@@ -58,6 +61,7 @@ export class NatsAgentAccess implements AgentBusAccess {
   constructor(options: NatsAgentAccessOptions) {
     const { signing } = options;
     this.#servers = [...options.servers];
+    this.#tls = options.tls ?? {};
     this.#agentServers = [...options.agentServers];
     this.#account = keyOf(() => checkKey(signing.account, 'A').getPublicKey(), 'the agents account must be an account public key (A...)');
     this.#accountSigner = keyOf(() => checkKey(signing.accountSigningSeed, 'A', true), 'the agents account signing key must be an account seed (SA...)');
@@ -136,7 +140,7 @@ export class NatsAgentAccess implements AgentBusAccess {
         authenticator: credsAuthenticator(this.#systemCreds),
         timeout: this.#timeoutMs,
         reconnect: false,
-        ...natsTls(this.#servers),
+        ...natsTls(this.#servers, this.#tls),
       });
     } catch (error) {
       throw new BusUnavailableError('bus: cannot reach NATS as the system account user', { cause: error });
@@ -197,6 +201,7 @@ export function natsAgentAccessOf(config: Config): NatsAgentAccess | undefined {
   }
   return new NatsAgentAccess({
     servers: [natsUrl],
+    tls: natsTlsOf(config),
     agentServers: config.natsAgentServers ?? [withoutCredentials(natsUrl)],
     signing: {
       account: natsAgentAccount,

@@ -7,6 +7,7 @@ import { createAccount, createOperator, createUser, encodeUser, fmtCreds, parseC
 import { type ConnectionOptions, connect, credsAuthenticator, ErrorCode, type NatsConnection, NatsError } from 'nats';
 import { ConfigError } from '../../platform/config/config.ts';
 import { newId } from '../../platform/ids.ts';
+import { invalidationSubject } from '../../platform/invalidation.ts';
 import { testConfig } from '../../testing/engines.ts';
 import { createBareTestApp } from '../../testing/app.ts';
 import { natsServerSkip, type PrivateNats, sharedNatsSkip, startPrivateNats, testNatsUrl } from '../../testing/nats.ts';
@@ -121,7 +122,14 @@ describe('the NATS bus and agents’ NATS users, against a private nats-server',
   it('refuses an agent publishing on another tenant’s or another agent’s subjects: nothing reaches a subscriber', async () => {
     const { heard, stop } = await listen('bulwark.t.>');
     const agent = await pairedAgent(tenantA, agentA1);
-    const foreign = [agentSubjects(tenantB, agentB1).heartbeat, agentSubjects(tenantB, agentB1).commands + '.restart', agentSubjects(tenantA, agentA2).heartbeat, `bulwark.t.${tenantB}.audit`];
+    const foreign = [
+      agentSubjects(tenantB, agentB1).heartbeat,
+      agentSubjects(tenantB, agentB1).commands + '.restart',
+      agentSubjects(tenantA, agentA2).heartbeat,
+      `bulwark.t.${tenantB}.audit`,
+      // The instances' cache invalidations: an agent must not make them drop (or hear) anything.
+      invalidationSubject,
+    ];
     for (const subject of foreign) agent.connection.publish(subject, encoder.encode('{"forged":true}'));
     // Messages of one connection arrive in order: once this one is heard, none of the above is coming.
     const own = agentSubjects(tenantA, agentA1).stats;
@@ -170,6 +178,7 @@ describe('the NATS bus and agents’ NATS users, against a private nats-server',
       `${own.inbox}.x`,
       '_INBOX.someone',
       'bulwark.platform.audit',
+      invalidationSubject,
     ];
     const subscriptions = [
       `${own.commands}.>`,
@@ -185,6 +194,7 @@ describe('the NATS bus and agents’ NATS users, against a private nats-server',
       '>',
       '_INBOX.>',
       `_INBOX.${tenantA}.>`,
+      invalidationSubject,
     ];
     const decisions = { nats: [] as string[], inProcess: [] as string[] };
     for (const subject of publishes) {

@@ -1,6 +1,6 @@
 import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connect, credsAuthenticator, ErrorCode, Events, JSONCodec, NatsError, type Msg, type NatsConnection, type Subscription } from 'nats';
+import { connect, credsAuthenticator, ErrorCode, Events, JSONCodec, NatsError, type Msg, type NatsConnection, type Subscription, type TlsOptions } from 'nats';
 import type { Config } from '../../platform/config/config.ts';
 import type { BusPermissions } from './access.ts';
 import {
@@ -21,6 +21,8 @@ export interface NatsBusOptions {
   servers: readonly string[];
   /** The creds file text (user JWT and nkey seed) of Bulwark's own user; none for a server without auth. */
   creds?: string;
+  /** PEM texts for `tls://` servers: the CA to verify them with, and a client certificate. */
+  tls?: NatsTlsFiles;
   /** The connection name the server shows in its monitoring. */
   name?: string;
   /** Reconnect backoff: the wait between attempts grows with the outage, from `min` to `max`. */
@@ -69,6 +71,7 @@ export class NatsBus implements Bus {
       connectTimeoutMs: 5_000,
       drainTimeoutMs: 5_000,
       onError: () => undefined,
+      tls: {},
       ...options,
       creds: options.creds,
     };
@@ -169,7 +172,7 @@ export class NatsBus implements Bus {
           pingInterval: 10_000,
           maxPingOut: 3,
           ...(this.#options.creds === undefined ? {} : { authenticator: credsAuthenticator(encoder.encode(this.#options.creds)) }),
-          ...natsTls(this.#options.servers),
+          ...natsTls(this.#options.servers, this.#options.tls),
         });
       } catch (error) {
         this.#options.onError(error, 'bus: cannot connect to NATS');
@@ -270,23 +273,44 @@ export class NatsBus implements Bus {
   }
 }
 
-/** The NATS bus the configuration asks for (BULWARK_NATS_URL, BULWARK_NATS_CREDS_FILE), or undefined for the in-process bus. */
+/** The NATS bus the configuration asks for (BULWARK_NATS_URL, BULWARK_NATS_CREDS_FILE, BULWARK_NATS_TLS_*), or undefined for the in-process bus. */
 export function natsBusOf(config: Config, onError: (error: unknown, message: string) => void): NatsBus | undefined {
   if (config.natsUrl === undefined) return undefined;
   return new NatsBus({
     servers: [config.natsUrl],
     ...(config.natsCredsFile === undefined ? {} : { creds: readKeyFile(config.natsCredsFile) }),
+    tls: natsTlsOf(config),
     onError,
   });
+}
+
+/** PEM texts: the CA a `tls://` server's certificate must chain to, and an optional client certificate. */
+export interface NatsTlsFiles {
+  ca?: string | undefined;
+  cert?: string | undefined;
+  key?: string | undefined;
+}
+
+/** The TLS files of the configuration, read at start. */
+export function natsTlsOf(config: Pick<Config, 'natsTlsCaFile' | 'natsTlsCertFile' | 'natsTlsKeyFile'>): NatsTlsFiles {
+  return { ca: config.natsTlsCaFile?.pem, cert: config.natsTlsCertFile?.pem, key: config.natsTlsKeyFile?.pem };
 }
 
 /**
  * `tls://` in a server URL means TLS is required. The client reads only host and port from a URL and would
  * upgrade only when the server's plaintext greeting offers TLS, which anyone on the path can rewrite; with
- * the `tls` option set it refuses a server that does not speak TLS.
+ * the `tls` option set it refuses a server that does not speak TLS. The client verifies the certificate
+ * and the URL's host name itself (`rejectUnauthorized` and Node's identity check); nats-server 2.9 has no
+ * TLS-first handshake, so the greeting (server id and version, no secret) stays in clear.
  */
-export function natsTls(servers: readonly string[]): { tls?: Record<string, never> } {
-  return servers.some((server) => /^tls:\/\//i.test(server)) ? { tls: {} } : {};
+export function natsTls(servers: readonly string[], files: NatsTlsFiles = {}): { tls?: TlsOptions } {
+  if (!servers.some((server) => /^tls:\/\//i.test(server))) return {};
+  return {
+    tls: {
+      ...(files.ca === undefined ? {} : { ca: files.ca }),
+      ...(files.cert === undefined || files.key === undefined ? {} : { cert: files.cert, key: files.key }),
+    },
+  };
 }
 
 /**

@@ -15,7 +15,7 @@ import { openLocalFileRootKey } from './root/local-file.ts';
 interface Keyring {
   currentVersion: number;
   minDecryptionVersion: number;
-  versions: { version: number; state: string; records: number }[];
+  versions: { version: number; state: string; records: number; sealedRows: number }[];
   unencryptedRecords: number;
   reencrypting: boolean;
 }
@@ -162,6 +162,47 @@ for (const engine of engines) {
       assert.deepEqual(trimmed.json(), { trimmedVersions: [1] });
       assert.equal((await keyring(tenantId, apiKey)).versions[0]?.state, 'destroyed');
       for (const id of ids) assert.equal((await test.call({ method: 'GET', url: recordUrl(tenantId, id), token: apiKey })).statusCode, 200);
+    });
+
+    it('a re-encryption job that ends while the keyring is read still shows as running, so "done" comes with the final counts', async () => {
+      const { tenantId, apiKey } = await test.tenantWithKey('Progress');
+      assert.equal((await test.call({ method: 'POST', url: `/v1/tenants/${tenantId}/keys/rotate`, token: apiKey })).statusCode, 200);
+      // A store of this test with one row on version 1. Once armed, a read of the keyring takes its count, lets the
+      // waiting batch move the row and returns only when the job has ended: the window a loaded machine opens by chance.
+      let counted: () => void = () => undefined;
+      const countTaken = new Promise<void>((resolve) => (counted = resolve));
+      let batchReached: () => void = () => undefined;
+      const reached = new Promise<void>((resolve) => (batchReached = resolve));
+      let [armed, moved] = [false, false];
+      const { keyring: service } = test.app.services;
+      service.registerReencryptor({
+        name: 'progress-probe',
+        async countByKeyVersion(_tx, id) {
+          if (id !== tenantId) return [];
+          const rows = moved ? [] : [{ key_version: 1, count: 1 }];
+          if (armed) {
+            counted();
+            while (service.isReencrypting(tenantId)) await new Promise((resolve) => setImmediate(resolve));
+          }
+          return rows;
+        },
+        async reencryptBatch(id) {
+          if (id !== tenantId) return 0;
+          batchReached();
+          await countTaken;
+          moved = true;
+          return 1;
+        },
+      });
+      assert.equal((await test.call({ method: 'POST', url: `/v1/tenants/${tenantId}/keys/reencrypt`, token: apiKey })).statusCode, 202);
+      await reached;
+      armed = true;
+      const during = await keyring(tenantId, apiKey);
+      const sealedAtV1 = (info: Keyring) => info.versions.find((version) => version.version === 1)?.sealedRows;
+      assert.equal(sealedAtV1(during), 1, 'the read took its count before the job moved the row');
+      assert.equal(during.reencrypting, true, 'so it does not report the job as done');
+      const done = await keyring(tenantId, apiKey);
+      assert.deepEqual([done.reencrypting, sealedAtV1(done)], [false, 0]);
     });
 
     it('root key rotation re-wraps every data key and leaves all data readable', async () => {

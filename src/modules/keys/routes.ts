@@ -24,7 +24,12 @@ const transitTags = ['transit'];
  * A batch spends one unit of the tenant's `crypto` rate bucket per item.
  */
 export const keysRoutes: RoutePlugin<{ keyring: KeyringService; transit: TransitService; transitBodyLimit: number }> = async (app, { keyring, transit, transitBodyLimit }) => {
-  const describe = async (tenantId: string) => ({ ...(await keyring.describe(tenantId)), reencrypting: keyring.isReencrypting(tenantId) });
+  // The flag is read before the counts: a job that ends while they are read then still shows as running, so
+  // "not re-encrypting" always comes with counts taken after the job's last batch committed.
+  const describe = async (tenantId: string) => {
+    const reencrypting = keyring.isReencrypting(tenantId);
+    return { ...(await keyring.describe(tenantId)), reencrypting };
+  };
 
   app.get(
     '/v1/tenants/:tenantId/keys',

@@ -3,6 +3,7 @@ import type { Clock } from '../../platform/clock.ts';
 import type { AuditRecorder } from '../audit/service.ts';
 import type { Database, Queryable } from '../../platform/db/database.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
+import { CacheInvalidations } from '../../platform/invalidation.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
 import {
   assertOriginAllowed,
@@ -89,6 +90,7 @@ class LoadedKeyring implements TenantKeys {
   #leases = 0;
   #dropped = false;
   #sealed = 0;
+  #stale = false;
 
   /**
    * `sealBudget`: seals left on the current version before count-based rotation is due. `onDropped`
@@ -121,9 +123,13 @@ class LoadedKeyring implements TenantKeys {
     return createHmac('sha256', this.#lookupKey).update(value, 'utf8').digest();
   }
 
-  /** The current version has sealed its budget: the next caller reloads, which rotates. */
-  get exhausted(): boolean {
-    return this.#sealed >= this.#sealBudget;
+  /**
+   * The next caller loads the keys again: the current version has sealed its budget (the load rotates), or a
+   * stored ciphertext named a version newer than these keys (another instance rotated, and this copy missed
+   * the invalidation: the bus was down).
+   */
+  get outdated(): boolean {
+    return this.#stale || this.#sealed >= this.#sealBudget;
   }
 
   open(ciphertext: Buffer, context: EnvelopeContext, onInvalid: InvalidCiphertextCode): Buffer {
@@ -131,7 +137,12 @@ class LoadedKeyring implements TenantKeys {
       return open(ciphertext, context, (version) => {
         if (version < this.minDecryption) throw new BulwarkError('key_version_retired');
         const key = this.#keys.get(version);
-        if (key === undefined) throw new BulwarkError(version > this.current ? onInvalid : 'key_version_retired');
+        if (key === undefined && version > this.current) {
+          // Only stored data marks the copy outdated: a caller's ciphertext (transit) could force a reload a call.
+          if (onInvalid === 'data_integrity_failed') this.#stale = true;
+          throw new BulwarkError(onInvalid);
+        }
+        if (key === undefined) throw new BulwarkError('key_version_retired');
         return key;
       });
     } catch (error) {
@@ -216,6 +227,11 @@ export interface KeyringOptions {
   platformKeys?: { rewrapUnderRoot(): Promise<number> };
   /** Records every change to a keyring in the transaction that makes it (the audit module). */
   audit: AuditRecorder;
+  /**
+   * Tells the other instances about keyring changes, at once (without it: this instance only, and the others
+   * keep sealing under the previous version until their entry expires).
+   */
+  invalidations?: CacheInvalidations;
 }
 
 /**
@@ -240,6 +256,7 @@ export class KeyringService {
   readonly #allowedOrigins: readonly string[];
   readonly #onBackgroundError: (error: unknown, message: string) => void;
   readonly #sweeper: NodeJS.Timeout | undefined;
+  readonly #invalidations: CacheInvalidations;
 
   constructor(db: Database, provider: RootKeyProvider, clock: Clock, options: KeyringOptions) {
     this.#db = db;
@@ -251,6 +268,12 @@ export class KeyringService {
     this.#onBackgroundError = options.onBackgroundError ?? (() => undefined);
     this.#platformKeys = options.platformKeys;
     this.#audit = options.audit;
+    this.#invalidations = options.invalidations ?? new CacheInvalidations();
+    this.#invalidations.on('tenant-keys', ({ tenantId }) => {
+      this.#cache.delete(tenantId);
+      // A load in flight read the keyring before the change: callers from now on wait for a fresh one.
+      this.#loading.delete(tenantId);
+    });
     // Expired entries are dropped on a timer too, not only when next looked up: an idle tenant's keys
     // leave memory (and its encryption count is stored) within about one TTL.
     if (this.#caching) {
@@ -355,7 +378,7 @@ export class KeyringService {
     await this.#db.withTenant(tenantId, async (tx) => {
       await this.#addVersion(tx, tenantId, await this.#requireKeyring(tx, tenantId, { forUpdate: true }), 'requested');
     });
-    this.#cache.delete(tenantId);
+    this.forget(tenantId);
     return this.describe(tenantId);
   }
 
@@ -394,7 +417,7 @@ export class KeyringService {
         detail: { minDecryptionVersion, rotationPeriodDays, rotationEncryptions, forced: settings.force === true },
       });
     });
-    this.#cache.delete(tenantId);
+    this.forget(tenantId);
     return this.describe(tenantId);
   }
 
@@ -406,7 +429,7 @@ export class KeyringService {
       await this.#audit.record(tx, { tenantId }, { action: 'keys.trim', target: { type: 'keyring', id: tenantId }, detail: { trimmedVersions: destroyed } });
       return destroyed;
     });
-    this.#cache.delete(tenantId);
+    this.forget(tenantId);
     return { trimmedVersions };
   }
 
@@ -434,9 +457,12 @@ export class KeyringService {
     return versions;
   }
 
-  /** Drops the tenant's unwrapped keys from this instance's memory (other instances let go within the cache TTL). */
+  /**
+   * Drops the tenant's unwrapped keys from this and every other instance's memory, after a change to its
+   * keyring committed: the next seal anywhere loads the current version.
+   */
   forget(tenantId: string): void {
-    this.#cache.delete(tenantId);
+    this.#invalidations.invalidate({ kind: 'tenant-keys', tenantId });
   }
 
   /**
@@ -566,7 +592,7 @@ export class KeyringService {
         detail: { provider: settings.provider, address: settings.address, mountPath: settings.mountPath, keyName: settings.keyName, namespace: settings.namespace },
       });
     });
-    this.#cache.delete(tenantId);
+    this.forget(tenantId);
     return this.customerKey(tenantId);
   }
 
@@ -579,24 +605,28 @@ export class KeyringService {
       await setCustomerKms(tx, tenantId, null, this.#clock.now());
       await this.#audit.record(tx, { tenantId }, { action: 'keys.customer-key.remove', target: { type: 'keyring', id: tenantId } });
     });
-    this.#cache.delete(tenantId);
+    this.forget(tenantId);
   }
 
   async #unwrapped(tenantId: string): Promise<LoadedKeyring> {
     // Without a cache every caller gets keys of its own, dropped as soon as its use settles.
     if (!this.#caching) return this.#load(tenantId);
     const cached = this.#cache.get(tenantId);
-    if (cached !== undefined && !cached.exhausted) return cached;
+    if (cached !== undefined && !cached.outdated) return cached;
     if (cached !== undefined) this.#cache.delete(tenantId);
     let loading = this.#loading.get(tenantId);
     if (loading === undefined) {
-      loading = this.#load(tenantId).finally(() => this.#loading.delete(tenantId));
-      this.#loading.set(tenantId, loading);
+      const load = this.#load(tenantId).finally(() => {
+        if (this.#loading.get(tenantId) === load) this.#loading.delete(tenantId);
+      });
+      this.#loading.set(tenantId, load);
+      loading = load;
     }
     return loading;
   }
 
   async #load(tenantId: string): Promise<LoadedKeyring> {
+    let since = this.#cache.mark();
     await this.#countWrites.get(tenantId);
     let { keyring, keys } = await this.#read(tenantId);
     if (keyring === undefined) {
@@ -608,6 +638,8 @@ export class KeyringService {
     if (keyring.destroyed_at !== null) throw new BulwarkError('keys_destroyed');
     if (this.#rotationDue(keyring, keys)) {
       await this.#rotateIfDue(tenantId);
+      // The rotation invalidated the entry itself; what is read from here on is after it.
+      since = this.#cache.mark();
       ({ keyring, keys } = await this.#read(tenantId));
       if (keyring === undefined) throw new BulwarkError('not_found');
     }
@@ -630,7 +662,9 @@ export class KeyringService {
       this.#caching,
       (sealed) => this.#recordEncryptions(tenantId, current, sealed),
     );
-    if (this.#caching) this.#cache.set(tenantId, loaded);
+    // Not kept if the keyring was invalidated meanwhile (it may predate the change): the copy is dropped, and
+    // a caller whose lease it then refuses loads again.
+    if (this.#caching && !this.#cache.set(tenantId, loaded, since)) loaded.evicted();
     return loaded;
   }
 
@@ -677,7 +711,7 @@ export class KeyringService {
       const keyring = await this.#requireKeyring(tx, tenantId, { forUpdate: true });
       if (this.#rotationDue(keyring, await listKeys(tx, tenantId))) await this.#addVersion(tx, tenantId, keyring, 'automatic');
     });
-    this.#cache.delete(tenantId);
+    this.forget(tenantId);
   }
 
   /** The data key of one version: the root's unwrap, xor the customer's share when there is one. */

@@ -1,3 +1,5 @@
+import { isIP } from 'node:net';
+import type { ConnectionOptions } from 'node:tls';
 import { Redis } from 'ioredis';
 import type { Clock } from '../../platform/clock.ts';
 import type { Config } from '../../platform/config/config.ts';
@@ -20,7 +22,7 @@ const logEveryMs = 10_000;
  * queueing: no offline queue, no retries per command, a command timeout; it reconnects in the background.
  */
 export async function openRateLimiter(
-  config: Pick<Config, 'redisUrl' | 'redisTimeoutMs' | 'rateLimitRedisFailure'>,
+  config: Pick<Config, 'redisUrl' | 'redisTimeoutMs' | 'rateLimitRedisFailure' | 'redisTlsCaFile' | 'redisTlsCertFile' | 'redisTlsKeyFile'>,
   clock: Clock,
   report: { warn(message: string, error?: unknown): void; storeError(): void; degradedDecision(mode: string): void },
 ): Promise<OpenedRateLimiter> {
@@ -39,6 +41,7 @@ export async function openRateLimiter(
     commandTimeout: config.redisTimeoutMs,
     connectTimeout: 2_000,
     retryStrategy: (attempt) => Math.min(attempt * 250, 2_000),
+    ...redisTls(config),
   });
   // ioredis reports every failed (re)connection as an event; without a listener it would crash the process.
   const connectionError = throttled(clock, (error: unknown) => report.warn('Redis connection failed; retrying', error), () => undefined);
@@ -57,6 +60,23 @@ export async function openRateLimiter(
         await redis.ping();
       },
       required: config.rateLimitRedisFailure === 'closed',
+    },
+  };
+}
+
+/**
+ * TLS for a `rediss://` URL: the configured CA and client certificate, the certificate checked against the
+ * URL's host (Node's check, which ioredis leaves on) and that name sent for SNI when it is not an address.
+ */
+function redisTls(config: Pick<Config, 'redisUrl' | 'redisTlsCaFile' | 'redisTlsCertFile' | 'redisTlsKeyFile'>): { tls?: ConnectionOptions } {
+  if (config.redisUrl === undefined || !/^rediss:/i.test(config.redisUrl)) return {};
+  const host = new URL(config.redisUrl).hostname.replace(/^\[(.+)\]$/, '$1');
+  return {
+    tls: {
+      rejectUnauthorized: true,
+      ...(isIP(host) === 0 ? { servername: host } : {}),
+      ...(config.redisTlsCaFile === undefined ? {} : { ca: config.redisTlsCaFile.pem }),
+      ...(config.redisTlsCertFile === undefined || config.redisTlsKeyFile === undefined ? {} : { cert: config.redisTlsCertFile.pem, key: config.redisTlsKeyFile.pem }),
     },
   };
 }

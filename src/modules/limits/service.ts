@@ -2,6 +2,7 @@ import type { Clock } from '../../platform/clock.ts';
 import { type Database, enterTenantContext, type Queryable } from '../../platform/db/database.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import type { TenantGate } from '../../platform/http/auth.ts';
+import { CacheInvalidations } from '../../platform/invalidation.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
 import type { AuditRecorder } from '../audit/service.ts';
 import { type Limit, type LimitOverrides, mergeLimits, parseOverrides, type QuotaName, quotaNames, type TenantBucket, tenantBuckets, type TenantLimits } from './policy.ts';
@@ -57,14 +58,23 @@ export class LimitsService implements QuotaGuard {
   readonly #defaults: TenantLimits;
   /** Effective limits (defaults merged with the overrides), per tenant: read on every request. */
   readonly #limits: TtlCache<TenantLimits>;
+  readonly #invalidations: CacheInvalidations;
 
-  constructor(db: Database, audit: AuditRecorder, clock: Clock, tenants: TenantGate, options: { defaults: TenantLimits; cacheTtlMs: number }) {
+  constructor(
+    db: Database,
+    audit: AuditRecorder,
+    clock: Clock,
+    tenants: TenantGate,
+    options: { defaults: TenantLimits; cacheTtlMs: number; invalidations?: CacheInvalidations },
+  ) {
     this.#db = db;
     this.#audit = audit;
     this.#clock = clock;
     this.#tenants = tenants;
     this.#defaults = options.defaults;
     this.#limits = new TtlCache(options.cacheTtlMs, 10_000, clock);
+    this.#invalidations = options.invalidations ?? new CacheInvalidations();
+    this.#invalidations.on('limits', ({ tenantId }) => this.#limits.delete(tenantId));
   }
 
   /** The tenant's effective limits, on every request's path: overrides cached (other instances see a change within the TTL). */
@@ -135,7 +145,7 @@ export class LimitsService implements QuotaGuard {
         detail: { overrides },
       });
     });
-    this.#limits.delete(tenantId);
+    this.#invalidations.invalidate({ kind: 'limits', tenantId });
     return this.describe(tenantId);
   }
 

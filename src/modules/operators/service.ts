@@ -6,6 +6,7 @@ import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
 import { newId } from '../../platform/ids.ts';
 import { digestsEqual } from '../../platform/secret-compare.ts';
 import { actAs } from '../../platform/http/request-context.ts';
+import { CacheInvalidations } from '../../platform/invalidation.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
 import type { PlatformRole } from '../access/permissions.ts';
 import type { LoginRealm, PasswordAttempt, PasswordLogin } from '../identity/login.ts';
@@ -81,6 +82,8 @@ export interface OperatorsOptions {
   /** How long an operator's role and status are reused by the auth hook; changes on other instances show within it. */
   cacheTtlMs: number;
   argon2?: Argon2Params;
+  /** Tells the other instances about role and status changes, at once (without it: this instance only). */
+  invalidations?: CacheInvalidations;
 }
 
 /**
@@ -99,6 +102,7 @@ export class OperatorsService {
   readonly #argon2: Argon2Params;
   readonly #standing: TtlCache<OperatorStanding | null>;
   readonly #audit: AuditRecorder;
+  readonly #invalidations: CacheInvalidations;
 
   constructor(
     db: Database,
@@ -117,6 +121,8 @@ export class OperatorsService {
     this.#sessions = sessions;
     this.#argon2 = options.argon2 ?? defaultArgon2Params;
     this.#standing = new TtlCache(options.cacheTtlMs, 10_000, clock);
+    this.#invalidations = options.invalidations ?? new CacheInvalidations();
+    this.#invalidations.on('operator', ({ operatorId }) => this.#standing.delete(operatorId));
   }
 
   // --- first run ---
@@ -236,7 +242,7 @@ export class OperatorsService {
       });
       return toOperator(changed, next);
     });
-    this.#standing.delete(id);
+    this.#invalidations.invalidate({ kind: 'operator', operatorId: id });
     if (updated.status === 'disabled') await this.#sessions.revokeAllOf('platform', id, 'admin');
     return updated;
   }
@@ -249,7 +255,7 @@ export class OperatorsService {
       await deleteOperator(tx, id);
       await this.#audit.record(tx, 'platform', { action: 'operator.delete', target: { type: 'operator', id }, detail: { role: row.role } });
     });
-    this.#standing.delete(id);
+    this.#invalidations.invalidate({ kind: 'operator', operatorId: id });
     // The rows went with the operator (ON DELETE CASCADE); this drops the sessions' cached liveness too.
     await this.#sessions.revokeAllOf('platform', id, 'user_deleted');
   }

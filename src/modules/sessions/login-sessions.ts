@@ -3,6 +3,7 @@ import type { Clock } from '../../platform/clock.ts';
 import type { Database, Queryable } from '../../platform/db/database.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { newId } from '../../platform/ids.ts';
+import { CacheInvalidations } from '../../platform/invalidation.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
 import type { AuditRecorder, AuditScope } from '../audit/service.ts';
 import {
@@ -27,6 +28,8 @@ export interface LoginSessionOptions {
   sessionMaxMs: number;
   /** How long "this session is live" is cached; a revocation reaches every instance within it. */
   revocationCacheTtlMs: number;
+  /** Tells the other instances about revocations, at once (without it: this instance only). */
+  invalidations?: CacheInvalidations;
 }
 
 /**
@@ -96,6 +99,7 @@ export class LoginSessionService {
   readonly #clock: Clock;
   readonly #options: LoginSessionOptions;
   readonly #live: TtlCache<boolean>;
+  readonly #invalidations: CacheInvalidations;
 
   constructor(realm: SessionRealm, audit: AuditRecorder, clock: Clock, options: LoginSessionOptions) {
     this.#realm = realm;
@@ -103,6 +107,11 @@ export class LoginSessionService {
     this.#clock = clock;
     this.#options = options;
     this.#live = new TtlCache(options.revocationCacheTtlMs, 100_000, clock);
+    this.#invalidations = options.invalidations ?? new CacheInvalidations();
+    this.#invalidations.on('sessions', ({ realm: accountKind, scope, ids }) => {
+      if (accountKind !== realm.accountKind) return;
+      for (const id of ids) this.#live.delete(`${scope}/${id}`);
+    });
   }
 
   /** Whether a refresh token is of this realm (by its shape; nothing is looked up). */
@@ -147,7 +156,7 @@ export class LoginSessionService {
       return { kind: 'rotated' as const, issued: { scope, principalId: session.principal_id, sessionId: session.id, refreshToken: token, refreshExpiresAt } };
     });
     if (outcome.kind === 'rotated') return outcome.issued;
-    if (outcome.kind === 'reused') this.#live.delete(`${scope}/${outcome.sessionId}`);
+    if (outcome.kind === 'reused') this.forgetLive(scope, [outcome.sessionId]);
     throw invalidRefresh();
   }
 
@@ -167,17 +176,17 @@ export class LoginSessionService {
       });
       return row.session.id;
     });
-    if (sessionId !== undefined) this.#live.delete(`${scope}/${sessionId}`);
+    if (sessionId !== undefined) this.forgetLive(scope, [sessionId]);
   }
 
   async revoke(scope: string, sessionId: string, reason: RevokedReason): Promise<void> {
     await this.#realm.transaction(scope, (tx) => revokeSession(tx, this.#realm.tables, scope, sessionId, reason, this.#clock.now()));
-    this.#live.delete(`${scope}/${sessionId}`);
+    this.forgetLive(scope, [sessionId]);
   }
 
   async revokeAllOf(scope: string, principalId: string, reason: RevokedReason): Promise<void> {
     const ids = await this.#realm.transaction(scope, (tx) => revokePrincipalSessions(tx, this.#realm.tables, scope, principalId, reason, this.#clock.now()));
-    for (const id of ids) this.#live.delete(`${scope}/${id}`);
+    this.forgetLive(scope, ids);
   }
 
   /**
@@ -188,9 +197,12 @@ export class LoginSessionService {
     return revokePrincipalSessions(tx, this.#realm.tables, scope, principalId, reason, this.#clock.now());
   }
 
-  /** Drops sessions' cached liveness on this instance (after their revocation committed). */
+  /** Drops sessions' cached liveness here and on every other instance (after their revocation committed). */
   forgetLive(scope: string, sessionIds: readonly string[]): void {
-    for (const id of sessionIds) this.#live.delete(`${scope}/${id}`);
+    // A message stays small: a principal with more sessions than a message holds is sent in parts.
+    for (let start = 0; start < sessionIds.length; start += 1000) {
+      this.#invalidations.invalidate({ kind: 'sessions', realm: this.#realm.accountKind, scope, ids: sessionIds.slice(start, start + 1000) });
+    }
   }
 
   /** A principal's sessions, newest first, revoked and expired ones included: metadata only. */
@@ -212,13 +224,11 @@ export class LoginSessionService {
 
   /** Whether a session may still be used (not revoked, not past its end). Cached per instance. */
   async isLive(scope: string, sessionId: string): Promise<boolean> {
-    const key = `${scope}/${sessionId}`;
-    const cached = this.#live.get(key);
-    if (cached !== undefined) return cached;
-    const session = await this.#realm.transaction(scope, (tx) => findSession(tx, this.#realm.tables, scope, sessionId));
-    const live = session !== undefined && session.revoked_at === null && session.expires_at > this.#clock.now();
-    this.#live.set(key, live);
-    return live;
+    // getOrLoad does not cache a read that raced a revocation's invalidation (it may predate the commit).
+    return this.#live.getOrLoad(`${scope}/${sessionId}`, async () => {
+      const session = await this.#realm.transaction(scope, (tx) => findSession(tx, this.#realm.tables, scope, sessionId));
+      return session !== undefined && session.revoked_at === null && session.expires_at > this.#clock.now();
+    });
   }
 
   async #issueRefresh(tx: Queryable, scope: string, sessionId: string, now: Date, sessionEnd: Date): Promise<{ token: string; refreshExpiresAt: Date }> {

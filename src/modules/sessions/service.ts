@@ -7,6 +7,7 @@ import type { Authenticator, Principal } from '../../platform/http/auth.ts';
 import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
 import { withFreshId } from '../../platform/ids.ts';
 import { digestsEqual } from '../../platform/secret-compare.ts';
+import { CacheInvalidations } from '../../platform/invalidation.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
 import { isTenantPermission } from '../access/permissions.ts';
 import { assertHeld } from '../access/service.ts';
@@ -48,13 +49,14 @@ export class ApiKeyService implements Authenticator {
   readonly #onBackgroundError: (error: unknown, message: string) => void;
   readonly #audit: AuditRecorder;
   readonly #quotas: QuotaGuard;
+  readonly #invalidations: CacheInvalidations;
 
   constructor(
     db: Database,
     audit: AuditRecorder,
     quotas: QuotaGuard,
     clock: Clock,
-    options: { cacheTtlMs: number; onBackgroundError?: (error: unknown, message: string) => void },
+    options: { cacheTtlMs: number; onBackgroundError?: (error: unknown, message: string) => void; invalidations?: CacheInvalidations },
   ) {
     this.#db = db;
     this.#quotas = quotas;
@@ -62,6 +64,9 @@ export class ApiKeyService implements Authenticator {
     this.#clock = clock;
     this.#verified = new TtlCache(options.cacheTtlMs, 50_000, clock);
     this.#onBackgroundError = options.onBackgroundError ?? (() => undefined);
+    this.#invalidations = options.invalidations ?? new CacheInvalidations();
+    // Entries are keyed by the token's hash, which the message does not carry: they are found by key id.
+    this.#invalidations.on('api-key', ({ tenantId, keyId }) => this.#verified.deleteWhere(({ principal }) => principal.tenantId === tenantId && principal.id === keyId));
   }
 
   /** `caller` is what the creating principal holds here: a key never gets more than its creator. */
@@ -101,7 +106,7 @@ export class ApiKeyService implements Authenticator {
       return done;
     });
     if (!revoked) throw notFound();
-    this.#verified.deleteWhere(({ principal }) => principal.tenantId === tenantId && principal.id === keyId);
+    this.#invalidations.invalidate({ kind: 'api-key', tenantId, keyId });
   }
 
   accepts(token: string): boolean {
@@ -120,13 +125,14 @@ export class ApiKeyService implements Authenticator {
       return cached.principal;
     }
 
+    const since = this.#verified.mark();
     const { rows } = await this.#db.tenantQuery<ApiKeyCredentialRow>(tenantId, apiKeyCredentialSql, [tenantId, keyId]);
     const row = rows[0];
     if (!row || !digestsEqual(sha256(secret), toBuffer(row.secret_hash))) return null;
     if (row.revoked_at !== null || (row.expires_at !== null && row.expires_at.getTime() <= now)) return null;
     const principal = Object.freeze({ kind: 'api-key' as const, id: keyId, tenantId, scopes: Object.freeze([...row.scopes]) });
     const entry = { principal, expiresAt: row.expires_at?.getTime() ?? Number.POSITIVE_INFINITY, lastUsedAt: row.last_used_at?.getTime() ?? 0 };
-    this.#verified.set(cacheKey, entry);
+    this.#verified.set(cacheKey, entry, since);
     this.#touch(entry, now);
     return principal;
   }

@@ -4,6 +4,7 @@ import { BulwarkError, notFound } from '../../platform/errors/bulwark-error.ts';
 import type { TenantGate, TenantStatus } from '../../platform/http/auth.ts';
 import { decodeCursor, toPage } from '../../platform/http/pagination.ts';
 import { withFreshId } from '../../platform/ids.ts';
+import { CacheInvalidations } from '../../platform/invalidation.ts';
 import { TtlCache } from '../../platform/ttl-cache.ts';
 import type { AuditRecorder } from '../audit/service.ts';
 import type { Tenant, UpdateTenant } from './schemas.ts';
@@ -17,6 +18,8 @@ export interface TenantKeyringFactory {
 export interface TenancyOptions {
   regions: readonly string[];
   statusCacheTtlMs: number;
+  /** Tells the other instances about status changes, at once (without it: this instance only). */
+  invalidations?: CacheInvalidations;
 }
 
 export class TenancyService implements TenantGate {
@@ -27,6 +30,7 @@ export class TenancyService implements TenantGate {
   readonly #audit: AuditRecorder;
   // Every tenant-scoped request asks for its tenant's status; a short cache keeps that off the database.
   readonly #statuses: TtlCache<TenantStatus | null>;
+  readonly #invalidations: CacheInvalidations;
 
   constructor(db: Database, keyrings: TenantKeyringFactory, audit: AuditRecorder, clock: Clock, options: TenancyOptions) {
     this.#db = db;
@@ -35,6 +39,8 @@ export class TenancyService implements TenantGate {
     this.#clock = clock;
     this.#options = options;
     this.#statuses = new TtlCache(options.statusCacheTtlMs, 10_000, clock);
+    this.#invalidations = options.invalidations ?? new CacheInvalidations();
+    this.#invalidations.on('tenant', ({ tenantId }) => this.#statuses.delete(tenantId));
   }
 
   async create(input: { name: string; region?: string | undefined }): Promise<Tenant> {
@@ -82,13 +88,13 @@ export class TenancyService implements TenantGate {
       return updated;
     });
     if (!updated) throw notFound();
-    this.#statuses.delete(id);
+    this.statusChanged(id);
     return updated;
   }
 
-  /** Drops this instance's cached status after the offboarding flow changed it (other instances: within the TTL). */
+  /** Drops the cached status here and on every other instance, after a change of it committed (here, or in the offboarding flow). */
   statusChanged(tenantId: string): void {
-    this.#statuses.delete(tenantId);
+    this.#invalidations.invalidate({ kind: 'tenant', tenantId });
   }
 
   async status(tenantId: string): Promise<TenantStatus | null> {

@@ -99,4 +99,14 @@ describe('configuration', () => {
     assert.throws(() => loadConfig({ BULWARK_CONFIG_FILE: file }), /unknown option "prot"[\s\S]*"port" must be a string or a number/);
     assert.throws(() => loadConfig({ BULWARK_CONFIG_FILE: join(dir, 'missing.json') }), /cannot be read \(ENOENT\)/);
   });
+
+  it('takes a backup schedule of 5 fields, 6 with seconds, or off, and checks it at load', () => {
+    assert.equal(loadConfig({}).backupSchedule, '0 3 * * *');
+    assert.equal(loadConfig({ BULWARK_BACKUP_SCHEDULE: ' */5 * * * * * ' }).backupSchedule, '*/5 * * * * *');
+    assert.equal(loadConfig({ BULWARK_BACKUP_SCHEDULE: 'off' }).backupSchedule, 'off');
+    // The shape is right, the values are not: refused at load, not at the first missed backup.
+    for (const schedule of ['61 * * * *', '0 0 31 2 *', 'H 3 * * *', '* * * *']) {
+      assert.throws(() => loadConfig({ BULWARK_BACKUP_SCHEDULE: schedule }), /BULWARK_BACKUP_SCHEDULE must be a cron expression \(5 fields, or 6 with seconds first\) or off/, schedule);
+    }
+  });
 });

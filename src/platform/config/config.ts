@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import type { Limit } from '../../modules/limits/policy.ts';
 import type { Rate } from '../../modules/limits/rate-store.ts';
+import { sslModeOf } from '../db/postgres-tls.ts';
+import { keyMatchesCertificate, type PemFile } from './pem-file.ts';
 import { optionSpecs } from './spec.ts';
 
 export interface Config {
@@ -12,7 +14,14 @@ export interface Config {
   readonly databaseAdminUrl: string | undefined;
   readonly databaseAppRole: string;
   readonly databasePoolMax: number;
+  readonly databaseTlsCaFile: PemFile | undefined;
+  readonly databaseTlsCertFile: PemFile | undefined;
+  readonly databaseTlsKeyFile: PemFile | undefined;
+  readonly allowUnverifiedDatabaseTls: boolean;
   readonly redisUrl: string | undefined;
+  readonly redisTlsCaFile: PemFile | undefined;
+  readonly redisTlsCertFile: PemFile | undefined;
+  readonly redisTlsKeyFile: PemFile | undefined;
   readonly redisTimeoutMs: number;
   readonly rateLimitRedisFailure: 'local' | 'open' | 'closed';
   readonly allowMemoryRateLimits: boolean;
@@ -32,13 +41,20 @@ export interface Config {
   readonly headersTimeoutSeconds: number;
   readonly requestTimeoutSeconds: number;
   readonly trustProxy: false | number | readonly string[];
+  readonly tls: 'off' | 'on';
   readonly tlsCertFile: string | undefined;
   readonly tlsKeyFile: string | undefined;
+  readonly tlsHostnames: readonly string[] | undefined;
+  readonly tlsCertDays: number;
+  readonly tlsClientCerts: 'request' | 'off';
   readonly corsOrigins: readonly string[] | undefined;
   readonly metricsPort: number | undefined;
   readonly metricsHost: string;
   readonly natsUrl: string | undefined;
   readonly natsCredsFile: string | undefined;
+  readonly natsTlsCaFile: PemFile | undefined;
+  readonly natsTlsCertFile: PemFile | undefined;
+  readonly natsTlsKeyFile: PemFile | undefined;
   readonly natsAgentAccount: string | undefined;
   readonly natsAgentSigningKeyFile: string | undefined;
   readonly natsOperatorSigningKeyFile: string | undefined;
@@ -75,6 +91,7 @@ export interface Config {
   readonly agentPairingWindowSeconds: number;
   readonly agentStaleSeconds: number;
   readonly agentStaleSweepSeconds: number;
+  readonly agentCertificateDays: number;
   readonly accessTokenTtlSeconds: number;
   readonly authCacheTtlMs: number;
   readonly auditCheckpointIntervalSeconds: number;
@@ -134,6 +151,13 @@ export function loadConfig(environment: Source = process.env, overrides: Partial
   if ((values['tlsCertFile'] === undefined) !== (values['tlsKeyFile'] === undefined)) {
     problems.push('BULWARK_TLS_CERT_FILE and BULWARK_TLS_KEY_FILE go together: set both or neither');
   }
+  // Certificate files with TLS off would serve plain HTTP while the operator believes otherwise.
+  if (values['tls'] === 'off' && (values['tlsCertFile'] !== undefined || values['tlsKeyFile'] !== undefined)) {
+    problems.push('BULWARK_TLS_CERT_FILE and BULWARK_TLS_KEY_FILE are served only with BULWARK_TLS=on: set it, or unset the files');
+  }
+  if (values['tlsHostnames'] !== undefined && (values['tls'] === 'off' || values['tlsCertFile'] !== undefined)) {
+    problems.push('BULWARK_TLS_HOSTNAMES names the self-managed certificate: it needs BULWARK_TLS=on without BULWARK_TLS_CERT_FILE');
+  }
   const { headersTimeoutSeconds, requestTimeoutSeconds } = values as { headersTimeoutSeconds?: number; requestTimeoutSeconds?: number };
   if (headersTimeoutSeconds !== undefined && requestTimeoutSeconds !== undefined && headersTimeoutSeconds > requestTimeoutSeconds) {
     problems.push('BULWARK_HEADERS_TIMEOUT_SECONDS must not exceed BULWARK_REQUEST_TIMEOUT_SECONDS');
@@ -158,11 +182,43 @@ export function loadConfig(environment: Source = process.env, overrides: Partial
   for (const [key, env] of natsOptions) {
     if (values[key] !== undefined && values['natsUrl'] === undefined) problems.push(`${env} needs BULWARK_NATS_URL`);
   }
+  problems.push(...storeTlsProblems(values));
   if ((values['auditWebhookUrl'] === undefined) !== (values['auditWebhookSecret'] === undefined)) {
     problems.push('BULWARK_AUDIT_WEBHOOK_URL and BULWARK_AUDIT_WEBHOOK_SECRET go together: set both or neither');
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(values) as unknown as Config;
+}
+
+/**
+ * The data stores' TLS files must be used by the URL they go with (files the URL ignores would leave the
+ * operator believing in TLS that is not there), a client certificate comes with its key, and verify-ca
+ * comes with a CA of its own.
+ */
+function storeTlsProblems(values: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  const urlOf = (key: string) => (typeof values[key] === 'string' ? values[key] : undefined);
+  const sslModes = [urlOf('databaseUrl'), urlOf('databaseAdminUrl')].flatMap((url) => {
+    const checked = url === undefined ? undefined : sslModeOf(url);
+    return checked !== undefined && 'mode' in checked ? [checked.mode] : [];
+  });
+  const stores = [
+    { store: 'DATABASE', prefix: 'databaseTls', usesTls: sslModes.some((mode) => mode !== 'disable'), needs: 'sslmode=require, verify-ca or verify-full in BULWARK_DATABASE_URL' },
+    { store: 'REDIS', prefix: 'redisTls', usesTls: /^rediss:/i.test(urlOf('redisUrl') ?? ''), needs: 'a rediss:// BULWARK_REDIS_URL' },
+    { store: 'NATS', prefix: 'natsTls', usesTls: /^tls:/i.test(urlOf('natsUrl') ?? ''), needs: 'a tls:// BULWARK_NATS_URL' },
+  ];
+  for (const { store, prefix, usesTls, needs } of stores) {
+    const [ca, cert, key] = (['CaFile', 'CertFile', 'KeyFile'] as const).map((suffix) => values[`${prefix}${suffix}`] as PemFile | undefined);
+    const env = (name: string) => `BULWARK_${store}_TLS_${name}_FILE`;
+    const given = [ca === undefined ? [] : [env('CA')], cert === undefined ? [] : [env('CERT')], key === undefined ? [] : [env('KEY')]].flat();
+    if (given.length > 0 && !usesTls) problems.push(`${given.join(', ')} ${given.length === 1 ? 'needs' : 'need'} ${needs}`);
+    if ((cert === undefined) !== (key === undefined)) problems.push(`${env('CERT')} and ${env('KEY')} go together: set both or neither`);
+    else if (cert !== undefined && key !== undefined && !keyMatchesCertificate(cert, key)) problems.push(`${env('KEY')} is not the private key of ${env('CERT')}`);
+  }
+  if (sslModes.includes('verify-ca') && values['databaseTlsCaFile'] === undefined) {
+    problems.push('sslmode=verify-ca needs BULWARK_DATABASE_TLS_CA_FILE: against the public CAs, a certificate issued to anyone for any name would pass');
+  }
+  return problems;
 }
 
 function readConfigFile(path: string | undefined, problems: string[]): Record<string, string> {

@@ -2,8 +2,12 @@
  * Every configuration option of Bulwark, in one table: its environment variable, its key in the optional
  * JSON config file, how it is validated and its default. docs/configuration.md is generated from it.
  */
+import { isIP } from 'node:net';
 import type { Config } from './config.ts';
+import { pemFile } from './pem-file.ts';
 import { parseRate } from '../../modules/limits/policy.ts';
+import { assertValidSchedule } from '../../modules/backup/schedule.ts';
+import { sslModeOf } from '../db/postgres-tls.ts';
 
 export interface OptionSpec {
   key: keyof Config;
@@ -16,6 +20,8 @@ export interface OptionSpec {
 }
 
 const identifier = /^[a-z_][a-z0-9_]{0,62}$/;
+/** A DNS name of LDH labels, optionally a wildcard as its first label. */
+const dnsName = /^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
 /** `region=url` pairs: each region named once, each url file:///absolute or s3://bucket[/prefix]. */
 function backupTargets(raw: string) {
@@ -63,6 +69,14 @@ function url(...protocols: string[]) {
       ? { value: raw }
       : { error: `must be a URL with scheme ${protocols.join(' or ')}` };
   };
+}
+
+/** A PostgreSQL URL whose TLS parameters Bulwark takes: `sslmode` only (see platform/db/postgres-tls.ts). */
+function postgresUrl(raw: string) {
+  const parsed = url('postgres', 'postgresql')(raw);
+  if ('error' in parsed) return parsed;
+  const checked = sslModeOf(raw);
+  return 'error' in checked ? checked : parsed;
 }
 
 function boolean(raw: string) {
@@ -127,17 +141,44 @@ export const optionSpecs: readonly OptionSpec[] = [
     key: 'databaseUrl',
     env: 'BULWARK_DATABASE_URL',
     description:
-      'PostgreSQL connection URL (`postgres://user:pass@host:5432/db`). Unset: embedded PGlite in the data folder. The server connects with `role=<app role>`, so the login user must be a member of the app role.',
+      'PostgreSQL connection URL (`postgres://user:pass@host:5432/db?sslmode=verify-full`). Unset: embedded PGlite in the data folder. The server connects with `role=<app role>`, so the login user must be a member of the app role. `sslmode` is `disable` (the default), `require` (encrypted, the server unauthenticated; with a CA file as verify-ca), `verify-ca` (the certificate chains to `BULWARK_DATABASE_TLS_CA_FILE`) or `verify-full` (and names the URL\'s host); production refuses anything but verify-full off loopback unless `BULWARK_ALLOW_UNVERIFIED_DATABASE_TLS=true`. Other TLS parameters (`sslrootcert`, `sslcert`, ...) are refused: use the files below. See docs/data-store-tls.md.',
     secret: true,
-    parse: url('postgres', 'postgresql'),
+    parse: postgresUrl,
   },
   {
     key: 'databaseAdminUrl',
     env: 'BULWARK_DATABASE_ADMIN_URL',
     description:
-      'PostgreSQL URL of the schema owner, used only to run migrations (which create the app role and grant it table privileges; membership for the login user is granted by the operator). Defaults to `BULWARK_DATABASE_URL`.',
+      'PostgreSQL URL of the schema owner, used only to run migrations (which create the app role and grant it table privileges; membership for the login user is granted by the operator). Defaults to `BULWARK_DATABASE_URL`. Its own `sslmode` applies, with the same TLS files.',
     secret: true,
-    parse: url('postgres', 'postgresql'),
+    parse: postgresUrl,
+  },
+  {
+    key: 'databaseTlsCaFile',
+    env: 'BULWARK_DATABASE_TLS_CA_FILE',
+    description:
+      "PEM CA certificate(s) the PostgreSQL server's certificate must chain to (`sslmode=verify-ca` needs it; `verify-full` without it trusts Node's bundled public CAs). Read at start.",
+    parse: pemFile('certificates'),
+  },
+  {
+    key: 'databaseTlsCertFile',
+    env: 'BULWARK_DATABASE_TLS_CERT_FILE',
+    description: 'PEM client certificate presented to PostgreSQL (for `cert` authentication or `clientcert=verify-full` in pg_hba.conf), with `BULWARK_DATABASE_TLS_KEY_FILE`.',
+    parse: pemFile('certificates'),
+  },
+  {
+    key: 'databaseTlsKeyFile',
+    env: 'BULWARK_DATABASE_TLS_KEY_FILE',
+    description: 'Unencrypted PEM private key of `BULWARK_DATABASE_TLS_CERT_FILE`; refused when group or others can read it (`chmod 600`).',
+    parse: pemFile('private key'),
+  },
+  {
+    key: 'allowUnverifiedDatabaseTls',
+    env: 'BULWARK_ALLOW_UNVERIFIED_DATABASE_TLS',
+    description:
+      'Accept in production a PostgreSQL server off loopback reached without `sslmode=verify-full` (`true`): in plain text, or over TLS that does not check the host name, where anyone on the path can read the traffic or pose as the database.',
+    default: 'false',
+    parse: boolean,
   },
   {
     key: 'databaseAppRole',
@@ -157,9 +198,27 @@ export const optionSpecs: readonly OptionSpec[] = [
     key: 'redisUrl',
     env: 'BULWARK_REDIS_URL',
     description:
-      'Redis URL for the rate-limit buckets, shared by every instance so a tenant has one budget across them. Unset: buckets in each process (production refuses that unless `BULWARK_ALLOW_MEMORY_RATE_LIMITS=true`).',
+      'Redis URL for the rate-limit buckets, shared by every instance so a tenant has one budget across them: `rediss://` for TLS (the server certificate and the URL\'s host name are checked). Unset: buckets in each process (production refuses that unless `BULWARK_ALLOW_MEMORY_RATE_LIMITS=true`).',
     secret: true,
     parse: url('redis', 'rediss'),
+  },
+  {
+    key: 'redisTlsCaFile',
+    env: 'BULWARK_REDIS_TLS_CA_FILE',
+    description: "PEM CA certificate(s) the Redis server's certificate must chain to (a `rediss://` URL). Unset: Node's bundled public CAs.",
+    parse: pemFile('certificates'),
+  },
+  {
+    key: 'redisTlsCertFile',
+    env: 'BULWARK_REDIS_TLS_CERT_FILE',
+    description: 'PEM client certificate presented to Redis (`tls-auth-clients yes`), with `BULWARK_REDIS_TLS_KEY_FILE`.',
+    parse: pemFile('certificates'),
+  },
+  {
+    key: 'redisTlsKeyFile',
+    env: 'BULWARK_REDIS_TLS_KEY_FILE',
+    description: 'Unencrypted PEM private key of `BULWARK_REDIS_TLS_CERT_FILE`; refused when group or others can read it.',
+    parse: pemFile('private key'),
   },
   {
     key: 'redisTimeoutMs',
@@ -308,9 +367,17 @@ export const optionSpecs: readonly OptionSpec[] = [
     },
   },
   {
+    key: 'tls',
+    env: 'BULWARK_TLS',
+    description:
+      'Built-in HTTPS: `on` serves TLS 1.2 and 1.3 only (ECDHE with AEAD ciphers) and sends `Strict-Transport-Security`, with the certificate of `BULWARK_TLS_CERT_FILE` / `BULWARK_TLS_KEY_FILE`, or without them one this server issues itself from a local CA kept in the database (ECDSA P-384, renewed at two thirds of its life). `off`: plain HTTP (behind a TLS-terminating proxy). See docs/tls.md.',
+    default: 'off',
+    parse: oneOf('off', 'on'),
+  },
+  {
     key: 'tlsCertFile',
     env: 'BULWARK_TLS_CERT_FILE',
-    description: 'PEM certificate chain: with `BULWARK_TLS_KEY_FILE` the server speaks HTTPS itself and sends `Strict-Transport-Security`.',
+    description: 'PEM certificate chain served with `BULWARK_TLS=on` instead of a self-managed one; re-read when it changes (checked every minute; a broken replacement is logged and the old certificate kept).',
     parse: text(1, 4096),
   },
   {
@@ -318,6 +385,32 @@ export const optionSpecs: readonly OptionSpec[] = [
     env: 'BULWARK_TLS_KEY_FILE',
     description: 'PEM private key of `BULWARK_TLS_CERT_FILE`.',
     parse: text(1, 4096),
+  },
+  {
+    key: 'tlsHostnames',
+    env: 'BULWARK_TLS_HOSTNAMES',
+    description:
+      'Names of the self-managed certificate (its subject alternative names): comma-separated DNS names (`*.` allowed as the first label) and IP addresses. Unset: the host of `BULWARK_PUBLIC_URL` if set, and `localhost`, `127.0.0.1`, `::1`.',
+    parse: (raw: string) => {
+      const names = raw.split(',').map((name) => name.trim().toLowerCase());
+      const valid = names.length <= 32 && names.every((name) => isIP(name) !== 0 || (name.length <= 253 && dnsName.test(name)));
+      return valid ? { value: [...new Set(names)] } : { error: 'must be up to 32 comma-separated DNS names or IP addresses' };
+    },
+  },
+  {
+    key: 'tlsCertDays',
+    env: 'BULWARK_TLS_CERT_DAYS',
+    description: 'Lifetime of each self-managed server certificate; a new one is issued and served at two thirds of it, without dropping connections.',
+    default: '90',
+    parse: integer(1, 90),
+  },
+  {
+    key: 'tlsClientCerts',
+    env: 'BULWARK_TLS_CLIENT_CERTS',
+    description:
+      'With `BULWARK_TLS=on`: `request` asks every client for a certificate without requiring one (agents may present theirs; the handshake never fails over it, and a route decides what a certificate is worth), `off` never asks.',
+    default: 'request',
+    parse: oneOf('request', 'off'),
   },
   {
     key: 'corsOrigins',
@@ -356,6 +449,25 @@ export const optionSpecs: readonly OptionSpec[] = [
     description:
       "Creds file (user JWT and nkey seed) of Bulwark's own NATS user, in the agents account, allowed to publish and subscribe on `bulwark.>` and `_INBOX.>`. Unset: connect without credentials (a server without auth).",
     parse: text(1, 4096),
+  },
+  {
+    key: 'natsTlsCaFile',
+    env: 'BULWARK_NATS_TLS_CA_FILE',
+    description:
+      "PEM CA certificate(s) the NATS server's certificate must chain to (a `tls://` URL; the URL's host name is checked too). Also used by the revocation connection of the system account user. Unset: Node's bundled public CAs.",
+    parse: pemFile('certificates'),
+  },
+  {
+    key: 'natsTlsCertFile',
+    env: 'BULWARK_NATS_TLS_CERT_FILE',
+    description: 'PEM client certificate presented to NATS (`verify: true` in the server\'s `tls` block), with `BULWARK_NATS_TLS_KEY_FILE`.',
+    parse: pemFile('certificates'),
+  },
+  {
+    key: 'natsTlsKeyFile',
+    env: 'BULWARK_NATS_TLS_KEY_FILE',
+    description: 'Unencrypted PEM private key of `BULWARK_NATS_TLS_CERT_FILE`; refused when group or others can read it.',
+    parse: pemFile('private key'),
   },
   {
     key: 'natsAgentAccount',
@@ -634,6 +746,14 @@ export const optionSpecs: readonly OptionSpec[] = [
     parse: integer(0, 3600),
   },
   {
+    key: 'agentCertificateDays',
+    env: 'BULWARK_AGENT_CERTIFICATE_DAYS',
+    description:
+      "Lifetime in days of the client certificates agents get at pairing and renewal (mutual TLS with the gateway, docs/agents.md). `bulwark agent run --mtls` renews once two thirds of it have passed.",
+    default: '30',
+    parse: integer(1, 90),
+  },
+  {
     key: 'accessTokenTtlSeconds',
     env: 'BULWARK_ACCESS_TOKEN_TTL_SECONDS',
     description: 'Lifetime of an access token (JWT), 5 to 15 minutes; refresh tokens renew it.',
@@ -644,7 +764,7 @@ export const optionSpecs: readonly OptionSpec[] = [
     key: 'authCacheTtlMs',
     env: 'BULWARK_AUTH_CACHE_TTL_MS',
     description:
-      'How long a verified credential and a tenant status stay cached in memory. A revocation or suspension on another instance takes effect within this window.',
+      'How long a verified credential, a session\'s liveness, a tenant\'s status and limits and a user\'s roles stay cached in memory. A revocation or suspension on another instance takes effect there at once over the bus (`bulwark.internal.invalidate`), and within this window when the instance missed it (NATS down).',
     default: '5000',
     parse: integer(0, 60000),
   },
@@ -704,9 +824,19 @@ export const optionSpecs: readonly OptionSpec[] = [
   {
     key: 'backupSchedule',
     env: 'BULWARK_BACKUP_SCHEDULE',
-    description: 'When scheduled backups run: a 5-field cron expression in UTC, or `off`. Each schedule slot is backed up once, across every instance.',
+    description:
+      'When scheduled backups run: a cron expression in UTC of 5 fields, or 6 with seconds first (`*/30 * * * * *`), or `off`. Each schedule slot is backed up once, across every instance; one instance (the leader) runs them, and looks again at the next slot or after a minute, whichever comes first.',
     default: '0 3 * * *',
-    parse: (raw) => (raw === 'off' || /^\S+( \S+){4}$/.test(raw.trim()) ? { value: raw.trim() } : { error: 'must be a 5-field cron expression or off' }),
+    parse: (raw) => {
+      const value = raw.trim();
+      if (value === 'off') return { value };
+      try {
+        assertValidSchedule(value);
+        return { value };
+      } catch (error) {
+        return { error: `must be a cron expression (5 fields, or 6 with seconds first) or off: ${(error as Error).message}` };
+      }
+    },
   },
   {
     key: 'backupKeepDailyDays',

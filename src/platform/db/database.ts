@@ -18,6 +18,14 @@ export interface Queryable {
   defer(sql: string, params?: readonly unknown[]): Promise<void>;
 }
 
+/** A dedicated connection (see `Database.session`). */
+export interface DbSession {
+  /** Throws when the connection is gone: its session-level locks went with it. */
+  query<Row = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<QueryResult<Row>>;
+  /** Ends the session. On PostgreSQL the connection (its own, beside the pool) is closed: its locks end with it. */
+  release(): Promise<void>;
+}
+
 /** The row-level-security context of one transaction. */
 export type DbContext = { tenantId: string } | { scope: 'platform' };
 
@@ -40,6 +48,12 @@ export interface Database {
    * The work may switch the RLS context inside it (each tenant's rows are read under that tenant's context).
    */
   withSnapshot<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * A connection of its own, held until released, for what belongs to a session rather than a transaction:
+   * the background jobs' leadership (session-level advisory locks, `leader.ts`). No RLS context is ever set
+   * on it, so no tenant or platform row is visible through it; it is for lock functions only.
+   */
+  session(): Promise<DbSession>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

@@ -1,5 +1,6 @@
 import { type PGlite, protocol } from '@electric-sql/pglite';
 import pg from 'pg';
+import { postgresClientConfig, type PostgresTlsFiles } from './postgres-tls.ts';
 
 /**
  * What only the schema owner may do, narrowed to one operation: rewriting tables so the dead row versions a
@@ -76,10 +77,10 @@ export function pgliteMaintenance(pglite: PGlite, appRole: string): DatabaseMain
  * were there (most common values are row values). WAL segments, archives and replicas are the server's:
  * see docs/offboarding.md.
  */
-export function postgresMaintenance(ownerUrl: string): DatabaseMaintenance {
+export function postgresMaintenance(ownerUrl: string, tls: PostgresTlsFiles = {}): DatabaseMaintenance {
   return {
     async vacuumFull(tables) {
-      const client = new pg.Client({ connectionString: ownerUrl, connectionTimeoutMillis: 5_000 });
+      const client = new pg.Client({ ...postgresClientConfig(ownerUrl, tls), connectionTimeoutMillis: 5_000 });
       await client.connect();
       try {
         const names = await checkedTables(tables, async (wanted) => (await client.query<{ name: string }>(knownTablesSql, [wanted])).rows.map((row) => row.name));

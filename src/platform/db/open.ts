@@ -9,6 +9,7 @@ import { assertServingRoleIsolated, inspectServingRole, migrate, type MigrationR
 import { pgliteAdminSession, wrapPglite } from './pglite.ts';
 import { lockPgliteFolder } from './pglite-lock.ts';
 import { openPostgres } from './postgres.ts';
+import { postgresClientConfig, type PostgresTlsFiles, unverifiedTransport } from './postgres-tls.ts';
 
 export interface OpenedDatabase {
   db: Database;
@@ -21,8 +22,24 @@ export interface OpenedDatabase {
 
 type DatabaseConfig = Pick<
   Config,
-  'env' | 'databaseUrl' | 'databaseAdminUrl' | 'databaseAppRole' | 'databasePoolMax' | 'databaseTenantMaxConnections' | 'databaseStatementTimeoutMs' | 'dataDir'
+  | 'env'
+  | 'databaseUrl'
+  | 'databaseAdminUrl'
+  | 'databaseAppRole'
+  | 'databasePoolMax'
+  | 'databaseTenantMaxConnections'
+  | 'databaseStatementTimeoutMs'
+  | 'dataDir'
+  | 'databaseTlsCaFile'
+  | 'databaseTlsCertFile'
+  | 'databaseTlsKeyFile'
+  | 'allowUnverifiedDatabaseTls'
 >;
+
+/** The TLS files of the configuration (read at start), for every connection to the configured PostgreSQL. */
+export function postgresTlsOf(config: Pick<Config, 'databaseTlsCaFile' | 'databaseTlsCertFile' | 'databaseTlsKeyFile'>): PostgresTlsFiles {
+  return { ca: config.databaseTlsCaFile?.pem, cert: config.databaseTlsCertFile?.pem, key: config.databaseTlsKeyFile?.pem };
+}
 
 /** Opens the configured engine, migrates it as the owner and returns a handle that serves as the app role. */
 export async function openDatabase(config: DatabaseConfig, options: { pgliteDataDir?: string } = {}): Promise<OpenedDatabase> {
@@ -69,15 +86,26 @@ export async function openPgliteDatabase(pglite: PGlite, appRole: string): Promi
 
 async function openPostgresDatabase(config: DatabaseConfig, url: string): Promise<OpenedDatabase> {
   const ownerUrl = config.databaseAdminUrl ?? url;
-  const migrations = await migratePostgres(ownerUrl, config.databaseAppRole);
+  const warnings: string[] = [];
+  // Checked before the first connection: its startup message carries the login, and the password follows.
+  for (const problem of new Set([url, ownerUrl].map(unverifiedTransport))) {
+    if (problem === undefined) continue;
+    const remedy = 'set sslmode=verify-full (with BULWARK_DATABASE_TLS_CA_FILE for a private CA)';
+    if (config.env === 'production' && !config.allowUnverifiedDatabaseTls) {
+      throw new Error(`${problem}; refusing to start in production: ${remedy}, or BULWARK_ALLOW_UNVERIFIED_DATABASE_TLS=true to accept it`);
+    }
+    warnings.push(`${problem}: anyone on the path can read the traffic or pose as the database; ${remedy}`);
+  }
+  const tls = postgresTlsOf(config);
+  const migrations = await migratePostgres(ownerUrl, config.databaseAppRole, tls);
   const db = openPostgres({
     url,
+    tls,
     appRole: config.databaseAppRole,
     poolMax: config.databasePoolMax,
     tenantMaxConnections: config.databaseTenantMaxConnections ?? Math.max(1, Math.ceil(config.databasePoolMax / 2)),
     statementTimeoutMs: config.databaseStatementTimeoutMs,
   });
-  const warnings: string[] = [];
   try {
     const role = await inspectServingRole(async (sql) => (await db.withPlatform((tx) => tx.query(sql))).rows as never);
     assertServingRoleIsolated(role);
@@ -92,11 +120,11 @@ async function openPostgresDatabase(config: DatabaseConfig, url: string): Promis
     await db.close();
     throw error;
   }
-  return { db, migrations, warnings, maintenance: postgresMaintenance(ownerUrl) };
+  return { db, migrations, warnings, maintenance: postgresMaintenance(ownerUrl, tls) };
 }
 
-export async function migratePostgres(adminUrl: string, appRole: string): Promise<MigrationReport> {
-  const client = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 5_000 });
+export async function migratePostgres(adminUrl: string, appRole: string, tls: PostgresTlsFiles = {}): Promise<MigrationReport> {
+  const client = new pg.Client({ ...postgresClientConfig(adminUrl, tls), connectionTimeoutMillis: 5_000 });
   await client.connect();
   try {
     return await migrate(

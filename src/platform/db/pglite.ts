@@ -37,6 +37,13 @@ export function wrapPglite(db: PGlite): Database {
         await tx.query('SET TRANSACTION READ ONLY');
         return work(tx);
       }),
+    // One process owns the data folder and PGlite has one session: every caller shares it, so it always wins
+    // what it asks for (the leadership locks), by the same code path as on PostgreSQL.
+    session: async () => ({
+      query: async <Row>(sql: string, params: readonly unknown[] = []) => normalize(await db.query<Row>(sql, params as unknown[]), sql),
+      // The session is the engine's: what a caller locked it unlocks itself (leader.ts does).
+      release: async () => undefined,
+    }),
     async ping() {
       await db.query('SELECT 1');
     },

@@ -1,10 +1,13 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
+import { postgresClientConfig, type PostgresTlsFiles } from './postgres-tls.ts';
 import { TenantSlots } from './tenant-slots.ts';
-import { contextParams, type Database, type DbContext, type Queryable, type QueryResult, setContextSql } from './database.ts';
+import { contextParams, type Database, type DbContext, type DbSession, type Queryable, type QueryResult, setContextSql } from './database.ts';
 
 export interface PostgresOptions {
+  /** Its `sslmode` decides TLS (see postgres-tls.ts). */
   url: string;
+  tls?: PostgresTlsFiles;
   appRole: string;
   poolMax: number;
   /** The most connections one tenant's transactions hold at once (see TenantSlots). */
@@ -23,7 +26,7 @@ export interface PostgresOptions {
 export function openPostgres(options: PostgresOptions): Database {
   const connectionTimeoutMillis = 5_000;
   const pool = new pg.Pool({
-    connectionString: options.url,
+    ...postgresClientConfig(options.url, options.tls),
     max: options.poolMax,
     options: `-c role=${options.appRole}`,
     pipeline: true,
@@ -79,6 +82,8 @@ export function openPostgres(options: PostgresOptions): Database {
     withTenant: (tenantId, work) => transaction({ tenantId }, work),
     withPlatform: (work) => transaction({ scope: 'platform' }, work),
     withSnapshot: (work) => transactionOnPool({ scope: 'platform' }, work, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY'),
+    // Outside the pool: holding one of its connections for good would starve a small pool (down to none at 1).
+    session: () => dedicatedSession({ ...postgresClientConfig(options.url, options.tls), options: `-c role=${options.appRole}`, connectionTimeoutMillis }),
     async ping() {
       await pool.query('SELECT 1');
     },
@@ -110,6 +115,35 @@ export function openPostgres(options: PostgresOptions): Database {
       client.release(connectionLost);
     }
   }
+}
+
+/**
+ * A connection of its own, beside the pool (one more than BULWARK_DATABASE_POOL_MAX per instance while held),
+ * with the pool's TLS and role. Released, it is closed: session state such as advisory locks ends with it.
+ */
+async function dedicatedSession(config: pg.ClientConfig): Promise<DbSession> {
+  const client = new pg.Client(config);
+  // A lost connection is reported as an event too: unhandled, it would end the process. Queries then fail.
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+  } catch (error) {
+    await client.end().catch(() => undefined);
+    throw error;
+  }
+  let released = false;
+  return {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- implements the generic DbSession.query
+    async query<Row>(sql: string, params: readonly unknown[] = []) {
+      const result = await client.query(sql, params as unknown[]);
+      return { rows: result.rows as Row[], rowCount: result.rowCount ?? result.rows.length };
+    },
+    async release() {
+      if (released) return;
+      released = true;
+      await client.end().catch(() => undefined);
+    },
+  };
 }
 
 /**

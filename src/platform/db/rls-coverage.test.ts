@@ -35,6 +35,8 @@ const platformTables: Record<string, string> = {
   // Offboarding requests and their proofs (0015): ids, times and counts; they must outlive the tenant's purge,
   // which is why the tenant's id is not in a `tenant_id` column. FORCE RLS, platform scope only.
   tenant_offboardings: 'offboarding requests and proofs, no tenant data',
+  // The self-managed TLS CA (0017): the deployment's CA certificate and its root-wrapped private key.
+  tls_ca: 'the TLS CA of the platform (private key sealed)',
 };
 
 /**
@@ -55,6 +57,7 @@ const platformOnlyTables = [
   'platform_audit_deliveries',
   'services',
   'agent_pairing_throttles',
+  'tls_ca',
 ];
 
 interface TableInfo {

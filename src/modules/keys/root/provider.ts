@@ -32,7 +32,7 @@ export interface WrapContext {
   purpose?: WrapPurpose;
 }
 
-export type WrapPurpose = 'data-key' | 'customer-kms-credentials' | 'lookup-key' | 'signing-key' | 'platform-key' | 'backup-key' | 'backup-escrow';
+export type WrapPurpose = 'data-key' | 'customer-kms-credentials' | 'lookup-key' | 'signing-key' | 'platform-key' | 'backup-key' | 'backup-escrow' | 'tls-ca';
 
 export interface RootKeyDescription {
   kind: RootKeyProvider['kind'];

@@ -17,6 +17,7 @@ const domainLabels: Record<WrapPurpose, Buffer> = {
   'platform-key': Buffer.from('bulwark/root-key-wrap/platform-key/v1', 'utf8'),
   'backup-key': Buffer.from('bulwark/root-key-wrap/backup-key/v1', 'utf8'),
   'backup-escrow': Buffer.from('bulwark/root-key-wrap/backup-escrow/v1', 'utf8'),
+  'tls-ca': Buffer.from('bulwark/root-key-wrap/tls-ca/v1', 'utf8'),
 };
 
 /**
