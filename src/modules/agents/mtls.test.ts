@@ -468,3 +468,39 @@ async function eventually(check: () => Promise<boolean>): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
+
+/** The same path through the listener BULWARK_TLS=on builds (self-managed certificate, client certificates requested). */
+describe('agent mutual TLS through the built-in HTTPS listener [pglite]', { skip: engineSkip('pglite') }, () => {
+  let test: TestApp;
+  let origin: string;
+  let serverCa: string;
+  before(async () => {
+    test = await createTestApp('pglite', { config: { tls: 'on', agentStaleSweepSeconds: '0' } });
+    origin = await test.app.listen({ host: '127.0.0.1', port: 0 });
+    serverCa = (await test.call({ method: 'GET', url: '/v1/tls/ca.pem' })).body;
+  });
+  after(() => test.close());
+
+  const post = (path: string, body: unknown, tls: { cert?: string; key?: string }) =>
+    new Promise<number>((resolve, reject) => {
+      const call = https.request(new URL(path, origin), { method: 'POST', ca: serverCa, agent: false, ...tls, headers: { 'content-type': 'application/json' } }, (response) => {
+        response.resume();
+        response.on('end', () => resolve(response.statusCode ?? 0));
+      });
+      call.on('error', reject);
+      call.end(JSON.stringify(body));
+    });
+
+  it('an agent reports with its certificate and no token; without either it is refused', async () => {
+    const tenant = await test.tenantWithKey('mTLS listener');
+    const code = (await test.call({ method: 'POST', url: `/v1/tenants/${tenant.tenantId}/agents/pairing-codes`, token: tenant.apiKey, body: {} })).json<{ code: string }>().code;
+    const keys = generateKeyPairSync('ed25519');
+    const paired = await test.call({ method: 'POST', url: '/v1/agents/pair', body: { code, publicKey: { type: 'ed25519', key: keys.publicKey.export({ format: 'jwk' }).x } } });
+    assert.equal(paired.statusCode, 201, paired.body);
+    const { agentId, certificate } = paired.json<{ agentId: string; certificate: IssuedCertificate }>();
+    const message = { subject: agentSubjects(tenant.tenantId, agentId).heartbeat, payload: {} };
+    const withCertificate = { cert: certificate.certificate, key: keys.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString() };
+    assert.equal(await post(`/v1/agents/${agentId}/messages`, message, withCertificate), 204);
+    assert.equal(await post(`/v1/agents/${agentId}/messages`, message, {}), 401);
+  });
+});
