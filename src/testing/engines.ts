@@ -19,8 +19,10 @@ export type EngineName = 'pglite' | 'postgres';
 export const postgresAdminUrl = process.env['BULWARK_TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const servicesRequired = process.env['BULWARK_REQUIRE_SERVICES'] === '1';
 
+// A long timeout: a service that is down refuses at once on loopback, while a busy 2-core CI machine can take
+// seconds to answer a probe that runs while other test files start (a short one skipped or failed suites).
 async function probePostgres(): Promise<string | undefined> {
-  const client = new pg.Client({ connectionString: postgresAdminUrl, connectionTimeoutMillis: 2_000 });
+  const client = new pg.Client({ connectionString: postgresAdminUrl, connectionTimeoutMillis: 15_000 });
   try {
     await client.connect();
     await client.query('SELECT 1');

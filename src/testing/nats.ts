@@ -30,7 +30,7 @@ export const testNatsUrl = process.env['BULWARK_TEST_NATS_URL'] ?? 'nats://127.0
 /** `skip` option for the shared server's test: a reason when it is unreachable (an error under BULWARK_REQUIRE_SERVICES=1). */
 export async function sharedNatsSkip(): Promise<string | false> {
   try {
-    const connection = await connect({ servers: testNatsUrl, timeout: 1_000, reconnect: false });
+    const connection = await connect({ servers: testNatsUrl, timeout: 10_000, reconnect: false });
     await connection.close();
     return false;
   } catch (error) {

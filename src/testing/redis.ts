@@ -10,7 +10,7 @@ import { freePort } from './ports.ts';
 export const testRedisUrl = process.env['BULWARK_TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 
 async function pingable(url: string): Promise<boolean> {
-  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 1_000, retryStrategy: () => null });
+  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 10_000, retryStrategy: () => null });
   client.on('error', () => undefined);
   try {
     await client.connect();

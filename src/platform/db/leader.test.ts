@@ -59,12 +59,13 @@ for (const engine of engines) {
       assert.equal(runs, 2);
     });
 
-    it('the dedicated connection sees no rows: no RLS context is ever set on it', async () => {
+    it('the dedicated connection runs as the app role and sees no rows: no RLS context is ever set on it', async () => {
       const tenantId = newId();
       await storage.db.withPlatform((tx) => tx.query("INSERT INTO tenants (id, name, region) VALUES ($1, 'Leader', 'local')", [tenantId]));
       const session = await storage.db.session();
       try {
         assert.deepEqual((await session.query<{ n: number }>('SELECT count(*)::int AS n FROM tenants')).rows, [{ n: 0 }]);
+        assert.deepEqual((await session.query('SELECT current_user AS role')).rows, [{ role: storage.config.databaseAppRole }], 'as the app role, as the pool');
         // Control: the platform scope sees the tenant.
         assert.ok((await storage.db.withPlatform((tx) => tx.query('SELECT 1 FROM tenants WHERE id = $1', [tenantId]))).rowCount === 1);
       } finally {

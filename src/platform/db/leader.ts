@@ -47,6 +47,8 @@ export class Leadership {
   readonly #held = new Set<LeaderJob>();
   readonly #running = new Map<LeaderJob, Promise<boolean>>();
   #session: Promise<DbSession> | undefined;
+  /** The session `#session` resolved to: a failure on an older one must not end a newer one's leads. */
+  #current: DbSession | undefined;
   #closed = false;
 
   constructor(db: Database, options: LeadershipOptions = {}) {
@@ -85,6 +87,7 @@ export class Leadership {
     await Promise.allSettled(this.#running.values());
     const opening = this.#session;
     this.#session = undefined;
+    this.#current = undefined;
     const session = await opening?.catch(() => undefined);
     if (session === undefined) return;
     // On PostgreSQL releasing the connection would end the locks anyway; PGlite's one session stays, so unlock.
@@ -115,10 +118,15 @@ export class Leadership {
   #connected(): Promise<DbSession> {
     if (this.#session === undefined) {
       const opening = this.#db.session();
-      // A failed connect is retried on the next round.
-      opening.catch(() => {
-        if (this.#session === opening) this.#session = undefined;
-      });
+      opening.then(
+        (session) => {
+          if (this.#session === opening) this.#current = session;
+        },
+        // A failed connect is retried on the next round.
+        () => {
+          if (this.#session === opening) this.#session = undefined;
+        },
+      );
       this.#session = opening;
     }
     return this.#session;
@@ -126,8 +134,11 @@ export class Leadership {
 
   /** The connection failed: whatever it held ends with it (the server ends the session, or will once it notices). */
   async #lost(session: DbSession): Promise<void> {
-    this.#session = undefined;
-    this.#dropAll();
+    if (this.#current === session) {
+      this.#session = undefined;
+      this.#current = undefined;
+      this.#dropAll();
+    }
     await session.release().catch(() => undefined);
   }
 
