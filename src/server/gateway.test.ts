@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { chmodSync, mkdtempSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -285,6 +285,7 @@ describe('a server with TLS', () => {
     execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], {
       stdio: 'ignore',
     });
+    chmodSync(key, 0o600);
     server = await startServer(testConfig({ dataDir: dir, port: '0', tls: 'on', tlsCertFile: cert, tlsKeyFile: key, setupToken: `bws_${'t'.repeat(43)}` }), { banner: () => undefined });
   });
   after(() => server.stop());

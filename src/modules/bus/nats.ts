@@ -2,6 +2,7 @@ import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, credsAuthenticator, ErrorCode, Events, JSONCodec, NatsError, type Msg, type NatsConnection, type Subscription, type TlsOptions } from 'nats';
 import type { Config } from '../../platform/config/config.ts';
+import { exposedModeProblem } from '../../platform/private-file.ts';
 import type { BusPermissions } from './access.ts';
 import {
   assertPattern,
@@ -321,10 +322,8 @@ export function natsTls(servers: readonly string[], files: NatsTlsFiles = {}): {
 export function readKeyFile(path: string): string {
   const descriptor = openSync(path, 'r');
   try {
-    const mode = fstatSync(descriptor).mode & 0o777;
-    if ((mode & 0o077) !== 0) {
-      throw new Error(`NATS key file ${path} is accessible by group or others (mode ${mode.toString(8).padStart(4, '0')}); restrict it with \`chmod 600 ${path}\` and restart`);
-    }
+    const exposed = exposedModeProblem(fstatSync(descriptor).mode);
+    if (exposed !== undefined) throw new Error(`NATS key file ${path} ${exposed}; restrict it with \`chmod 600 ${path}\` and restart`);
     return readFileSync(descriptor, 'utf8');
   } finally {
     closeSync(descriptor);

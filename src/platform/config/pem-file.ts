@@ -1,5 +1,6 @@
 import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { exposedModeProblem } from '../private-file.ts';
 
 /**
  * A PEM file named by the configuration, read once at start. `pem` is not enumerable, so a config object
@@ -25,10 +26,8 @@ export function pemFile(kind: 'certificates' | 'private key') {
       const descriptor = openSync(path, 'r');
       try {
         const stat = fstatSync(descriptor);
-        const mode = stat.mode & 0o777;
-        if (kind === 'private key' && (mode & 0o077) !== 0) {
-          return { error: `is accessible by group or others (mode ${mode.toString(8).padStart(4, '0')}); restrict it with \`chmod 600\`` };
-        }
+        const exposed = kind === 'private key' ? exposedModeProblem(stat.mode) : undefined;
+        if (exposed !== undefined) return { error: `${exposed}; restrict it with \`chmod 600\`` };
         if (stat.size > maxBytes) return { error: `is larger than ${maxBytes} bytes` };
         pem = readFileSync(descriptor, 'utf8');
       } finally {

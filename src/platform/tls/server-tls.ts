@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import type { ServerOptions as HttpsServerOptions } from 'node:https';
 import { createSecureContext, type Server as TlsServer } from 'node:tls';
 import { type Clock, systemClock } from '../clock.ts';
+import { readPrivateFile } from '../private-file.ts';
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
 import type { RootKeyProvider } from '../../modules/keys/root/provider.ts';
@@ -146,7 +147,7 @@ class FileSource implements CertificateSource {
   }
 
   async #read(): Promise<{ cert: string; key: string; digest: string }> {
-    const [cert, key] = await Promise.all([readFile(this.#certFile, 'utf8'), readFile(this.#keyFile, 'utf8')]);
+    const [cert, key] = await Promise.all([readFile(this.#certFile, 'utf8'), readPrivateFile(this.#keyFile)]);
     return { cert, key, digest: createHash('sha256').update(cert).update('\0').update(key).digest('hex') };
   }
 

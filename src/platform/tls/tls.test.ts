@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes, X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { Agent, get as httpsGet } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -361,12 +361,13 @@ describe("the operator's certificate files", () => {
     const out = mkdtempSync(join(dir, 'gen-'));
     const keyArgs = kind === 'ec' ? ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:secp384r1'] : ['-newkey', kind];
     execFileSync('openssl', ['req', '-x509', ...keyArgs, '-nodes', '-keyout', join(out, 'key.pem'), '-out', join(out, 'cert.pem'), '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
+    chmodSync(join(out, 'key.pem'), 0o600);
     return { certFile: join(out, 'cert.pem'), keyFile: join(out, 'key.pem'), serial: new X509Certificate(readFileSync(join(out, 'cert.pem'))).serialNumber };
   };
   /** Replaces a file atomically, as deployment tools do. */
   const replace = (target: string, source: string) => {
     const temporary = `${target}.new`;
-    writeFileSync(temporary, readFileSync(source));
+    writeFileSync(temporary, readFileSync(source), { mode: 0o600 });
     renameSync(temporary, target);
   };
   const servedSerial = async () => {
@@ -435,11 +436,15 @@ describe("the operator's certificate files", () => {
     const expired = { certFile: join(dir, 'expired-cert.pem'), keyFile: join(dir, 'expired-key.pem') };
     writeFileSync(expired.certFile, lapsed.cert);
     writeFileSync(expired.keyFile, lapsed.key, { mode: 0o600 });
+    const exposedKey = join(dir, 'exposed-key.pem');
+    writeFileSync(exposedKey, lapsed.key);
+    chmodSync(exposedKey, 0o644);
     for (const [cert, key, reason] of [
       [weak.certFile, weak.keyFile, /too small/],
       [expired.certFile, expired.keyFile, /expired at/],
       [mismatched.certFile, weak.keyFile, /does not belong to the certificate/],
       [join(dir, 'missing.pem'), weak.keyFile, /ENOENT/],
+      [expired.certFile, exposedKey, /exposed-key\.pem is accessible by group or others \(mode 0644\)/],
     ] as const) {
       const config = testConfig({ tls: 'on', tlsCertFile: cert, tlsKeyFile: key });
       await assert.rejects(openServerTls({ config, db: storage.db, rootKeys: new EnvRootKey(randomBytes(32).toString('base64')), log: capturingLog() }), (error: Error) => {

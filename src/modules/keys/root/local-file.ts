@@ -3,6 +3,7 @@ import { constants, type promises as fsPromises } from 'node:fs';
 import { link, lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { type Clock, systemClock } from '../../../platform/clock.ts';
+import { exposedModeProblem } from '../../../platform/private-file.ts';
 import { AesRootKeyring, rootKeyBytes } from './aes-keyring.ts';
 import { type RootKeyDescription, RootKeyError, type RootKeyProvider, type WrapContext } from './provider.ts';
 import { decodeCanonicalBase64, isRootVersion } from './wrap-context.ts';
@@ -282,12 +283,8 @@ async function readStoredVersions(path: string): Promise<StoredVersion[] | undef
     // fstat of the open file, not stat of the path: the file checked is the file read.
     const stats = await handle.stat();
     if (!stats.isFile()) throw new Error(`root key file ${path} is not a regular file`);
-    if (checkPermissions && (stats.mode & 0o077) !== 0) {
-      throw new Error(
-        `root key file ${path} is accessible by group or others (mode ${(stats.mode & 0o777).toString(8).padStart(4, '0')}); ` +
-          `restrict it with \`chmod 600 ${path}\` and restart`,
-      );
-    }
+    const exposed = checkPermissions ? exposedModeProblem(stats.mode) : undefined;
+    if (exposed !== undefined) throw new Error(`root key file ${path} ${exposed}; restrict it with \`chmod 600 ${path}\` and restart`);
     text = await handle.readFile('utf8');
   } finally {
     await handle.close();
