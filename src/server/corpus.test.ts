@@ -88,8 +88,12 @@ for (const engine of engines) {
       const rows = await fixture.test.storage.asOwner(fingerprintSql);
       return JSON.stringify(rows);
     };
-    /** `xmin:xmax:in-flight ids`: xmax is the next transaction id, and every write takes one. */
-    const transactionSnapshot = async () => String((await fixture.test.storage.asOwner('SELECT pg_current_snapshot()::text AS s'))[0]?.['s']);
+    /**
+     * `xmin:xmax:in-flight ids`: xmax is the next transaction id, and every write takes one. Any connection sees
+     * the same; the app's single-statement tenant query is the cheapest way to ask (one round trip on PGlite).
+     */
+    const transactionSnapshot = async () =>
+      String((await fixture.test.storage.db.tenantQuery<{ s: string }>(tenant.tenantId, 'SELECT pg_current_snapshot()::text AS s')).rows[0]?.s);
     /**
      * Reading every table costs milliseconds, and most requests write nothing at all. While no transaction has
      * taken an id since a snapshot read just before the baseline, with none in flight then (a write still to
