@@ -151,7 +151,8 @@ function seededUsers(): Record<SeededLdapUserName, SeededLdapUser> {
 }
 
 async function seed(url: string, rootPassword: string, readerDn: string, readerPassword: string, users: SeededLdapUser[]): Promise<void> {
-  const client = new Client({ url, timeout: 5_000, connectTimeout: 5_000 });
+  // Generous: on a busy 2-core CI machine one add once took over 5 s and failed the whole LDAP suite.
+  const client = new Client({ url, timeout: 30_000, connectTimeout: 10_000 });
   try {
     await client.bind(`cn=admin,${ldapSuffix}`, rootPassword);
     await client.add(ldapSuffix, { objectClass: ['dcObject', 'organization'], dc: 'example', o: 'Example' });
