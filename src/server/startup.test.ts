@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { type RunningCli, spawnCli } from '../testing/cli.ts';
 import { adminQuery, engineSkip, postgresAdminUrl } from '../testing/engines.ts';
+import { freePort } from '../testing/ports.ts';
 
 const run = spawnCli;
 type Running = RunningCli;
@@ -81,6 +82,19 @@ describe('start-up', () => {
     const migrate = run(['migrate'], { BULWARK_DATA_DIR: dataDir });
     assert.equal(await migrate.exited, 0);
     assert.match(migrate.stdout(), /Database is up to date \(\d+ migrations applied earlier\)/);
+  });
+
+  it('`bulwark migrate` in production refuses a database off loopback without verify-full, before connecting', async () => {
+    // 0.0.0.0 counts as off the machine, and a connection attempt would still stay on it (a closed port).
+    const url = `postgres://owner@0.0.0.0:${await freePort()}/x`;
+    const refused = run(['migrate'], { BULWARK_DATA_DIR: dataDir, BULWARK_ENV: 'production', BULWARK_DATABASE_URL: url });
+    assert.equal(await refused.exited, 1);
+    assert.match(refused.stderr(), /PostgreSQL at 0\.0\.0\.0 is reached in plain text; refusing to start in production/);
+    // Control: outside production the same URL is a warning, and the command gets as far as connecting.
+    const warned = run(['migrate'], { BULWARK_DATA_DIR: dataDir, BULWARK_DATABASE_URL: url });
+    assert.equal(await warned.exited, 1);
+    assert.match(warned.stderr(), /warning: PostgreSQL at 0\.0\.0\.0 is reached in plain text/);
+    assert.match(warned.stderr(), /ECONNREFUSED/);
   });
 
   it('fails fast with every bad value named', async () => {

@@ -1,12 +1,14 @@
 import { loadConfig } from '../../platform/config/config.ts';
-import { migratePostgres, openDatabase, postgresTlsOf } from '../../platform/db/open.ts';
+import { databaseTransportWarnings, migratePostgres, openDatabase, postgresTlsOf } from '../../platform/db/open.ts';
 
 /** `bulwark migrate`: apply pending migrations to the configured engine and report them. */
 export async function runMigrate(): Promise<number> {
   const config = loadConfig();
   let report;
   if (config.databaseUrl !== undefined) {
-    report = await migratePostgres(config.databaseAdminUrl ?? config.databaseUrl, config.databaseAppRole, postgresTlsOf(config));
+    const ownerUrl = config.databaseAdminUrl ?? config.databaseUrl;
+    for (const warning of databaseTransportWarnings(config, [ownerUrl])) process.stderr.write(`warning: ${warning}\n`);
+    report = await migratePostgres(ownerUrl, config.databaseAppRole, postgresTlsOf(config));
   } else {
     const opened = await openDatabase(config);
     await opened.db.close();

@@ -86,16 +86,8 @@ export async function openPgliteDatabase(pglite: PGlite, appRole: string): Promi
 
 async function openPostgresDatabase(config: DatabaseConfig, url: string): Promise<OpenedDatabase> {
   const ownerUrl = config.databaseAdminUrl ?? url;
-  const warnings: string[] = [];
   // Checked before the first connection: its startup message carries the login, and the password follows.
-  for (const problem of new Set([url, ownerUrl].map(unverifiedTransport))) {
-    if (problem === undefined) continue;
-    const remedy = 'set sslmode=verify-full (with BULWARK_DATABASE_TLS_CA_FILE for a private CA)';
-    if (config.env === 'production' && !config.allowUnverifiedDatabaseTls) {
-      throw new Error(`${problem}; refusing to start in production: ${remedy}, or BULWARK_ALLOW_UNVERIFIED_DATABASE_TLS=true to accept it`);
-    }
-    warnings.push(`${problem}: anyone on the path can read the traffic or pose as the database; ${remedy}`);
-  }
+  const warnings = databaseTransportWarnings(config, [url, ownerUrl]);
   const tls = postgresTlsOf(config);
   const migrations = await migratePostgres(ownerUrl, config.databaseAppRole, tls);
   const db = openPostgres({
@@ -121,6 +113,24 @@ async function openPostgresDatabase(config: DatabaseConfig, url: string): Promis
     throw error;
   }
   return { db, migrations, warnings, maintenance: postgresMaintenance(ownerUrl, tls) };
+}
+
+/**
+ * The transport check every connection to the configured PostgreSQL passes first (serving and `bulwark
+ * migrate`): in production a database off loopback without verify-full is refused unless accepted by name;
+ * elsewhere it is a warning.
+ */
+export function databaseTransportWarnings(config: DatabaseConfig, urls: readonly string[]): string[] {
+  const warnings: string[] = [];
+  for (const problem of new Set(urls.map(unverifiedTransport))) {
+    if (problem === undefined) continue;
+    const remedy = 'set sslmode=verify-full (with BULWARK_DATABASE_TLS_CA_FILE for a private CA)';
+    if (config.env === 'production' && !config.allowUnverifiedDatabaseTls) {
+      throw new Error(`${problem}; refusing to start in production: ${remedy}, or BULWARK_ALLOW_UNVERIFIED_DATABASE_TLS=true to accept it`);
+    }
+    warnings.push(`${problem}: anyone on the path can read the traffic or pose as the database; ${remedy}`);
+  }
+  return warnings;
 }
 
 export async function migratePostgres(adminUrl: string, appRole: string, tls: PostgresTlsFiles = {}): Promise<MigrationReport> {
