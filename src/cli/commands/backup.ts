@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import type { BackupSummary, VerifyReport } from '../../modules/backup/service.ts';
 import { openRestoreTarget } from '../../modules/backup/restore.ts';
 import { loadConfig } from '../../platform/config/config.ts';
+import { postgresTlsOf } from '../../platform/db/open.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
 import { isId } from '../../platform/ids.ts';
 import { openStorage, writeJson } from '../storage.ts';
@@ -68,7 +69,7 @@ async function run(invocation: Invocation): Promise<number> {
       }
       case 'restore': {
         const { to } = invocation;
-        const report = await backups.restore(invocation.id, () => openRestoreTarget(to, { appRole: config.databaseAppRole }), { appRole: config.databaseAppRole, force: invocation.force });
+        const report = await backups.restore(invocation.id, () => openRestoreTarget(to, { appRole: config.databaseAppRole, tls: postgresTlsOf(config) }), { appRole: config.databaseAppRole, force: invocation.force });
         const shredded = report.tenantsShredded.length > 0 ? `; ${report.tenantsShredded.length} offboarded tenant(s) left out: ${report.tenantsShredded.join(', ')}` : '';
         print(report, `restored ${invocation.id} into ${report.location}: ${report.rows} row(s) in ${report.tables} table(s), ${report.tenantsRestored} tenant(s)${shredded}`);
         return 0;

@@ -364,3 +364,12 @@ function listFiles(root: string, prefix = ''): string[] {
     return statSync(join(root, relative)).isDirectory() ? listFiles(root, relative) : [relative];
   });
 }
+
+describe('restore targets on PostgreSQL', () => {
+  it('take the serving database TLS rules: sslmode with libpq meanings, no TLS file parameters in the URL', async () => {
+    await assert.rejects(openRestoreTarget('postgres://owner@127.0.0.1:1/x?sslmode=prefer'), /sslmode=prefer.*fall back to plain text/);
+    await assert.rejects(openRestoreTarget('postgres://owner@127.0.0.1:1/x?sslmode=verify-full&sslrootcert=/etc/ca.pem'), /has sslrootcert: give only sslmode in the URL/);
+    // Control: an accepted URL gets as far as connecting (a closed port).
+    await assert.rejects(openRestoreTarget('postgres://owner@127.0.0.1:1/x?sslmode=verify-full'), (error: unknown) => (error as NodeJS.ErrnoException).code === 'ECONNREFUSED');
+  });
+});

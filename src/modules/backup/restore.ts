@@ -4,6 +4,7 @@ import { PGlite } from '@electric-sql/pglite';
 import pg, { escapeIdentifier } from 'pg';
 import { pgliteAdminSession } from '../../platform/db/pglite.ts';
 import { lockPgliteFolder } from '../../platform/db/pglite-lock.ts';
+import { postgresClientConfig, type PostgresTlsFiles } from '../../platform/db/postgres-tls.ts';
 import { offboardedTenantName } from '../tenancy/store.ts';
 import { type AdminSession, loadMigrations, migrate } from '../../platform/db/migrate.ts';
 import { BulwarkError } from '../../platform/errors/bulwark-error.ts';
@@ -121,11 +122,12 @@ export interface RestoreTarget {
 
 /**
  * A restore target reached as its owner: a PostgreSQL URL (its login must own the schema, like the one that
- * migrates) or an embedded database folder, created when absent.
+ * migrates; TLS as for the serving database) or an embedded database folder, created when absent.
  */
-export async function openRestoreTarget(to: string, options: { appRole?: string } = {}): Promise<RestoreTarget> {
+export async function openRestoreTarget(to: string, options: { appRole?: string; tls?: PostgresTlsFiles } = {}): Promise<RestoreTarget> {
   if (/^postgres(ql)?:\/\//.test(to)) {
-    const client = new pg.Client({ connectionString: to, connectionTimeoutMillis: 5_000 });
+    // The serving database's TLS rules: sslmode with libpq's meanings, the BULWARK_DATABASE_TLS_* files.
+    const client = new pg.Client({ ...postgresClientConfig(to, options.tls), connectionTimeoutMillis: 5_000 });
     await client.connect();
     const url = new URL(to);
     return {
