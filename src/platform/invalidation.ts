@@ -1,5 +1,6 @@
 import { Type, type Static } from 'typebox';
 import { Compile } from 'typebox/compile';
+import { idPattern } from './ids.ts';
 
 /**
  * Cache invalidation across instances. Each instance caches credentials' standing briefly (session
@@ -16,7 +17,7 @@ import { Compile } from 'typebox/compile';
  */
 export const invalidationSubject = 'bulwark.internal.invalidate';
 
-const id = Type.String({ pattern: '^[0-9a-f]{12}$' });
+const id = Type.String({ pattern: idPattern });
 /** A tenant id, or `platform` for the operators' realm and the platform audit chain. */
 const scope = Type.Union([id, Type.Literal('platform')]);
 const strict = { additionalProperties: false } as const;

@@ -2,7 +2,6 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, X509Certificate
 // Imported after the issuance module, which loads reflect-metadata and sets Node's crypto as the provider.
 import { keyAlgorithm as ecdsaP384, selfSignedAuthority, serialNumber as newSerial, signingAlgorithm } from '../../platform/tls/issuance.ts';
 import * as x509 from '@peculiar/x509';
-import { isId } from '../../platform/ids.ts';
 
 /**
  * The X.509 side of agent mutual TLS: each tenant's agent CA (ECDSA P-384, self-signed, path length 0),
@@ -108,7 +107,8 @@ export function claimedAgent(peer: X509Certificate): { tenantId: string; agentId
   const match = /^URI:(.+)$/.exec(peer.subjectAltName ?? '');
   const uri = match?.[1] === undefined ? undefined : agentUriShape.exec(match[1]);
   const [, tenantId, agentId] = uri ?? [];
-  if (tenantId === undefined || agentId === undefined || !isId(tenantId) || !isId(agentId)) return undefined;
+  // The URI's shape already holds both ids to the id format.
+  if (tenantId === undefined || agentId === undefined) return undefined;
   return { tenantId, agentId };
 }
 
